@@ -1,0 +1,1 @@
+"""Test infrastructure shared by the integration, e2e and benchmark suites."""
