@@ -1,0 +1,232 @@
+"""Stage 3, apply: the fat delta into the destination Postgres, in one transaction.
+
+Called by ``pipeline``. Rules from DESIGN.md sections 1 and 4:
+
+* Stage: the delta is COPYed (ADBC ingest, Arrow-native) into a temporary table.
+* Upsert, set-based: ``INSERT ... ON CONFLICT (pk) DO UPDATE ... WHERE dest.version <
+  EXCLUDED.version``, so a stale snapshot value never overwrites a fresher event. Absolute
+  values only; rows are taken in key order so concurrent writers lock in one order. A
+  destination row with a NULL version counts as oldest.
+* Deletes are version-safe: a row absent from T is deleted only if the destination's copy is
+  not newer than T: ``dest.version <= watermark`` for timestamp and monotonic versions,
+  ``dest.version <=`` T-1's version of that row for counters. ``soft`` stamps
+  ``destination.softDeleteColumn`` with T's capturedAt instead; ``ignore`` leaves rows alone.
+* Outcome per row: inserted, updated, deleted, alreadyCurrent (the destination already held
+  this version: the event lane delivered it), staleSkipped (the destination held something
+  newer). ON CONFLICT locks every conflicting row, so the counts taken after the upsert in the
+  same transaction are exact.
+
+Applying the same delta twice changes nothing the second time (every row is then
+alreadyCurrent or staleSkipped). Nothing is visible to others until the commit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import logs
+from .diff import OLD_VERSION, OP
+from .errors import InputError, TableSyncError
+from .postgres import (
+    TableInfo,
+    adbc_connect,
+    connect,
+    describe_table,
+    map_error,
+    qualified,
+    quote_ident,
+    quote_literal,
+)
+from .snapshots import Delta
+from .spec import JobSpec
+
+log = logs.get("tablesync_job.apply")
+
+STAGE = "_tablesync_stage"
+
+
+@dataclass
+class ApplyResult:
+    """What the apply did, row by row. ``drift`` = inserted + updated + deleted."""
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    already_current: int = 0
+    stale_skipped: int = 0
+    seconds: float = 0.0
+
+    @property
+    def drift(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+    def as_report(self) -> dict[str, int]:
+        return {"inserted": self.inserted, "updated": self.updated, "deleted": self.deleted,
+                "alreadyCurrent": self.already_current, "staleSkipped": self.stale_skipped}
+
+
+def check_destination(spec: JobSpec, uri: str, source_columns: list[str]) -> TableInfo:
+    """Check the destination table can take the source's rows; InputError naming the field.
+
+    Every source column must exist in the destination, the primary key must be a unique key
+    there (ON CONFLICT needs it), and ``softDeleteColumn`` must exist for ``deletes: soft``.
+    """
+    with connect(uri, "destination") as conn:
+        info = describe_table(conn, spec.destination.table, "destination",
+                              "spec.destination.table")
+    have = {c.name for c in info.columns}
+    missing = [c for c in source_columns if c not in have]
+    if missing:
+        raise InputError(f"spec.destination.table: {info.table} lacks source column(s) "
+                         f"{', '.join(missing)}; add them to the destination table")
+    if not info.has_unique(spec.source.primary_key):
+        raise InputError(f"spec.destination.table: {info.table} has no primary key or unique "
+                         f"index on ({', '.join(spec.source.primary_key)}); create one "
+                         "(the upsert needs it)")
+    if spec.destination.deletes == "soft" and spec.destination.soft_delete_column not in have:
+        raise InputError(f"spec.destination.softDeleteColumn: {info.table} has no column "
+                         f"{spec.destination.soft_delete_column!r}; add a timestamptz column "
+                         "or change deletes")
+    return info
+
+
+def _batches(parts: list[Path], progress: logs.Progress) -> tuple[pa.Schema, Iterator[Any]]:
+    schema = pq.read_schema(parts[0])
+
+    def gen() -> Iterator[pa.RecordBatch]:
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=65536):
+                progress.update(batch.num_rows)
+                yield batch
+
+    return schema, gen()
+
+
+def _fault(point: str) -> None:
+    """Test hook: ``TABLESYNC_FAULT_INJECT=<point>`` kills the process here (SIGKILL)."""
+    if os.environ.get("TABLESYNC_FAULT_INJECT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta,
+          parts: list[Path]) -> ApplyResult:
+    """Apply ``delta`` (local Parquet ``parts``) to the destination; commit; return counts.
+
+    Raises InputError when a value does not fit the destination's column type, and
+    TransientError on connection loss, deadlock or serialization failure (nothing committed).
+    """
+    started = time.monotonic()
+    result = ApplyResult()
+    progress = logs.Progress("apply", total=delta.changes)
+    conn = adbc_connect(uri, "destination", autocommit=False)
+    try:
+        cur = conn.cursor()
+        schema, batches = _batches(parts, progress)
+        reader = pa.RecordBatchReader.from_batches(schema, batches)
+        cur.adbc_ingest(STAGE, reader, mode="create", temporary=True)
+        cur.execute(f"ANALYZE {STAGE}")
+        _upsert(cur, spec, dest, delta, schema, result)
+        _fault("mid-apply")
+        _delete(cur, spec, dest, delta, result)
+        conn.commit()
+        cur.close()
+    except TableSyncError:
+        raise
+    except Exception as err:
+        import adbc_driver_manager
+
+        if isinstance(err, adbc_driver_manager.Error):
+            raise map_error(err, "destination", f"applying {delta.id} to {dest.table}") from None
+        raise
+    finally:
+        progress.close()
+        conn.close()
+    result.seconds = round(time.monotonic() - started, 3)
+    log.info("applied", extra={"fields": {"phase": "apply", **result.as_report(),
+                                          "seconds": result.seconds}})
+    return result
+
+
+def _cast(dest: TableInfo, column: str, expr: str) -> str:
+    col = dest.column(column)
+    assert col is not None
+    return f"CAST({expr} AS {col.pg_type})"
+
+
+def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.Schema,
+            result: ApplyResult) -> None:
+    columns = [f.name for f in schema if f.name not in (OP, OLD_VERSION)]
+    keys = list(spec.source.primary_key)
+    ver = spec.source.version_column
+    table = qualified(dest.table)
+    q = quote_ident
+    insert_cols = ", ".join(q(c) for c in columns)
+    select_cols = ", ".join(_cast(dest, c, f"s.{q(c)}") for c in columns)
+    order = ", ".join(f"s.{q(k)}" for k in keys)
+    sets = [f"{q(c)} = EXCLUDED.{q(c)}" for c in columns if c not in keys]
+    if spec.destination.deletes == "soft":
+        sets.append(f"{q(spec.destination.soft_delete_column)} = NULL")
+    conflict = ", ".join(q(k) for k in keys)
+    cur.execute(
+        f"WITH up AS (INSERT INTO {table} AS d ({insert_cols}) "
+        f"SELECT {select_cols} FROM {STAGE} s WHERE s.{OP} <> 'delete' ORDER BY {order} "
+        f"ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(sets)} "
+        f"WHERE d.{q(ver)} IS NULL OR d.{q(ver)} < EXCLUDED.{q(ver)} "
+        f"RETURNING (xmax = 0) AS inserted) "
+        f"SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up")
+    inserted, updated = cur.fetchone()
+    result.inserted, result.updated = int(inserted), int(updated)
+    join = " AND ".join(f"d.{q(k)} = {_cast(dest, k, f's.{q(k)}')}" for k in keys)
+    s_ver = _cast(dest, ver, f"s.{q(ver)}")
+    cur.execute(
+        f"SELECT count(*) FILTER (WHERE d.{q(ver)} = {s_ver}), "
+        f"count(*) FILTER (WHERE d.{q(ver)} > {s_ver}) "
+        f"FROM {STAGE} s JOIN {table} d ON {join} WHERE s.{OP} <> 'delete'")
+    equal, newer = cur.fetchone()
+    result.already_current = int(equal) - result.inserted - result.updated
+    result.stale_skipped = int(newer)
+
+
+def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta,
+            result: ApplyResult) -> None:
+    mode = spec.destination.deletes
+    if mode == "ignore" or delta.deletes == 0:
+        return
+    keys = list(spec.source.primary_key)
+    ver = spec.source.version_column
+    table = qualified(dest.table)
+    q = quote_ident
+    join = " AND ".join(f"d.{q(k)} = {_cast(dest, k, f's.{q(k)}')}" for k in keys)
+    if delta.version_kind == "counter" or delta.watermark is None:
+        bound = _cast(dest, ver, f"s.{OLD_VERSION}")
+    else:
+        bound = _cast(dest, ver, quote_literal(delta.watermark))
+    safe = f"(d.{q(ver)} IS NULL OR d.{q(ver)} <= {bound})"
+    where = f"s.{OP} = 'delete' AND {join} AND {safe}"
+    if mode == "apply":
+        cur.execute(f"WITH gone AS (DELETE FROM {table} d USING {STAGE} s WHERE {where} "
+                    f"RETURNING 1) SELECT count(*) FROM gone")
+        result.deleted = int(cur.fetchone()[0])
+        cur.execute(f"SELECT count(*) FROM {STAGE} s JOIN {table} d ON {join} "
+                    f"WHERE s.{OP} = 'delete'")
+        survivors = int(cur.fetchone()[0])
+    else:
+        soft = q(spec.destination.soft_delete_column)
+        stamp = _cast(dest, spec.destination.soft_delete_column, quote_literal(delta.captured_at))
+        cur.execute(f"WITH gone AS (UPDATE {table} d SET {soft} = {stamp} FROM {STAGE} s "
+                    f"WHERE {where} AND d.{soft} IS NULL RETURNING 1) SELECT count(*) FROM gone")
+        result.deleted = int(cur.fetchone()[0])
+        cur.execute(f"SELECT count(*) FROM {STAGE} s JOIN {table} d ON {join} "
+                    f"WHERE s.{OP} = 'delete' AND d.{soft} IS NULL")
+        survivors = int(cur.fetchone()[0])
+    result.stale_skipped += survivors
+    result.already_current += delta.deletes - result.deleted - survivors

@@ -1,0 +1,276 @@
+"""One run of the lane: preflight -> dump -> diff -> guards -> apply -> state -> retention.
+
+Called by ``__main__`` (``run`` and the one-phase subcommands). Each phase function takes a
+:class:`RunContext` and returns the stage's noun (Snapshot, Delta, ApplyResult). Crash safety:
+snapshots and deltas are stored before anything is applied; ``state.json`` advances only after
+the destination committed; a crash at any point leaves a state from which the next run
+recomputes the delta against the last *applied* snapshot and re-applies idempotently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import logs
+from .apply import ApplyResult, _fault, apply, check_destination
+from .diff import OP, diff, open_duckdb
+from .dump import SourceTable, check_source, dump
+from .errors import GuardTripped, InputError
+from .postgres import TableInfo
+from .report import Report, now_iso
+from .snapshots import Delta, Layout, Snapshot, State, new_snapshot_id, parse_delta_id
+from .spec import JobSpec
+from .storage import open_storage
+
+log = logs.get("tablesync_job.pipeline")
+
+
+def require_env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise InputError(f"{name} is not set: it must hold the libpq URI "
+                         "(in the cluster it comes from the TableSync's uriSecretRef)")
+    logs.register_secret(value)
+    return value
+
+
+@dataclass
+class RunContext:
+    spec: JobSpec
+    run_id: str
+    work_dir: Path
+    memory_limit: str
+    report: Report
+    layout: Layout = field(init=False)
+    _source: SourceTable | None = None
+    _dest: TableInfo | None = None
+
+    def __post_init__(self) -> None:
+        logs.register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"))
+        self.layout = Layout(open_storage(self.spec.storage.url, self.spec.storage.endpoint))
+
+    @property
+    def source_uri(self) -> str:
+        return require_env("TABLESYNC_SOURCE_URI")
+
+    @property
+    def destination_uri(self) -> str:
+        return require_env("TABLESYNC_DESTINATION_URI")
+
+    def source(self) -> SourceTable:
+        if self._source is None:
+            self._source = check_source(self.spec, self.source_uri)
+        return self._source
+
+    def destination(self, columns: list[str]) -> TableInfo:
+        if self._dest is None:
+            self._dest = check_destination(self.spec, self.destination_uri, columns)
+        return self._dest
+
+
+def make_context(spec: JobSpec, run_id: str | None = None) -> RunContext:
+    run_id = run_id or os.environ.get("TABLESYNC_RUN_ID") or new_snapshot_id()
+    logs.set_context(tablesync=spec.label, runId=run_id)
+    base = os.environ.get("TABLESYNC_WORK_DIR") or tempfile.gettempdir()
+    Path(base).mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix="tablesync-", dir=base))
+    return RunContext(spec=spec, run_id=run_id, work_dir=work_dir,
+                      memory_limit=os.environ.get("TABLESYNC_MEMORY_LIMIT", "1GB"),
+                      report=Report(run_id=run_id))
+
+
+def cleanup(ctx: RunContext) -> None:
+    shutil.rmtree(ctx.work_dir, ignore_errors=True)
+
+
+def preflight(ctx: RunContext) -> None:
+    """Check storage, source and destination before anything is read or written."""
+    logs.set_context(phase="preflight")
+    ctx.layout.storage.check()
+    source = ctx.source()
+    ctx.destination([c.name for c in source.info.columns])
+
+
+# phases -------------------------------------------------------------------------------------
+
+def phase_dump(ctx: RunContext, store: bool = True) -> tuple[Snapshot, list[Path]]:
+    logs.set_context(phase="dump")
+    started = time.monotonic()
+    snap, parts = dump(ctx.spec, ctx.source_uri, ctx.source(), ctx.work_dir, new_snapshot_id())
+    if store:
+        ctx.layout.put_snapshot(snap, parts)
+    ctx.report.phase_seconds["dump"] = round(time.monotonic() - started, 3)
+    ctx.report.snapshot_id, ctx.report.captured_at, ctx.report.rows = (
+        snap.id, snap.captured_at, snap.rows)
+    return snap, parts
+
+
+def last_applied(ctx: RunContext) -> Snapshot | None:
+    """T-1: the snapshot named by state.json (None before the first apply)."""
+    state = ctx.layout.get_state()
+    if state is None:
+        return None
+    prev = ctx.layout.get_snapshot(state.last_applied_snapshot_id)
+    if prev is None:
+        raise InputError(f"state.json names snapshot {state.last_applied_snapshot_id} but it is "
+                         f"missing from {ctx.spec.storage.url}; delete state.json to bootstrap "
+                         "again")
+    return prev
+
+
+def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path],
+               store: bool = True) -> tuple[Delta, list[Path]]:
+    logs.set_context(phase="diff")
+    started = time.monotonic()
+    prev = last_applied(ctx)
+    prev_parts: list[Path] = []
+    if prev is not None:
+        prev_parts = ctx.layout.fetch(ctx.layout.snapshot_prefix(prev.id), prev.parts,
+                                      ctx.work_dir / "previous")
+    delta, delta_parts = diff(ctx.spec, snap, parts, prev, prev_parts, ctx.work_dir,
+                              ctx.memory_limit)
+    if store:
+        ctx.layout.put_delta(delta, delta_parts)
+    ctx.report.phase_seconds["diff"] = round(time.monotonic() - started, 3)
+    _describe_delta(ctx, delta)
+    return delta, delta_parts
+
+
+def _describe_delta(ctx: RunContext, delta: Delta) -> None:
+    ctx.report.delta_id = delta.id
+    ctx.report.from_snapshot_id = delta.from_id
+    ctx.report.bootstrap = delta.bootstrap
+    ctx.report.delta = {"insert": delta.inserts, "update": delta.updates,
+                        "delete": delta.deletes}
+
+
+def check_guards(spec: JobSpec, delta: Delta, approved: str | None) -> None:
+    """Refuse a delta that looks like a truncated dump (DESIGN.md section 4, Guards).
+
+    Raises GuardTripped (exit 3) unless ``approved`` equals ``delta.id``.
+    """
+    if delta.bootstrap or approved == delta.id or delta.from_rows == 0:
+        return
+    fraction = delta.deletes / delta.from_rows
+    if spec.destination.deletes != "ignore" and fraction > spec.guards.max_delete_fraction:
+        raise GuardTripped(
+            f"delta {delta.id} would delete {delta.deletes} of {delta.from_rows} rows "
+            f"({fraction:.1%} > spec.guards.maxDeleteFraction {spec.guards.max_delete_fraction:.1%}"
+            f"); nothing applied. If the source really lost these rows, approve with "
+            f"--approve {delta.id} (annotation tablesync.dev/approve-delta)",
+            reason="DeleteGuardTripped", delta_id=delta.id)
+    shrink = 1 - delta.to_rows / delta.from_rows
+    if shrink > spec.guards.max_shrink_fraction:
+        raise GuardTripped(
+            f"snapshot {delta.to_id} has {delta.to_rows} rows, {shrink:.1%} fewer than the "
+            f"{delta.from_rows} of {delta.from_id} (> spec.guards.maxShrinkFraction "
+            f"{spec.guards.max_shrink_fraction:.1%}); nothing applied. Approve with "
+            f"--approve {delta.id} if this is real",
+            reason="ShrinkGuardTripped", delta_id=delta.id)
+
+
+def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult:
+    """Apply, then advance state.json (only after the commit), then retention."""
+    logs.set_context(phase="apply")
+    started = time.monotonic()
+    snap = ctx.layout.get_snapshot(delta.to_id)
+    if snap is None:
+        raise InputError(f"delta {delta.id}: snapshot {delta.to_id} is missing from storage")
+    dest = ctx.destination([c.name for c in snap.columns])
+    result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts)
+    _fault("after-commit")
+    ctx.layout.put_state(State(last_applied_snapshot_id=delta.to_id,
+                               captured_at=delta.captured_at, applied_at=now_iso(),
+                               delta_id=delta.id))
+    ctx.report.phase_seconds["apply"] = round(time.monotonic() - started, 3)
+    ctx.report.apply = result.as_report()
+    ctx.report.snapshot_id, ctx.report.captured_at = snap.id, snap.captured_at
+    ctx.report.rows = snap.rows
+    removed = ctx.layout.apply_retention(ctx.spec.storage.keep_snapshots, delta.to_id)
+    if removed:
+        log.info("retention", extra={"fields": {"removedSnapshots": removed}})
+    return result
+
+
+def stored_delta(ctx: RunContext, delta_ref: str, field_name: str) -> tuple[Delta, list[Path]]:
+    """A stored delta that starts at the last applied snapshot; InputError otherwise."""
+    from_id, _ = parse_delta_id(delta_ref, field_name)
+    delta = ctx.layout.get_delta(delta_ref)
+    if delta is None:
+        raise InputError(f"{field_name}: no delta {delta_ref} in {ctx.spec.storage.url}")
+    state = ctx.layout.get_state()
+    current = state.last_applied_snapshot_id if state else None
+    if from_id != current:
+        raise InputError(f"{field_name}: delta {delta_ref} starts at {from_id or 'bootstrap'} "
+                         f"but the destination is at {current or 'bootstrap'}; it is stale, "
+                         "let the next run compute a fresh delta")
+    parts = ctx.layout.fetch(ctx.layout.delta_prefix(delta.id), delta.parts,
+                             ctx.work_dir / "delta-in")
+    return delta, parts
+
+
+# the whole run --------------------------------------------------------------------------------
+
+def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None) -> Report:
+    """dump -> diff -> guards -> apply. With ``approve`` (``FROM..TO``) apply that stored delta.
+
+    Returns the report; raises the job's errors (the caller fills the report from them).
+    """
+    report = ctx.report
+    preflight(ctx)
+    if approve and not dry_run:
+        delta, parts = stored_delta(ctx, approve, "--approve")
+        _describe_delta(ctx, delta)
+        result = phase_apply(ctx, delta, parts)
+        return _succeeded(report, delta, result, approved=True)
+    snap, parts = phase_dump(ctx, store=not dry_run)
+    _fault("after-dump")
+    delta, delta_parts = phase_diff(ctx, snap, parts, store=not dry_run)
+    _fault("after-diff")
+    check_guards(ctx.spec, delta, approve)
+    if dry_run:
+        report.result, report.reason = "DryRun", "DryRun"
+        report.message = (f"dry run: delta {delta.id} has {delta.inserts} inserts, "
+                          f"{delta.updates} updates, {delta.deletes} deletes; nothing applied")
+        report.sample = sample(ctx, delta_parts)
+        return report
+    result = phase_apply(ctx, delta, delta_parts)
+    return _succeeded(report, delta, result, approved=False)
+
+
+def _succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool) -> Report:
+    report.result = "Succeeded"
+    if delta.bootstrap:
+        report.reason = "Bootstrapped"
+        report.message = f"bootstrap: {result.inserted + result.updated} rows upserted"
+    elif delta.changes == 0:
+        report.reason, report.message = "NoChanges", "no changes since the last applied snapshot"
+    else:
+        report.reason = "Applied"
+        report.message = (f"applied {delta.id}{' (approved)' if approved else ''}: "
+                          f"{result.drift} rows corrected (drift), {result.already_current} "
+                          f"already current, {result.stale_skipped} stale skipped")
+    return report
+
+
+def sample(ctx: RunContext, parts: list[Path], per_op: int = 3) -> list[dict[str, Any]]:
+    """A few delta rows per op, for ``--dry-run`` output."""
+    con = open_duckdb(ctx.work_dir, ctx.memory_limit)
+    try:
+        rel = con.execute(
+            f"SELECT COLUMNS(*)::VARCHAR FROM read_parquet($files) QUALIFY row_number() OVER "
+            f"(PARTITION BY {OP}) <= {per_op}", {"files": [str(p) for p in parts]})
+        names = [d[0] for d in rel.description]
+        return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
+    finally:
+        con.close()
+
+
+def run_record(ctx: RunContext, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"report": ctx.report.compact(), "spec": asdict(ctx.spec), **(extra or {})}

@@ -1,0 +1,218 @@
+"""The storage layout of one TableSync (DESIGN.md section 5) and the records kept in it.
+
+::
+
+    <url>/snapshots/<snapshot-id>/part-*.parquet + manifest.json
+    <url>/deltas/<from-id>..<to-id>/part-*.parquet + manifest.json
+    <url>/runs/<run-id>.json
+    <url>/state.json            # last applied snapshot id and its watermark
+
+A snapshot or delta exists only once its ``manifest.json`` exists: parts go up first, the
+manifest last. ``state.json`` is written only after the destination committed. Snapshot ids
+sort by time (``YYYYmmddTHHMMSS.ffffffZ``). Used by ``pipeline`` and the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .storage import Storage
+
+BOOTSTRAP = "bootstrap"  # the FROM of the first delta, which has no T-1
+
+
+def new_snapshot_id(now: datetime | None = None) -> str:
+    """A time-sortable id, e.g. ``20261121T110000.123456Z-3fa2``."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S.%f}Z-{secrets.token_hex(2)}"
+
+
+def delta_id(from_id: str | None, to_id: str) -> str:
+    return f"{from_id or BOOTSTRAP}..{to_id}"
+
+
+def parse_delta_id(value: str, field_name: str) -> tuple[str | None, str]:
+    """Split ``FROM..TO``; FROM is None for a bootstrap delta. Raises InputError naming field."""
+    parts = value.split("..")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise InputError(f"{field_name}: {value!r} is not FROM..TO (e.g. as printed by a guard)")
+    return (None if parts[0] == BOOTSTRAP else parts[0]), parts[1]
+
+
+@dataclass
+class Column:
+    """One column of a snapshot: name, Postgres type as ``format_type`` prints it, Arrow type."""
+
+    name: str
+    pg_type: str
+    arrow_type: str
+
+
+@dataclass
+class Snapshot:
+    """Snapshot T: a consistent read of the source table (written by ``dump``)."""
+
+    id: str
+    table: str
+    captured_at: str  # ISO 8601 with offset: the source's as-of time
+    in_recovery: bool  # dumped from a standby
+    rows: int
+    bytes: int
+    columns: list[Column]
+    primary_key: list[str]
+    version_column: str
+    version_kind: str  # timestamp | monotonic | counter (resolved, never auto)
+    min_version: str | None
+    max_version: str | None
+    watermark: str | None  # version-typed literal; deletes compare against it (DESIGN.md 4)
+    parts: list[str] = field(default_factory=list)
+    dump_seconds: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Snapshot:
+        data = dict(data)
+        data["columns"] = [Column(**c) for c in data["columns"]]
+        return cls(**data)
+
+
+@dataclass
+class Delta:
+    """The fat delta from T-1 (None on bootstrap) to T: op, full new row, old version."""
+
+    from_id: str | None
+    to_id: str
+    inserts: int
+    updates: int
+    deletes: int
+    from_rows: int  # rows in T-1 (0 on bootstrap)
+    to_rows: int
+    version_kind: str  # timestamp | monotonic | counter, as resolved by dump
+    watermark: str | None  # version-typed literal deletes compare against; None for counter
+    captured_at: str  # T's capturedAt: soft deletes stamp it
+    parts: list[str] = field(default_factory=list)
+    diff_seconds: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return delta_id(self.from_id, self.to_id)
+
+    @property
+    def bootstrap(self) -> bool:
+        return self.from_id is None
+
+    @property
+    def changes(self) -> int:
+        return self.inserts + self.updates + self.deletes
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Delta:
+        return cls(**data)
+
+
+@dataclass
+class State:
+    """``state.json``: the last snapshot whose delta the destination committed."""
+
+    last_applied_snapshot_id: str
+    captured_at: str
+    applied_at: str
+    delta_id: str
+
+
+class Layout:
+    """Reads and writes the records above under one TableSync's prefix."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    # snapshots -------------------------------------------------------------------------
+    def snapshot_prefix(self, snapshot_id: str) -> str:
+        return f"snapshots/{snapshot_id}"
+
+    def put_snapshot(self, snap: Snapshot, local_parts: list[Path]) -> None:
+        prefix = self.snapshot_prefix(snap.id)
+        for part in local_parts:
+            self.storage.upload_file(part, f"{prefix}/{part.name}")
+        snap.parts = [p.name for p in local_parts]
+        self.storage.put_bytes(f"{prefix}/manifest.json", _dump_json(asdict(snap)))
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
+        raw = self.storage.get_bytes(f"{self.snapshot_prefix(snapshot_id)}/manifest.json")
+        return Snapshot.from_json(json.loads(raw)) if raw else None
+
+    def snapshot_ids(self) -> list[str]:
+        return sorted({k.split("/")[1] for k in self.storage.list("snapshots/")
+                       if k.endswith("/manifest.json")})
+
+    # deltas ----------------------------------------------------------------------------
+    def delta_prefix(self, delta: str) -> str:
+        return f"deltas/{delta}"
+
+    def put_delta(self, delta: Delta, local_parts: list[Path]) -> None:
+        prefix = self.delta_prefix(delta.id)
+        for part in local_parts:
+            self.storage.upload_file(part, f"{prefix}/{part.name}")
+        delta.parts = [p.name for p in local_parts]
+        self.storage.put_bytes(f"{prefix}/manifest.json", _dump_json(asdict(delta)))
+
+    def get_delta(self, delta: str) -> Delta | None:
+        raw = self.storage.get_bytes(f"{self.delta_prefix(delta)}/manifest.json")
+        return Delta.from_json(json.loads(raw)) if raw else None
+
+    def delta_ids(self) -> list[str]:
+        return sorted({k.split("/")[1] for k in self.storage.list("deltas/")
+                       if k.endswith("/manifest.json")})
+
+    def fetch(self, prefix: str, parts: list[str], into: Path) -> list[Path]:
+        """Local paths of ``parts``: in place for file://, else downloaded ``into``."""
+        local = []
+        for part in parts:
+            in_place = self.storage.local_path(f"{prefix}/{part}")
+            if in_place is not None:
+                local.append(in_place)
+                continue
+            into.mkdir(parents=True, exist_ok=True)
+            target = into / part
+            self.storage.download_file(f"{prefix}/{part}", target)
+            local.append(target)
+        return local
+
+    # state and runs --------------------------------------------------------------------
+    def get_state(self) -> State | None:
+        raw = self.storage.get_bytes("state.json")
+        return State(**json.loads(raw)) if raw else None
+
+    def put_state(self, state: State) -> None:
+        self.storage.put_bytes("state.json", _dump_json(asdict(state)))
+
+    def put_run(self, run_id: str, record: dict[str, Any]) -> None:
+        self.storage.put_bytes(f"runs/{run_id}.json", _dump_json(record))
+
+    # retention -------------------------------------------------------------------------
+    def apply_retention(self, keep_snapshots: int, last_applied: str | None) -> list[str]:
+        """Delete all but the newest ``keep_snapshots`` snapshots, never ``last_applied``.
+
+        Deltas that start or end at a deleted snapshot go too. Returns the deleted ids.
+        """
+        ids = self.snapshot_ids()
+        keep = set(ids[-keep_snapshots:])
+        if last_applied:
+            keep.add(last_applied)
+        doomed = [i for i in ids if i not in keep]
+        for delta in self.delta_ids():
+            src, dst = parse_delta_id(delta, "deltas/")
+            if (src and src in doomed) or dst in doomed or dst not in ids:
+                self.storage.delete_prefix(self.delta_prefix(delta) + "/")
+        for snap_id in doomed:
+            self.storage.delete_prefix(self.snapshot_prefix(snap_id) + "/")
+        return doomed
+
+
+def _dump_json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, indent=1, default=str).encode()

@@ -1,0 +1,211 @@
+"""Object storage adapter: ``s3://bucket/prefix`` (boto3) and ``file:///path`` (local disk).
+
+The only module that talks to storage; ``snapshots`` builds the layout on top of it. Keys are
+relative to the TableSync's prefix (DESIGN.md section 5). S3 credentials come from the standard
+AWS variables; ``spec.storage.endpoint`` (or ``AWS_ENDPOINT_URL``) points at S3-compatible stores
+such as MinIO. Errors are mapped to the job's family: a missing bucket or refused credentials
+is an InputError, a network failure a TransientError.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from .errors import InputError, TableSyncError, TransientError
+
+
+class Storage(Protocol):
+    """What the job needs from a store. ``key`` is a '/'-separated path under the prefix."""
+
+    url: str
+
+    def check(self) -> None: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes | None: ...
+    def upload_file(self, local: Path, key: str) -> None: ...
+    def download_file(self, key: str, local: Path) -> None: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+    def local_path(self, key: str) -> Path | None: ...
+
+
+def open_storage(url: str, endpoint: str | None = None) -> Storage:
+    """The adapter for ``url``; ``endpoint`` overrides ``AWS_ENDPOINT_URL`` for s3://."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return FileStorage(url, Path(parts.path))
+    if parts.scheme == "s3":
+        return S3Storage(url, parts.netloc, parts.path.strip("/"), endpoint)
+    raise InputError(f"spec.storage.url: unsupported scheme {parts.scheme!r}; use s3:// or file://")
+
+
+class FileStorage:
+    """A directory on local disk; writes go through a temporary file and a rename."""
+
+    def __init__(self, url: str, root: Path) -> None:
+        self.url = url
+        self.root = root
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(
+                f"spec.storage.url: cannot create {self.root} ({err.strerror})") from None
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def upload_file(self, local: Path, key: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, path)
+
+    def download_file(self, key: str, local: Path) -> None:
+        shutil.copyfile(self._path(key), local)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.exists():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
+                      if p.is_file() and not p.name.endswith(".tmp"))
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self._path(prefix), ignore_errors=True)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+
+_INPUT_CODES = {
+    "NoSuchBucket": "bucket {bucket} does not exist: create it or fix spec.storage.url",
+    "AccessDenied": "access to bucket {bucket} denied: check the credentials Secret "
+                    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and the bucket policy",
+    "InvalidAccessKeyId": "the access key is not known to {endpoint}: fix AWS_ACCESS_KEY_ID in "
+                          "the credentials Secret",
+    "SignatureDoesNotMatch": "the secret key was refused by {endpoint}: fix AWS_SECRET_ACCESS_KEY "
+                             "in the credentials Secret",
+    "InvalidBucketName": "{bucket} is not a valid bucket name: fix spec.storage.url",
+    "403": "access to bucket {bucket} denied: check the credentials Secret and the bucket policy",
+    "404": "bucket {bucket} does not exist: create it or fix spec.storage.url",
+}
+
+
+class S3Storage:
+    """An S3 bucket and prefix. Large files go up as multipart uploads (boto3 transfer)."""
+
+    def __init__(self, url: str, bucket: str, prefix: str, endpoint: str | None) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.url = url
+        self.bucket = bucket
+        self.prefix = prefix
+        self.endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            if not os.environ.get(var):
+                raise InputError(f"{var} is not set: s3:// storage needs credentials "
+                                 "(spec.storage.credentialsSecretRef in the cluster)")
+        self._client: Any = boto3.client(
+            "s3",
+            endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
+            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1",
+            config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                          s3={"addressing_style": "path"},
+                          connect_timeout=10, read_timeout=120),
+        )
+        self._transfer = TransferConfig(multipart_threshold=64 * 2**20,
+                                        multipart_chunksize=64 * 2**20, max_concurrency=4)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, err: Exception) -> TableSyncError:
+        from botocore.exceptions import ClientError
+
+        if isinstance(err, ClientError):
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            template = _INPUT_CODES.get(code)
+            if template:
+                return InputError("spec.storage: " + template.format(
+                    bucket=self.bucket, endpoint=self.endpoint))
+            return TransientError(f"storage {self.endpoint} bucket {self.bucket}: {code or err}")
+        return TransientError(f"storage {self.endpoint} unreachable: {type(err).__name__}: {err}; "
+                              "check spec.storage.endpoint; a retry may help")
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ClientError, BotoCoreError) as err:
+            raise self._fail(err) from None
+
+    def check(self) -> None:
+        self._call(self._client.head_bucket, Bucket=self.bucket)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call(self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            obj = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return bytes(obj["Body"].read())
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise self._fail(err) from None
+        except BotoCoreError as err:
+            raise self._fail(err) from None
+
+    def upload_file(self, local: Path, key: str) -> None:
+        self._call(self._client.upload_file, str(local), self.bucket, self._key(key),
+                   Config=self._transfer)
+
+    def download_file(self, key: str, local: Path) -> None:
+        self._call(self._client.download_file, self.bucket, self._key(key), str(local),
+                   Config=self._transfer)
+
+    def list(self, prefix: str) -> list[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        full = self._key(prefix)
+        keys: list[str] = []
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        pages = self._call(lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full)))
+        for page in pages:
+            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = self.list(prefix)
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
+            self._call(self._client.delete_objects, Bucket=self.bucket,
+                       Delete={"Objects": batch, "Quiet": True})
+
+    def local_path(self, key: str) -> Path | None:
+        return None
