@@ -5,7 +5,8 @@ Called by ``pipeline``. Reads in one ``REPEATABLE READ, READ ONLY`` transaction 
 work directory; ``snapshots.Layout.put_snapshot`` uploads them. Exact types (DESIGN.md
 section 4): numeric(p, s) becomes decimal128/256(p, s), never float; unconstrained numeric and
 types Parquet cannot carry exactly (interval, money, inet, enums, ...) travel as their Postgres
-text form and are cast back by ``apply``. Rejected before anything is stored: a missing
+text form and are cast back by ``apply``. numeric wider than 38 digits travels as text too.
+Infinite timestamps and dates are refused with a clear error (Arrow has no infinity). Rejected before anything is stored: a missing
 primary key or version column, a NULL key or version, a duplicated key.
 """
 
@@ -92,16 +93,34 @@ def _target_field(field: pa.Field, info: TableInfo) -> pa.Field:
     if col is not None and col.type_name == "numeric":
         if col.precision and col.precision <= 38:
             return pa.field(field.name, pa.decimal128(col.precision, col.scale or 0), metadata=meta)
-        if col.precision and col.precision <= 76:
-            return pa.field(field.name, pa.decimal256(col.precision, col.scale or 0), metadata=meta)
+        # Wider (and unconstrained) numerics travel as exact text: DuckDB's DECIMAL stops at
+        # 38 digits and would read a decimal256 as DOUBLE.
         return pa.field(field.name, pa.string(), metadata=meta)
     return field.with_metadata(meta)
+
+
+# Postgres stores +-infinity as INT64/INT32 extremes; the driver's epoch shift wraps them to
+# values far below the earliest finite Postgres timestamp (4714 BC) or date.
+_MIN_FINITE = {"timestamp": -210_900_000_000_000_000, "date32": -2_500_000}
+
+
+def _reject_infinity(array: pa.Array, name: str) -> None:
+    kind = "timestamp" if pa.types.is_timestamp(array.type) else "date32"
+    if array.null_count == len(array):
+        return
+    lowest = pc.min(array.cast(pa.int64() if kind == "timestamp" else pa.int32())).as_py()
+    if lowest is not None and lowest < _MIN_FINITE[kind]:
+        raise InputError(f"source column {name!r} holds 'infinity', '-infinity' or a "
+                         "date past year 294000, which cannot be carried exactly; replace it with NULL or a finite "
+                         "sentinel in the source (or exclude the table)")
 
 
 def _convert(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     arrays = []
     for i, target in enumerate(schema):
         array = batch.column(i)
+        if pa.types.is_timestamp(array.type) or pa.types.is_date32(array.type):
+            _reject_infinity(array, target.name)
         if isinstance(array.type, pa.ExtensionType) and not array.type.equals(target.type):
             array = array.storage  # numeric arrives as an opaque string extension
         if not array.type.equals(target.type):

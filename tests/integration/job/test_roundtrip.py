@@ -1,0 +1,80 @@
+"""Dump -> diff -> apply keeps every listed type exactly (DESIGN.md section 4, dump)."""
+
+from __future__ import annotations
+
+from tests.integration.job.lane import Lane
+
+TYPES_DDL = """
+CREATE TABLE everything (
+  region text, id int, updated_at timestamptz NOT NULL,
+  price numeric(12,2), big numeric(40,10), free numeric,
+  ts timestamp, tstz timestamptz, uid uuid, doc json, docb jsonb, blob bytea,
+  flag boolean, day date, ints int[], words text[], note text, small smallint,
+  ratio double precision, span interval, code char(3),
+  PRIMARY KEY (region, id))
+"""
+
+ROWS = """
+INSERT INTO everything VALUES
+ ('eu', 1, '2026-01-01 00:00:00.000001+00', 1234567890.12, 123456789012345678901234567890.0123456789,
+  3.14159265358979323846264338327950288419716939937510, '2024-02-29 23:59:59.999999',
+  '1999-12-31 23:59:59.123456-08', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+  '{"z": 1,  "a": [1, 2.50]}', '{"b": {"c": null}}', '\\x00ff10deadbeef', true, '0001-01-01',
+  '{1,NULL,-3}', '{"x","y z","","NULL"}', 'héllo wörld 😀 中文 \\ \t tab', -32768, 1e-300,
+  '1 year 2 mons 3 days 04:05:06.789012', 'ab'),
+ ('eu', 2, '2026-01-01 00:00:00+00', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ ('us', 1, '2026-01-01 00:00:00+00', -0.01, 0, 7, '4713-01-01 00:00:00 BC',
+  '99999-12-31 23:59:59.999999+00', '00000000-0000-0000-0000-000000000000', '[]', '[]', '\\x', false,
+  '9999-12-31', '{}', '{}', '', 32767, 'Infinity', '-1 days', 'xyz')
+"""
+
+
+def test_every_type_survives_byte_exact(lane: Lane) -> None:
+    lane.both(TYPES_DDL)
+    lane.src(ROWS)
+    spec = lane.spec["spec"]
+    spec["source"].update(table="everything", primaryKey=["region", "id"])
+    spec["destination"]["table"] = "everything"
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["reason"] == "Bootstrapped"
+    assert result.report["apply"]["inserted"] == 3
+    order = "region, id"
+    assert lane.table_text("destination", "everything", order) == \
+        lane.table_text("source", "everything", order)
+
+
+def test_numeric_is_decimal_in_parquet_not_float(lane: Lane) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lane.both(TYPES_DDL)
+    lane.src(ROWS)
+    spec = lane.spec["spec"]
+    spec["source"].update(table="everything", primaryKey=["region", "id"])
+    spec["destination"]["table"] = "everything"
+    assert lane.run("dump").code == 0
+
+    part = next((lane.work / "store" / "snapshots").rglob("part-*.parquet"))
+    schema = pq.read_schema(part)
+    assert schema.field("price").type == pa.decimal128(12, 2)
+    assert schema.field("big").type == pa.string()  # > 38 digits: exact text, not DOUBLE
+    assert schema.field("free").type == pa.string()
+    assert schema.field("tstz").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("ts").type == pa.timestamp("us")
+
+
+def test_infinite_timestamp_is_refused_with_the_column_named(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, valid_to timestamp, "
+              "updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices VALUES (1, 'infinity', now())")
+
+    result = lane.run("run")
+
+    assert result.code == 2
+    assert "'valid_to'" in result.error_line and "infinity" in result.error_line
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+    assert lane.state() is None
