@@ -106,7 +106,8 @@ _INPUT_CODES = {
     "SignatureDoesNotMatch": "the secret key was refused by {endpoint}: fix AWS_SECRET_ACCESS_KEY "
                              "in the credentials Secret",
     "InvalidBucketName": "{bucket} is not a valid bucket name: fix spec.storage.url",
-    "403": "access to bucket {bucket} denied: check the credentials Secret and the bucket policy",
+    "403": "access to bucket {bucket} denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+           "in the credentials Secret and the bucket policy",
     "404": "bucket {bucket} does not exist: create it or fix spec.storage.url",
 }
 

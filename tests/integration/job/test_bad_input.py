@@ -1,0 +1,110 @@
+"""Bad input: one clear line naming what is wrong, exit 2, destination and state unchanged."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from tests.integration.job.lane import Lane, load_prices
+
+
+def _wrong_password(uri: str) -> str:
+    parts = urlsplit(uri)
+    netloc = parts.netloc.replace(":postgres@", ":not-the-password@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def assert_untouched(lane: Lane, rows: int = 0) -> None:
+    assert lane.dst("SELECT count(*) FROM prices") == [(rows,)]
+    assert lane.state() is None
+
+
+def test_wrong_destination_password(lane: Lane) -> None:
+    load_prices(lane, 10)
+    bad = _wrong_password(lane.destination)
+    result = lane.run("run", env={"TABLESYNC_DESTINATION_URI": bad})
+    assert result.code == 2
+    assert "TABLESYNC_DESTINATION_URI" in result.error_line
+    assert "password" in result.error_line
+    assert "not-the-password" not in result.stdout + result.stderr
+    assert_untouched(lane)
+
+
+def test_wrong_source_password(lane: Lane) -> None:
+    load_prices(lane, 10)
+    result = lane.run("run", env={"TABLESYNC_SOURCE_URI": _wrong_password(lane.source)})
+    assert result.code == 2
+    assert "TABLESYNC_SOURCE_URI" in result.error_line
+    assert "not-the-password" not in result.stdout + result.stderr
+    assert_untouched(lane)
+
+
+def test_missing_table(lane: Lane) -> None:
+    lane.dst("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz)")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "spec.source.table" in result.error_line
+    assert "public.prices does not exist" in result.error_line
+    assert_untouched(lane)
+
+
+def test_missing_version_column(lane: Lane) -> None:
+    load_prices(lane, 10)
+    lane.spec["spec"]["source"]["versionColumn"] = "modified"
+    result = lane.run("run")
+    assert result.code == 2
+    assert "spec.source.versionColumn" in result.error_line
+    assert "'modified'" in result.error_line
+    assert_untouched(lane)
+
+
+def test_duplicate_key(lane: Lane) -> None:
+    lane.src("CREATE TABLE prices (id int, updated_at timestamptz NOT NULL)")
+    lane.dst("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz)")
+    lane.src("INSERT INTO prices VALUES (1, now()), (2, now()), (2, now())")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "id=2" in result.error_line and "2 times" in result.error_line
+    assert_untouched(lane)
+    assert not list((lane.work / "store").rglob("manifest.json"))  # nothing stored
+
+
+def test_null_key(lane: Lane) -> None:
+    lane.src("CREATE TABLE prices (id int, updated_at timestamptz NOT NULL)")
+    lane.dst("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz)")
+    lane.src("INSERT INTO prices VALUES (1, now()), (NULL, now())")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "spec.source.primaryKey" in result.error_line and "NULL" in result.error_line
+    assert_untouched(lane)
+
+
+def test_destination_missing_a_column(lane: Lane) -> None:
+    load_prices(lane, 10)
+    lane.dst("ALTER TABLE prices DROP COLUMN title")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "spec.destination.table" in result.error_line and "title" in result.error_line
+    assert lane.state() is None
+
+
+def test_unknown_field_values_name_the_field(lane: Lane) -> None:
+    lane.spec["spec"]["destination"]["deletes"] = "sometimes"
+    result = lane.run("run")
+    assert result.code == 2
+    assert "spec.destination.deletes" in result.stderr
+
+
+def test_missing_variable(lane: Lane) -> None:
+    load_prices(lane, 10)
+    result = lane.run("run", env={"TABLESYNC_SOURCE_URI": ""})
+    assert result.code == 2
+    assert "TABLESYNC_SOURCE_URI is not set" in result.error_line
+
+
+def test_unreachable_source_is_transient(lane: Lane) -> None:
+    load_prices(lane, 10)
+    result = lane.run("run", env={"TABLESYNC_SOURCE_URI":
+                                  "postgresql://u:secretpw@127.0.0.1:1/db"})
+    assert result.code == 75
+    assert "retry" in result.error_line
+    assert "secretpw" not in result.stdout + result.stderr

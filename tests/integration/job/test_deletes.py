@@ -1,0 +1,78 @@
+"""Deletes are version-safe and honour deletes: apply | soft | ignore (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+from tests.integration.job.lane import Lane, load_prices
+
+
+def test_a_source_delete_is_applied_and_an_event_lane_reinsert_survives(lane: Lane) -> None:
+    load_prices(lane, 1000)
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id IN (1, 2, 3)")
+    assert lane.run("dump").code == 0  # snapshot T without 1, 2, 3
+    # After T, the event lane re-inserts id 3 (a fresher row than T knows).
+    lane.dst("UPDATE prices SET title = 're-inserted', updated_at = clock_timestamp() "
+             "WHERE id = 3")
+    assert lane.run("diff").code == 0
+
+    result = lane.run("apply")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["deleted"] == 2
+    assert result.report["apply"]["staleSkipped"] == 1
+    assert lane.dst("SELECT id, title FROM prices WHERE id <= 3") == [(3, "re-inserted")]
+
+
+def test_counter_versions_compare_each_delete_with_its_old_version(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, v bigint NOT NULL, title text)")
+    lane.src("INSERT INTO prices SELECT g, 1, 'x' FROM generate_series(1, 100) g")
+    lane.spec["spec"]["source"]["versionColumn"] = "v"
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id IN (1, 2)")
+    lane.dst("UPDATE prices SET v = 2, title = 'newer' WHERE id = 2")  # event lane, newer
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["deleted"] == 1
+    assert lane.dst("SELECT id, title FROM prices WHERE id <= 2") == [(2, "newer")]
+
+
+def test_soft_deletes_stamp_the_column_and_a_reinsert_clears_it(lane: Lane) -> None:
+    load_prices(lane, 100)
+    lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
+    lane.spec["spec"]["destination"]["deletes"] = "soft"
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id = 5")
+
+    deleted = lane.run("run")
+    assert deleted.code == 0, deleted.stderr
+    assert deleted.report["apply"]["deleted"] == 1
+    stamped = lane.dst("SELECT deleted_at IS NOT NULL FROM prices WHERE id = 5")
+    assert stamped == [(True,)]
+
+    lane.src("INSERT INTO prices VALUES (5, 'sku-5', 1, 'EUR', 'back', now())")
+    back = lane.run("run")
+    assert back.code == 0
+    assert lane.dst("SELECT deleted_at, title FROM prices WHERE id = 5") == [(None, "back")]
+
+
+def test_soft_deletes_need_the_column(lane: Lane) -> None:
+    load_prices(lane, 10)
+    lane.spec["spec"]["destination"]["deletes"] = "soft"
+    result = lane.run("run")
+    assert result.code == 2
+    assert "spec.destination.softDeleteColumn" in result.error_line
+
+
+def test_ignore_leaves_deleted_rows_in_place(lane: Lane) -> None:
+    load_prices(lane, 100)
+    lane.spec["spec"]["destination"]["deletes"] = "ignore"
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id <= 50")  # half: no guard with deletes ignored
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["deleted"] == 0
+    assert lane.dst("SELECT count(*) FROM prices") == [(100,)]

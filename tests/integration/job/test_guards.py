@@ -1,0 +1,58 @@
+"""Guards: a delta that looks like a truncated dump applies nothing until approved."""
+
+from __future__ import annotations
+
+from tests.integration.job.lane import Lane, load_prices
+
+
+def test_truncated_source_trips_the_guard_and_approval_applies_exactly_that_delta(
+        lane: Lane) -> None:
+    load_prices(lane, 1000)
+    assert lane.run("run").code == 0
+    state_before = lane.state()
+    lane.src("TRUNCATE prices")
+
+    tripped = lane.run("run")
+
+    assert tripped.code == 3
+    assert tripped.report["result"] == "GuardTripped"
+    assert tripped.report["reason"] == "DeleteGuardTripped"
+    assert "spec.guards.maxDeleteFraction" in tripped.error_line
+    assert lane.dst("SELECT count(*) FROM prices") == [(1000,)]
+    assert lane.state() == state_before
+    delta = tripped.report["deltaId"]
+
+    # A newer row arrives meanwhile: the approval still applies exactly the tripped delta.
+    lane.src("INSERT INTO prices VALUES (5000, 'late', 1, 'EUR', 'late', now())")
+    approved = lane.run("run", env={"TABLESYNC_APPROVE_DELTA": delta})
+
+    assert approved.code == 0, approved.stderr
+    assert approved.report["deltaId"] == delta
+    assert approved.report["apply"]["deleted"] == 1000
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+    state = lane.state()
+    assert state is not None and delta.endswith(state["last_applied_snapshot_id"])
+    follow_up = lane.run("run")
+    assert follow_up.code == 0
+    assert follow_up.report["apply"]["inserted"] == 1
+
+
+def test_a_shrunken_snapshot_trips_the_shrink_guard(lane: Lane) -> None:
+    load_prices(lane, 1000)
+    lane.spec["spec"]["guards"] = {"maxDeleteFraction": 1, "maxShrinkFraction": 0.2}
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id > 700")
+
+    result = lane.run("run")
+
+    assert result.code == 3
+    assert result.report["reason"] == "ShrinkGuardTripped"
+    assert lane.dst("SELECT count(*) FROM prices") == [(1000,)]
+
+
+def test_an_approval_for_another_delta_is_refused(lane: Lane) -> None:
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    result = lane.run("run", "--approve", "20200101T000000.000000Z-0000..20200101T000001.000000Z-0000")
+    assert result.code == 2
+    assert "--approve" in result.error_line

@@ -1,0 +1,81 @@
+"""A stale snapshot value never overwrites a fresher event (DESIGN.md section 1)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import psycopg
+
+from tests.integration.job.lane import Lane, load_prices
+
+
+def test_event_lane_writes_during_apply_are_never_overwritten(lane: Lane) -> None:
+    rows = 20000
+    load_prices(lane, rows)
+    assert lane.run("run").code == 0
+    # Every source row changes; the snapshot taken next is stale for keys the event lane
+    # keeps writing (with later versions) while the apply runs.
+    lane.src("UPDATE prices SET price = price + 1, updated_at = now()")
+    lane.run("dump")
+    lane.run("diff")
+    written: dict[int, object] = {}
+    stop = threading.Event()
+    rng = random.Random(7)
+
+    def event_lane() -> None:
+        with psycopg.connect(lane.destination, autocommit=True) as conn:
+            while not stop.is_set():
+                ids = rng.sample(range(1, rows + 1), 50)
+                with conn.transaction():
+                    for key in sorted(ids):
+                        row = conn.execute(
+                            "UPDATE prices SET price = -1, updated_at = clock_timestamp() "
+                            "WHERE id = %s RETURNING updated_at", (key,)).fetchone()
+                        if row:
+                            written[key] = row[0]
+
+    # Some fresher writes land before the apply starts, so staleSkipped cannot be zero.
+    thread = threading.Thread(target=event_lane)
+    thread.start()
+    time.sleep(0.5)
+    result = lane.run("apply")
+    time.sleep(0.3)
+    stop.set()
+    thread.join()
+
+    assert result.code == 0, result.stderr
+    dest = dict(lane.dst("SELECT id, updated_at FROM prices"))
+    older = [k for k, v in written.items() if dest[k] < v]  # type: ignore[operator]
+    assert older == []
+    outcome = result.report["apply"]
+    assert outcome["staleSkipped"] > 0
+    stale_now = lane.dst("SELECT count(*) FROM prices WHERE price = -1")[0][0]
+    assert outcome["staleSkipped"] <= stale_now
+    assert outcome["updated"] + outcome["staleSkipped"] + outcome["alreadyCurrent"] == rows
+
+
+def test_outcome_counts_split_drift_already_current_and_stale(lane: Lane) -> None:
+    load_prices(lane, 1000)
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET price = price + 1, updated_at = now() WHERE id <= 100")
+    # The event lane delivered 60 of the 100 changes exactly, and 10 with a newer version.
+    lane.dst("UPDATE prices SET price = price + 1, updated_at = s.updated_at FROM "
+             "(SELECT now() - interval '1 day' AS updated_at) s WHERE false")
+    src_rows = lane.src("SELECT id, price, updated_at FROM prices WHERE id <= 70")
+    with psycopg.connect(lane.destination, autocommit=True) as conn:
+        for key, price, version in src_rows:
+            if key <= 60:
+                conn.execute("UPDATE prices SET price = %s, updated_at = %s WHERE id = %s",
+                             (price, version, key))
+            else:
+                conn.execute("UPDATE prices SET price = 0, updated_at = now() + interval '1 h' "
+                             "WHERE id = %s", (key,))
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"] == {"inserted": 0, "updated": 30, "deleted": 0,
+                                      "alreadyCurrent": 60, "staleSkipped": 10}
+    assert lane.dst("SELECT count(*) FROM prices WHERE price = 0")[0][0] == 10
