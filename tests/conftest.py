@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.services import (  # noqa: E402
+from tests.support.services import (
     MinioServer,
     PostgresServer,
     start_minio,

@@ -6,8 +6,9 @@ work directory; ``snapshots.Layout.put_snapshot`` uploads them. Exact types (DES
 section 4): numeric(p, s) becomes decimal128/256(p, s), never float; unconstrained numeric and
 types Parquet cannot carry exactly (interval, money, inet, enums, ...) travel as their Postgres
 text form and are cast back by ``apply``. numeric wider than 38 digits travels as text too.
-Infinite timestamps and dates are refused with a clear error (Arrow has no infinity). Rejected before anything is stored: a missing
-primary key or version column, a NULL key or version, a duplicated key.
+Infinite timestamps and dates are refused with a clear error (Arrow has no infinity).
+Rejected before anything is stored: a missing primary key or version column, a NULL key or
+version, a duplicated key.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ def _reject_infinity(array: pa.Array, name: str) -> None:
     lowest = pc.min(array.cast(pa.int64() if kind == "timestamp" else pa.int32())).as_py()
     if lowest is not None and lowest < _MIN_FINITE[kind]:
         raise InputError(f"source column {name!r} holds 'infinity', '-infinity' or a "
-                         "date past year 294000, which cannot be carried exactly; replace it with NULL or a finite "
-                         "sentinel in the source (or exclude the table)")
+                         "date past year 294000, which cannot be carried exactly; replace "
+                         "it with NULL or a finite sentinel in the source (or exclude the table)")
 
 
 def _convert(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

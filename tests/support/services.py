@@ -7,6 +7,7 @@ MinIO is the Go-built binary cached by ``tests/e2e/cluster/install-binaries.sh``
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -126,7 +127,8 @@ def start_postgres(base_dir: Path, port: int | None = None) -> PostgresServer:
     )
     port = port or free_port()
     opts = (f"-c listen_addresses=127.0.0.1 -c port={port} -c fsync=off "
-            f"-c synchronous_commit=off -c full_page_writes=off -c unix_socket_directories={base_dir} "
+            "-c synchronous_commit=off -c full_page_writes=off "
+            f"-c unix_socket_directories={base_dir} "
             "-c max_connections=200 -c shared_buffers=256MB -c max_wal_size=4GB")
     subprocess.run(
         [*_as_postgres_user(), str(bindir / "pg_ctl"), "-D", str(data_dir), "-o", opts,
@@ -154,10 +156,8 @@ class MinioServer:
 
     def create_bucket(self, name: str) -> None:
         client = self.client()
-        try:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):  # type: ignore[attr-defined]
             client.create_bucket(Bucket=name)  # type: ignore[attr-defined]
-        except client.exceptions.BucketAlreadyOwnedByYou:  # type: ignore[attr-defined]
-            pass
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables a job needs to reach this server."""

@@ -1,5 +1,5 @@
-"""Helpers and fixtures for the sync engine's integration tests: a source and a destination database on
-the session's real Postgres, storage on disk or in the session's real MinIO, and the
+"""Helpers and fixtures for the sync engine's integration tests: a source and a destination
+database on the session's real Postgres, storage on disk or in the session's real MinIO, and the
 ``tablesync-job`` command run as a real process (so a crash can be injected with SIGKILL)."""
 
 from __future__ import annotations

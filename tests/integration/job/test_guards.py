@@ -53,6 +53,7 @@ def test_a_shrunken_snapshot_trips_the_shrink_guard(lane: Lane) -> None:
 def test_an_approval_for_another_delta_is_refused(lane: Lane) -> None:
     load_prices(lane, 100)
     assert lane.run("run").code == 0
-    result = lane.run("run", "--approve", "20200101T000000.000000Z-0000..20200101T000001.000000Z-0000")
+    other = "20200101T000000.000000Z-0000..20200101T000001.000000Z-0000"
+    result = lane.run("run", "--approve", other)
     assert result.code == 2
     assert "--approve" in result.error_line

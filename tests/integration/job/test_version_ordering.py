@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from datetime import datetime
 
 import psycopg
 
@@ -20,7 +21,7 @@ def test_event_lane_writes_during_apply_are_never_overwritten(lane: Lane) -> Non
     lane.src("UPDATE prices SET price = price + 1, updated_at = now()")
     lane.run("dump")
     lane.run("diff")
-    written: dict[int, object] = {}
+    written: dict[int, datetime] = {}
     stop = threading.Event()
     rng = random.Random(7)
 
@@ -47,7 +48,7 @@ def test_event_lane_writes_during_apply_are_never_overwritten(lane: Lane) -> Non
 
     assert result.code == 0, result.stderr
     dest = dict(lane.dst("SELECT id, updated_at FROM prices"))
-    older = [k for k, v in written.items() if dest[k] < v]  # type: ignore[operator]
+    older = [k for k, v in written.items() if dest[k] < v]
     assert older == []
     outcome = result.report["apply"]
     assert outcome["staleSkipped"] > 0

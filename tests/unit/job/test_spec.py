@@ -1,0 +1,75 @@
+"""spec.parse: defaults, and errors that name the field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tablesync_job.errors import InputError
+from tablesync_job.spec import parse
+
+MANIFEST: dict[str, Any] = {
+    "apiVersion": "tablesync.dev/v1alpha1", "kind": "TableSync",
+    "metadata": {"name": "product-prices", "namespace": "data"},
+    "spec": {
+        "schedule": "*/30 * * * *",
+        "source": {"uriSecretRef": {"name": "replica", "key": "uri"}, "table": "public.prices",
+                   "primaryKey": ["product_id"], "versionColumn": "updated_at"},
+        "storage": {"url": "s3://tablesync/prices", "endpoint": "http://minio.minio:9000"},
+        "destination": {"uriSecretRef": {"name": "warehouse", "key": "uri"},
+                        "table": "prices"},
+    },
+}
+
+
+def test_defaults_follow_the_design() -> None:
+    spec = parse(MANIFEST)
+    assert spec.label == "data/product-prices"
+    assert str(spec.source.table) == "public.prices"
+    assert str(spec.destination.table) == "public.prices"
+    assert spec.source.compare == "version" and spec.source.version_kind == "auto"
+    assert spec.destination.deletes == "apply"
+    assert spec.guards.max_delete_fraction == 0.05
+    assert spec.guards.max_shrink_fraction == 0.5
+    assert spec.storage.keep_snapshots == 3
+
+
+def test_a_bare_spec_is_accepted() -> None:
+    assert parse(MANIFEST["spec"]).name == "tablesync"
+
+
+@pytest.mark.parametrize(("path", "value", "named"), [
+    (("source", "primaryKey"), [], "spec.source.primaryKey"),
+    (("source", "versionColumn"), None, "spec.source.versionColumn"),
+    (("source", "versionColumn"), "product_id", "spec.source.versionColumn"),
+    (("source", "table"), "a.b.c", "spec.source.table"),
+    (("source", "compare"), "hash", "spec.source.compare"),
+    (("storage", "url"), "http://bucket/x", "spec.storage.url"),
+    (("storage", "keepSnapshots"), 0, "spec.storage.keepSnapshots"),
+    (("destination", "deletes"), "maybe", "spec.destination.deletes"),
+    (("guards",), {"maxDeleteFraction": 1.5}, "spec.guards.maxDeleteFraction"),
+    (("guards",), {"maxShrinkFraction": -0.1}, "spec.guards.maxShrinkFraction"),
+])
+def test_bad_fields_are_named(path: tuple[str, ...], value: Any, named: str) -> None:
+    doc = copy.deepcopy(MANIFEST)
+    target = doc["spec"]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(InputError) as err:
+        parse(doc)
+    assert named in err.value.message
+
+
+def test_missing_sections_are_named() -> None:
+    doc = copy.deepcopy(MANIFEST)
+    del doc["spec"]["destination"]
+    with pytest.raises(InputError, match=r"spec\.destination: is required"):
+        parse(doc)
+
+
+def test_wrong_kind_is_refused() -> None:
+    with pytest.raises(InputError, match="kind is 'CronJob'"):
+        parse({**MANIFEST, "kind": "CronJob"})
