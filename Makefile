@@ -74,11 +74,11 @@ bench: system-deps venv cluster-binaries ## Benchmarks: dump, diff, apply, whole
 
 .PHONY: cluster-up
 cluster-up: system-deps venv cluster-binaries ## Start the local control plane, MinIO and pod runner
-	$(LOCALCLUSTER) up --state-dir $(CLUSTER_DIR)
+	$(LOCALCLUSTER) --state $(CLUSTER_DIR) up
 
 .PHONY: cluster-down
 cluster-down: venv ## Stop everything cluster-up started
-	$(LOCALCLUSTER) down --state-dir $(CLUSTER_DIR)
+	$(LOCALCLUSTER) --state $(CLUSTER_DIR) down
 
 .PHONY: chart
 chart: venv cluster-binaries ## Sync the CRD into the chart, then helm lint --strict

@@ -22,7 +22,7 @@ from .apply import ApplyResult, _fault, apply, check_destination
 from .diff import OP, diff, open_duckdb
 from .dump import SourceTable, check_source, dump
 from .errors import GuardTripped, InputError
-from .postgres import TableInfo
+from .postgres import RunLock, TableInfo
 from .report import Report, now_iso
 from .snapshots import Delta, Layout, Snapshot, State, new_snapshot_id, parse_delta_id
 from .spec import JobSpec
@@ -50,6 +50,7 @@ class RunContext:
     layout: Layout = field(init=False)
     _source: SourceTable | None = None
     _dest: TableInfo | None = None
+    _lock: RunLock | None = None
 
     def __post_init__(self) -> None:
         logs.register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"))
@@ -86,15 +87,21 @@ def make_context(spec: JobSpec, run_id: str | None = None) -> RunContext:
 
 
 def cleanup(ctx: RunContext) -> None:
+    if ctx._lock is not None:
+        ctx._lock.release()
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
 
 
-def preflight(ctx: RunContext) -> None:
-    """Check storage, source and destination before anything is read or written."""
+def preflight(ctx: RunContext, lock: bool = True) -> None:
+    """Check storage, source and destination before anything is read or written, and take
+    the run lock (one run per destination table at a time)."""
     logs.set_context(phase="preflight")
     ctx.layout.storage.check()
     source = ctx.source()
     ctx.destination([c.name for c in source.info.columns])
+    if lock and ctx._lock is None:
+        ctx._lock = RunLock(ctx.destination_uri, ctx.spec.destination.table)
+        ctx._lock.acquire()
 
 
 # phases -------------------------------------------------------------------------------------

@@ -84,6 +84,39 @@ def adbc_connect(uri: str, role: str, autocommit: bool) -> Any:
         raise map_error(err, role, "connecting") from None
 
 
+class RunLock:
+    """A session advisory lock on the destination, held for a whole run.
+
+    The CronJob's ``concurrencyPolicy: Forbid`` does not cover a Job started on demand, so
+    two runs of one TableSync could overlap; the second one exits with a TransientError
+    instead of racing on ``state.json``. The key is derived from the destination table.
+    """
+
+    def __init__(self, uri: str, table: TableName) -> None:
+        self._uri = uri
+        self._key = f"tablesync:{table}"
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def acquire(self) -> None:
+        try:
+            conn = psycopg.connect(self._uri, autocommit=True, connect_timeout=15,
+                                   application_name="tablesync-lock")
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                               (self._key,)).fetchone()
+        except psycopg.Error as err:
+            raise map_error(err, "destination", "taking the run lock") from None
+        if not row or not row[0]:
+            conn.close()
+            raise TransientError(f"another run is applying to {self._key[len('tablesync:'):]} "
+                                 "right now; this run will be retried")
+        self._conn = conn
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()  # closing the session releases the lock
+            self._conn = None
+
+
 @dataclass(frozen=True)
 class ColumnInfo:
     """A table column from the catalog. ``pg_type`` is ``format_type()`` (e.g. numeric(12,2))."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from tests.integration.job.lane import Lane, load_prices
@@ -65,3 +66,14 @@ def test_a_crash_at_any_point_then_a_rerun_converges(lane: Lane, point: str) -> 
     if point == "after-commit":  # the rerun found everything already applied
         assert rerun.report["apply"]["updated"] == 0
         assert rerun.report["apply"]["alreadyCurrent"] > 0
+
+
+def test_a_second_concurrent_run_backs_off(lane: Lane) -> None:
+    load_prices(lane, 100)
+    with psycopg.connect(lane.destination, autocommit=True) as held:
+        held.execute("SELECT pg_advisory_lock(hashtextextended('tablesync:public.prices', 0))")
+        result = lane.run("run")
+    assert result.code == 75
+    assert "another run is applying to public.prices" in result.error_line
+    assert lane.state() is None
+    assert lane.run("run").code == 0  # the lock went with the session
