@@ -1,0 +1,52 @@
+"""kopf handlers: decorators only. Each unpacks its arguments and calls one function.
+
+Imported by ``__main__`` (which registers these with kopf's default registry by importing
+this module); ``kopf run -m tablesync_operator.handlers`` works too. All TableSync triggers
+converge on :func:`tablesync_operator.reconcile.sync`, a level-based reconcile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from . import reconcile, runtime
+from .names import GROUP, LABEL_MANAGED_BY, LABEL_TABLESYNC, MANAGED_BY, PLURAL, VERSION
+from .settings import Settings
+
+# Decorator arguments are read once, at import, from the environment.
+_SETTINGS = Settings.from_env()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    ctx = runtime.ensure_context(memo, _SETTINGS)
+    runtime.configure_kopf(settings, ctx.settings)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def reconcile_tablesync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    reconcile.sync(runtime.context(memo), str(namespace), name)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=_SETTINGS.resync_interval_seconds, sharp=False)
+def resync_tablesync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    reconcile.sync(runtime.context(memo), str(namespace), name)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=lambda type, **_: type == "DELETED")
+def tablesync_deleted(namespace: str | None, name: str, **_: Any) -> None:
+    reconcile.forget(str(namespace), name)
+
+
+@kopf.on.event(
+    "batch",
+    "v1",
+    "jobs",
+    labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_TABLESYNC: kopf.PRESENT},
+)
+def job_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    reconcile.sync_for_job(runtime.context(memo), str(namespace), labels)

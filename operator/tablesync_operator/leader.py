@@ -1,0 +1,169 @@
+"""Leader election on a ``coordination.k8s.io/v1`` Lease: one replica acts, others wait.
+
+Called by ``__main__`` before kopf starts. Why a Lease and not kopf's peering: kopf's
+peering pauses *every* operator of the same priority when it sees a peer (two replicas of
+one Deployment would both pause), pauses asynchronously, and keeps no per-object lock. With
+a Lease, a standby replica runs no kopf at all, and a leader that cannot renew within
+``renew_deadline_seconds`` (below the lease duration) exits before anyone else may acquire.
+
+The algorithm is client-go's: a Lease is free when it has no holder, or when its record
+(holder, renewTime) has not changed for ``leaseDurationSeconds`` as measured on *our*
+monotonic clock since we first saw that record (no trust in clock agreement between nodes).
+Updates carry the resourceVersion read, so two candidates can never both win one round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from .kube import Kube, KubeError
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def micro_time(now: datetime) -> str:
+    """``metav1.MicroTime`` text."""
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def build_lease(settings: Settings, now: datetime) -> dict[str, Any]:
+    """A new Lease held by this replica."""
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": settings.lease_name, "namespace": settings.lease_namespace},
+        "spec": {
+            "holderIdentity": settings.identity,
+            "leaseDurationSeconds": int(settings.lease_duration_seconds),
+            "acquireTime": micro_time(now),
+            "renewTime": micro_time(now),
+            "leaseTransitions": 0,
+        },
+    }
+
+
+class LeaderElector:
+    """Acquire, hold and release the Lease named in the settings."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.monotonic = monotonic
+        self.wall = wall
+        self._observed: tuple[Any, Any] | None = None
+        self._observed_at = 0.0
+        self.is_leader = False
+
+    def try_acquire_or_renew(self) -> bool:
+        """One attempt. True if this replica holds the Lease afterwards."""
+        s = self.settings
+        try:
+            lease = self.kube.get_lease(s.lease_namespace, s.lease_name)
+            now = self.wall()
+            if lease is None:
+                created = self.kube.create_lease(build_lease(s, now))
+                if created is not None:
+                    self._observe((s.identity, created["spec"].get("renewTime")))
+                    return True
+                return False
+            spec = lease.get("spec") or {}
+            holder = spec.get("holderIdentity") or None
+            record = (holder, spec.get("renewTime"))
+            if record != self._observed:
+                self._observe(record)
+            if holder and holder != s.identity:
+                duration = float(spec.get("leaseDurationSeconds") or s.lease_duration_seconds)
+                if self.monotonic() - self._observed_at < duration:
+                    return False
+                logger.info(
+                    "Lease %s/%s held by %s expired; taking it",
+                    s.lease_namespace,
+                    s.lease_name,
+                    holder,
+                )
+            renewed = {
+                **spec,
+                "holderIdentity": s.identity,
+                "leaseDurationSeconds": int(s.lease_duration_seconds),
+                "renewTime": micro_time(now),
+            }
+            if holder != s.identity:
+                renewed["acquireTime"] = micro_time(now)
+                renewed["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+            lease["spec"] = renewed
+            replaced = self.kube.replace_lease(lease)
+            if replaced is None:
+                return False
+            self._observe((s.identity, renewed["renewTime"]))
+            return True
+        except KubeError as err:
+            logger.warning("Lease %s/%s: %s", s.lease_namespace, s.lease_name, err)
+            return False
+
+    def _observe(self, record: tuple[Any, Any]) -> None:
+        self._observed = record
+        self._observed_at = self.monotonic()
+
+    async def acquire(self) -> None:
+        """Return once this replica holds the Lease (waits while another replica does)."""
+        s = self.settings
+        logger.info(
+            "waiting to lead: Lease %s/%s as %s", s.lease_namespace, s.lease_name, s.identity
+        )
+        while not await asyncio.to_thread(self.try_acquire_or_renew):
+            await asyncio.sleep(s.retry_period_seconds)
+        self.is_leader = True
+        logger.info(
+            "leading: Lease %s/%s acquired as %s", s.lease_namespace, s.lease_name, s.identity
+        )
+
+    async def hold(self, on_lost: Callable[[], None]) -> None:
+        """Renew every retry period; call ``on_lost`` once renewal failed for the deadline."""
+        s = self.settings
+        last_renewed = self.monotonic()
+        while True:
+            await asyncio.sleep(s.retry_period_seconds)
+            if await asyncio.to_thread(self.try_acquire_or_renew):
+                last_renewed = self.monotonic()
+            elif self.monotonic() - last_renewed > s.renew_deadline_seconds:
+                self.is_leader = False
+                logger.error(
+                    "lost the Lease %s/%s: could not renew for %.0fs",
+                    s.lease_namespace,
+                    s.lease_name,
+                    s.renew_deadline_seconds,
+                )
+                on_lost()
+                return
+
+    def release(self) -> None:
+        """Give the Lease up on a clean shutdown so a standby takes over at once."""
+        s = self.settings
+        try:
+            lease = self.kube.get_lease(s.lease_namespace, s.lease_name)
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != s.identity:
+                return
+            lease["spec"] = {
+                **lease["spec"],
+                "holderIdentity": None,
+                "leaseDurationSeconds": 1,
+                "renewTime": micro_time(self.wall()),
+            }
+            self.kube.replace_lease(lease)
+            logger.info("released the Lease %s/%s", s.lease_namespace, s.lease_name)
+        except KubeError as err:
+            logger.warning("could not release the Lease: %s", err)
+        finally:
+            self.is_leader = False

@@ -1,0 +1,332 @@
+"""The one level-based reconcile of a TableSync: spec → Secrets → CronJob → runs → status.
+
+Every trigger calls :func:`sync` with a namespace and a name: kopf's create/update/resume
+handlers, the resync timer, and events of the Jobs the TableSync's CronJob owns. ``sync``
+reads the current state, acts idempotently (server-side apply of the CronJob, Jobs with
+deterministic names) and then writes the whole status once, with the resourceVersion it read
+as a precondition; on a conflict it starts over. So concurrent triggers, reruns and
+restarts never double count a run or start a second one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from . import manifests, metrics
+from . import status as st
+from .kube import CONFLICT, Kube, KubeError
+from .names import (
+    CONTROLLER_UID_LABEL,
+    LABEL_MANAGED_BY,
+    LABEL_TABLESYNC,
+    LABEL_TABLESYNC_UID,
+    MANAGED_BY,
+)
+from .results import (
+    RunOutcome,
+    job_finished_at,
+    job_is_active,
+    job_sort_key,
+    outcome_from_job,
+    parse_time,
+    scheduled_time,
+)
+from .settings import Settings
+from .spec import ObjectRef, SpecError, TableSync, parse
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+RETRY_DELAY_SECONDS = 10.0
+
+
+@dataclass
+class Context:
+    """What a sync needs besides the object: API access, settings, a clock (tests fake it)."""
+
+    kube: Kube
+    settings: Settings
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def lock(self, namespace: str, name: str) -> threading.Lock:
+        """One lock per TableSync: triggers for the same object run one after another."""
+        with self._locks_guard:
+            return self._locks.setdefault(f"{namespace}/{name}", threading.Lock())
+
+
+def sync(ctx: Context, namespace: str, name: str) -> None:
+    """Reconcile one TableSync and write its status.
+
+    Raises kopf.TemporaryError when the API fails (the status then says Reconciling=True
+    with the error, if it can still be written).
+    """
+    with ctx.lock(namespace, name):
+        try:
+            for _ in range(MAX_ATTEMPTS):
+                outcome = _sync_once(ctx, namespace, name)
+                if outcome == "done":
+                    return
+            raise KubeError(f"the status of {namespace}/{name} kept changing under the operator")
+        except KubeError as err:
+            logger.warning("sync of %s/%s failed, retrying: %s", namespace, name, err)
+            _report_api_error(ctx, namespace, name, err)
+            raise kopf.TemporaryError(str(err), delay=RETRY_DELAY_SECONDS) from err
+
+
+def _sync_once(ctx: Context, namespace: str, name: str) -> str:
+    """One pass. Returns "done", or "again" after a write conflict or a change that needs a
+    second pass (an approval just consumed: the CronJob must drop it)."""
+    kube, now = ctx.kube, ctx.clock()
+    body = kube.get_tablesync(namespace, name)
+    if body is None:
+        metrics.forget(namespace, name)
+        return "done"
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return "done"
+    old = st.TableSyncStatus.from_dict(body.get("status"))
+    ref = ObjectRef.of(body)
+    try:
+        ts = parse(body)
+    except SpecError as err:
+        new = st.mark_stalled(
+            old,
+            ref,
+            st.Reason.INVALID_SPEC,
+            f"invalid spec: {err}. Fix the TableSync; its CronJob stays unchanged until then",
+            now,
+        )
+        return _write(ctx, body, old, new, [])
+
+    problem = secret_problem(kube, ts)
+    if problem is not None:
+        new = st.mark_stalled(old, ref, problem[0], problem[1], now)
+        return _write(ctx, body, old, new, [])
+
+    cronjob = kube.get_cronjob(namespace, manifests.cronjob_name(ts))
+    if cronjob is not None and not controlled_by(cronjob, ts.uid):
+        new = st.mark_stalled(
+            old,
+            ref,
+            st.Reason.CRONJOB_CONFLICT,
+            f"a CronJob named {manifests.cronjob_name(ts)} already exists in {namespace} and is "
+            "not owned by this TableSync; rename one of them",
+            now,
+        )
+        return _write(ctx, body, old, new, [])
+
+    approve = st.pending_approval(old, ts)
+    desired = manifests.build_cronjob(ts, ctx.settings, approve)
+    if cronjob is None or needs_update(cronjob, desired):
+        cronjob = kube.apply_cronjob(desired)
+        logger.info("applied CronJob %s/%s (generation %d)", namespace, ts.name, ts.generation)
+
+    jobs = kube.list_jobs(namespace, job_selector(ts))
+    outcomes = new_outcomes(kube, old, jobs)
+    new = st.mark_reconciled(old, ts, now, cronjob, approval_pending=approve is not None)
+    events: list[st.StatusEvent] = []
+    for outcome in outcomes:
+        new, run_events = st.record_run(new, ts, outcome, now)
+        events += run_events
+
+    active = [str(j["metadata"]["name"]) for j in jobs if job_is_active(j)]
+    requested = ts.run_requested_at
+    if requested and (old.run_request is None or old.run_request.requested_at != requested):
+        if active:
+            logger.info(
+                "%s: run requested at %s waits for %s", ts.key, requested, ", ".join(active)
+            )
+        else:
+            job = manifests.build_manual_job(
+                ts,
+                ctx.settings,
+                str(cronjob["metadata"]["uid"]),
+                requested,
+                st.pending_approval(new, ts),
+            )
+            created = kube.create_job(job)
+            job_name = str(job["metadata"]["name"])
+            new = st.record_run_request(new, requested, job_name, now)
+            active.append(job_name)
+            if created is not None:
+                events.append(
+                    st.StatusEvent(
+                        "Normal",
+                        st.Reason.RUN_STARTED,
+                        f"started Job {job_name} as requested at {requested}",
+                    )
+                )
+    new = st.set_active_jobs(new, active)
+    new, refresh_events = st.refresh(
+        new,
+        ts,
+        now,
+        parse_time(meta.get("creationTimestamp")),
+        cronjob,
+        [t for t in (scheduled_time(j) for j in jobs) if t is not None],
+        count_missed=not ts.spec.suspend,
+    )
+    events += refresh_events
+    result = _write(ctx, body, old, new, events)
+    if result == "done" and approve is not None and st.pending_approval(new, ts) is None:
+        return "again"  # the approval was consumed: rebuild the CronJob without it
+    return result
+
+
+def secret_problem(kube: Kube, ts: TableSync) -> tuple[str, str] | None:
+    """(reason, message) for the first referenced Secret or key that is missing, else None."""
+    seen: dict[str, set[str] | None] = {}
+    for path, ref in ts.spec.secret_refs():
+        if ref.name not in seen:
+            seen[ref.name] = kube.get_secret_keys(ts.namespace, ref.name)
+        keys = seen[ref.name]
+        if keys is None:
+            return (
+                st.Reason.SECRET_NOT_FOUND,
+                f"Secret {ref.name!r} named by {path} does not exist in namespace "
+                f"{ts.namespace}; create it with the key {ref.key!r}",
+            )
+        if ref.key not in keys:
+            return (
+                st.Reason.SECRET_KEY_NOT_FOUND,
+                f"Secret {ref.name!r} has no key {ref.key!r} (named by {path}); "
+                f"its keys are: {', '.join(sorted(keys)) or 'none'}",
+            )
+    return None
+
+
+def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """True if ``obj`` has a controller owner reference to ``uid``."""
+    for owner in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("uid") == uid and owner.get("controller"):
+            return True
+    return False
+
+
+def needs_update(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """True unless the CronJob carries the desired template hash."""
+    from .names import ANNOTATION_TEMPLATE_HASH
+
+    have = ((existing.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TEMPLATE_HASH)
+    want = desired["metadata"]["annotations"][ANNOTATION_TEMPLATE_HASH]
+    return bool(have != want)
+
+
+def job_selector(ts: TableSync) -> str:
+    """Label selector of this TableSync's Jobs (the uid keeps a same-named predecessor's out)."""
+    return (
+        f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_TABLESYNC}={ts.name},"
+        f"{LABEL_TABLESYNC_UID}={ts.uid}"
+    )
+
+
+def new_outcomes(
+    kube: Kube, old: st.TableSyncStatus, jobs: Sequence[Mapping[str, Any]]
+) -> list[RunOutcome]:
+    """Outcomes of the finished Jobs not yet counted in ``old``, oldest first."""
+    finished = sorted((j for j in jobs if job_finished_at(j) is not None), key=job_sort_key)
+    outcomes: list[RunOutcome] = []
+    for job in finished:
+        if old.last_processed_job is not None and job_sort_key(job) <= old.last_processed_job.key():
+            continue
+        uid = str(job["metadata"].get("uid") or "")
+        pods = kube.list_pods(str(job["metadata"]["namespace"]), f"{CONTROLLER_UID_LABEL}={uid}")
+        outcomes.append(outcome_from_job(job, pods))
+    return outcomes
+
+
+def _worth_writing(old: st.TableSyncStatus, new: st.TableSyncStatus, resync_seconds: float) -> bool:
+    """False if nothing changed but lag by less than half a resync interval."""
+    if old == new:
+        return False
+    if (
+        old.lag_seconds is not None
+        and new.lag_seconds is not None
+        and abs(new.lag_seconds - old.lag_seconds) < resync_seconds / 2
+    ):
+        return dataclasses.replace(new, lag_seconds=old.lag_seconds) != old
+    return True
+
+
+def _write(
+    ctx: Context,
+    body: Mapping[str, Any],
+    old: st.TableSyncStatus,
+    new: st.TableSyncStatus,
+    events: list[st.StatusEvent],
+) -> str:
+    meta = body["metadata"]
+    events = events + st.transition_events(old, new)
+    if not _worth_writing(old, new, ctx.settings.resync_interval_seconds) and not events:
+        metrics.observe(meta["namespace"], meta["name"], old)
+        return "done"
+    stored = st.write(ctx.kube, body, new)
+    if stored is CONFLICT:
+        return "again"
+    metrics.observe(meta["namespace"], meta["name"], new)
+    if stored is None:
+        return "done"
+    now = ctx.clock()
+    for event in events:
+        ctx.kube.create_event(
+            manifests.build_event(
+                namespace=meta["namespace"],
+                name=meta["name"],
+                uid=meta.get("uid", ""),
+                event_type=event.type,
+                reason=event.reason,
+                message=event.message,
+                now=now,
+                instance=ctx.settings.identity,
+            )
+        )
+        log = logger.warning if event.type == "Warning" else logger.info
+        log("%s/%s %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
+    return "done"
+
+
+def _report_api_error(ctx: Context, namespace: str, name: str, err: KubeError) -> None:
+    """Best effort: say Reconciling=True with the API error; ignore failures to say it."""
+    try:
+        body = ctx.kube.get_tablesync(namespace, name)
+        if body is None:
+            return
+        old = st.TableSyncStatus.from_dict(body.get("status"))
+        new = st.mark_reconciling(
+            old,
+            ObjectRef.of(body),
+            st.Reason.API_ERROR,
+            f"retrying after an API error: {err}",
+            ctx.clock(),
+        )
+        if new != old:
+            st.write(ctx.kube, body, new)
+    except KubeError:
+        pass
+
+
+def forget(namespace: str, name: str) -> None:
+    """A TableSync is gone: drop its metrics (its CronJob goes by garbage collection)."""
+    metrics.forget(namespace, name)
+
+
+def tablesync_of_job(job_labels: Mapping[str, str]) -> str | None:
+    """The TableSync name a Job belongs to, from its labels."""
+    return job_labels.get(LABEL_TABLESYNC) or None
+
+
+def sync_for_job(ctx: Context, namespace: str, job_labels: Mapping[str, str]) -> None:
+    """A Job of a TableSync changed (started, finished): reconcile its TableSync."""
+    name = tablesync_of_job(job_labels)
+    if name:
+        sync(ctx, namespace, name)

@@ -1,0 +1,168 @@
+"""Cron arithmetic for a TableSync schedule: intervals, budgets and missed schedules.
+
+Pure functions over croniter, called by ``spec`` (validation, derived defaults) and by
+``status`` (overrun and missed-schedule figures). Kubernetes CronJobs accept the standard
+5-field syntax and the named ``@`` macros; this module accepts exactly those (no seconds
+field, no ``@every``, no ``@reboot``, no ``CRON_TZ=`` prefix: ``spec.timeZone`` is the place
+for a zone).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+MACROS: dict[str, str] = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+_FIELD = r"[0-9A-Za-z*/,?\-]+"
+FIVE_FIELDS = re.compile(rf"^{_FIELD}(\s+{_FIELD}){{4}}$")
+
+# How many future fire times are sampled to measure the interval of irregular schedules
+# (e.g. "0 9,17 * * 1-5"): enough to cover a week of an hourly pattern's gaps.
+_SAMPLES = 64
+# A missed-schedule check never walks more fire times than this in one call.
+_MAX_WALK = 2000
+_REFERENCE = datetime(2001, 1, 1, tzinfo=UTC)
+
+
+class ScheduleError(ValueError):
+    """The schedule or time zone cannot be used; the message says why."""
+
+
+def normalize(schedule: str) -> str:
+    """Return the 5-field expression for ``schedule`` (macros expanded).
+
+    Raises ScheduleError if it is not a 5-field cron expression or a named macro, or if
+    croniter rejects a field (e.g. minute 99).
+    """
+    text = schedule.strip()
+    if text.startswith("@"):
+        if text not in MACROS:
+            raise ScheduleError(
+                f"{text!r} is not a supported macro; use one of {', '.join(sorted(MACROS))}"
+            )
+        return MACROS[text]
+    if not FIVE_FIELDS.match(text):
+        raise ScheduleError(
+            f"{text!r} is not a 5-field cron expression (minute hour day-of-month month "
+            "day-of-week) or an @ macro such as @hourly"
+        )
+    if not croniter.is_valid(text):
+        raise ScheduleError(f"{text!r} has a field out of range")
+    return text
+
+
+def zone(time_zone: str | None) -> tzinfo:
+    """The IANA zone named by ``spec.timeZone`` (UTC when unset); ScheduleError if unknown."""
+    if not time_zone:
+        return UTC
+    try:
+        return ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(f"{time_zone!r} is not an IANA time zone name") from None
+
+
+def fire_times(
+    schedule: str, time_zone: str | None, after: datetime, until: datetime
+) -> list[datetime]:
+    """Fire times t with ``after < t <= until``, ascending, as aware UTC datetimes.
+
+    At most ``_MAX_WALK`` times are returned (the latest ones are dropped).
+    """
+    expr = normalize(schedule)
+    start = after.astimezone(zone(time_zone))
+    walker = croniter(expr, start)
+    times: list[datetime] = []
+    while len(times) < _MAX_WALK:
+        nxt: datetime = walker.get_next(datetime)
+        if nxt > until:
+            break
+        times.append(nxt.astimezone(UTC))
+    return times
+
+
+@functools.lru_cache(maxsize=1024)
+def intervals_seconds(schedule: str, time_zone: str | None) -> tuple[float, float]:
+    """(shortest, longest) gap between consecutive fire times, in seconds.
+
+    Sampled from a fixed reference instant rather than "now", so that the defaults derived
+    from it (budget, lag threshold, starting deadline) never change between two reconciles
+    and the CronJob does not churn.
+    """
+    expr = normalize(schedule)
+    walker = croniter(expr, _REFERENCE.astimezone(zone(time_zone)))
+    previous: datetime = walker.get_next(datetime)
+    gaps: list[float] = []
+    for _ in range(_SAMPLES):
+        nxt: datetime = walker.get_next(datetime)
+        gaps.append((nxt - previous).total_seconds())
+        previous = nxt
+    return min(gaps), max(gaps)
+
+
+def default_budget_seconds(schedule: str, time_zone: str | None) -> int:
+    """Default overrun budget: half the shortest schedule interval (DESIGN.md section 3)."""
+    shortest, _ = intervals_seconds(schedule, time_zone)
+    return max(1, int(shortest // 2))
+
+
+def default_lag_threshold_seconds(schedule: str, time_zone: str | None) -> int:
+    """Default lag threshold: two of the longest schedule intervals.
+
+    A healthy sync's lag saw-tooths between the cycle time and one interval plus the cycle
+    time; twice the interval means at least one whole run was lost or is stuck.
+    """
+    _, longest = intervals_seconds(schedule, time_zone)
+    return int(2 * longest)
+
+
+def default_starting_deadline_seconds(budget_seconds: int) -> int:
+    """Default CronJob ``startingDeadlineSeconds``: the overrun budget, clamped to 10..300.
+
+    A run that cannot start within its budget would overrun anyway; the upper bound keeps a
+    long-interval schedule from starting hours late after a control-plane outage.
+    """
+    return max(10, min(budget_seconds, 300))
+
+
+def missed_schedules(
+    schedule: str,
+    time_zone: str | None,
+    checked_until: datetime,
+    now: datetime,
+    grace_seconds: float,
+    fired: Iterable[datetime],
+) -> tuple[list[datetime], datetime]:
+    """Fire times in ``(checked_until, now - grace]`` for which no Job was scheduled.
+
+    ``fired`` holds the scheduled times of the Jobs the CronJob created (their
+    ``batch.kubernetes.io/cronjob-scheduled-timestamp``) and its ``lastScheduleTime``. A fire
+    time is judged only once ``grace_seconds`` (the CronJob's ``startingDeadlineSeconds`` plus
+    slack) have passed: until then the controller may still start it late. Returns the missed
+    times and the new ``checked_until``; comparison is to the minute, as CronJobs fire.
+    """
+    horizon = now - timedelta(seconds=grace_seconds)
+    if horizon <= checked_until:
+        return [], checked_until
+    fired_minutes = {_minute(t) for t in fired}
+    due = fire_times(schedule, time_zone, checked_until, horizon)
+    missed = [t for t in due if _minute(t) not in fired_minutes]
+    new_until = due[-1] if len(due) >= _MAX_WALK else horizon
+    return missed, new_until
+
+
+def _minute(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(second=0, microsecond=0)

@@ -1,0 +1,198 @@
+"""manifests: the CronJob and manual Job a TableSync becomes (pure builders)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from tablesync_operator import manifests
+from tablesync_operator.spec import parse
+
+from .samples import SETTINGS, TABLESYNC, UID, tablesync
+
+
+def cronjob(body: dict[str, Any] | None = None, approve: str | None = None) -> dict[str, Any]:
+    return manifests.build_cronjob(parse(body or TABLESYNC), SETTINGS, approve)
+
+
+def pod_spec(cj: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return spec
+
+
+def env_of(cj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in pod_spec(cj)["containers"][0]["env"]}
+
+
+def test_cronjob_is_owned_forbids_overlap_and_follows_the_schedule() -> None:
+    cj = cronjob()
+    assert cj["apiVersion"] == "batch/v1" and cj["kind"] == "CronJob"
+    assert cj["metadata"]["name"] == "product-prices"
+    assert cj["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "tablesync.dev/v1alpha1",
+            "kind": "TableSync",
+            "name": "product-prices",
+            "uid": UID,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    spec = cj["spec"]
+    assert spec["schedule"] == "*/30 * * * *"
+    assert spec["timeZone"] == "Etc/UTC"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["suspend"] is False
+    assert spec["startingDeadlineSeconds"] == 300
+    assert spec["successfulJobsHistoryLimit"] == 3 and spec["failedJobsHistoryLimit"] == 3
+
+
+def test_suspend_follows_the_spec() -> None:
+    assert cronjob(tablesync(suspend=True))["spec"]["suspend"] is True
+
+
+def test_job_deadline_retries_and_pod_failure_policy() -> None:
+    job = cronjob()["spec"]["jobTemplate"]["spec"]
+    assert job["activeDeadlineSeconds"] == 3600
+    assert job["backoffLimit"] == 2
+    rules = job["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "tablesync", "operator": "In", "values": [2, 3]},
+    }
+    assert rules[1]["action"] == "Ignore"
+    assert rules[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+    custom = cronjob(tablesync(job={"activeDeadlineSeconds": 120, "backoffLimit": 0}))
+    assert custom["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 120
+    assert custom["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0
+
+
+def test_pod_is_hardened_with_a_scratch_volume() -> None:
+    spec = pod_spec(cronjob())
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = spec["containers"][0]
+    assert container["args"] == ["run"]
+    assert container["image"] == SETTINGS.job_image
+    assert container["terminationMessagePolicy"] == "File"
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["volumeMounts"] == [{"name": "scratch", "mountPath": "/scratch"}]
+    assert spec["volumes"] == [{"name": "scratch", "emptyDir": {}}]
+    env = env_of(cronjob())
+    assert env["TABLESYNC_WORK_DIR"]["value"] == "/scratch"
+    assert env["TMPDIR"]["value"] == "/scratch"
+
+
+def test_secrets_reach_the_pod_only_as_secret_key_refs() -> None:
+    env = env_of(cronjob())
+    assert env["TABLESYNC_SOURCE_URI"]["valueFrom"] == {"secretKeyRef": {"name": "replica", "key": "uri"}}
+    assert env["TABLESYNC_DESTINATION_URI"]["valueFrom"] == {
+        "secretKeyRef": {"name": "warehouse", "key": "uri"}
+    }
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {"secretKeyRef": {"name": "s3", "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "s3", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
+    for name in ("TABLESYNC_SOURCE_URI", "TABLESYNC_DESTINATION_URI", "AWS_SECRET_ACCESS_KEY"):
+        assert "value" not in env[name]
+    pod = pod_spec(cronjob())
+    assert "envFrom" not in pod["containers"][0]
+    assert all("secret" not in v for v in pod["volumes"])
+
+
+def test_no_storage_credentials_means_no_aws_variables() -> None:
+    body = tablesync()
+    del body["spec"]["storage"]["credentialsSecretRef"]
+    env = env_of(cronjob(body))
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def test_spec_and_run_id_reach_the_job() -> None:
+    env = env_of(cronjob())
+    manifest = json.loads(env["TABLESYNC_SPEC"]["value"])
+    assert manifest == {
+        "apiVersion": "tablesync.dev/v1alpha1",
+        "kind": "TableSync",
+        "metadata": {"name": "product-prices", "namespace": "data"},
+        "spec": TABLESYNC["spec"],
+    }
+    assert env["TABLESYNC_RUN_ID"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}
+    }
+
+
+def test_labels_on_cronjob_jobs_and_pods() -> None:
+    cj = cronjob()
+    for labels in (
+        cj["metadata"]["labels"],
+        cj["spec"]["jobTemplate"]["metadata"]["labels"],
+        cj["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"],
+    ):
+        assert labels["app.kubernetes.io/managed-by"] == "tablesync"
+        assert labels["tablesync.dev/name"] == "product-prices"
+        assert labels["tablesync.dev/uid"] == UID
+
+
+def test_approval_is_in_the_template_only_while_pending() -> None:
+    assert "TABLESYNC_APPROVE_DELTA" not in env_of(cronjob())
+    env = env_of(cronjob(approve="A..B"))
+    assert env["TABLESYNC_APPROVE_DELTA"]["value"] == "A..B"
+
+
+def test_template_hash_is_stable_and_tracks_changes() -> None:
+    first, again = cronjob(), cronjob()
+    key = "tablesync.dev/template-hash"
+    assert first["metadata"]["annotations"][key] == again["metadata"]["annotations"][key]
+    changed = cronjob(tablesync(schedule="*/5 * * * *"))
+    assert changed["metadata"]["annotations"][key] != first["metadata"]["annotations"][key]
+    approved = cronjob(approve="A..B")
+    assert approved["metadata"]["annotations"][key] != first["metadata"]["annotations"][key]
+
+
+def test_service_account_from_settings_or_spec() -> None:
+    settings = dataclasses.replace(SETTINGS, job_service_account="tablesync-job")
+    spec = manifests.build_cronjob(parse(TABLESYNC), settings, None)
+    assert pod_spec(spec)["serviceAccountName"] == "tablesync-job"
+    body = tablesync(job={"serviceAccountName": "custom"})
+    assert pod_spec(manifests.build_cronjob(parse(body), settings, None))["serviceAccountName"] == "custom"
+    assert "serviceAccountName" not in pod_spec(cronjob())
+
+
+def test_manual_job_is_owned_by_the_cronjob_and_named_by_the_request() -> None:
+    ts = parse(TABLESYNC)
+    job = manifests.build_manual_job(ts, SETTINGS, "cj-uid", "2026-11-21T11:00:00Z", None)
+    again = manifests.build_manual_job(ts, SETTINGS, "cj-uid", "2026-11-21T11:00:00Z", None)
+    other = manifests.build_manual_job(ts, SETTINGS, "cj-uid", "2026-11-21T12:00:00Z", None)
+    assert job["metadata"]["name"] == again["metadata"]["name"] != other["metadata"]["name"]
+    assert len(job["metadata"]["name"]) <= 63
+    assert job["metadata"]["ownerReferences"][0] == {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "name": "product-prices",
+        "uid": "cj-uid",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
+    assert job["spec"] == cronjob()["spec"]["jobTemplate"]["spec"]
+
+
+def test_event_shape() -> None:
+    from .samples import NOW
+
+    event = manifests.build_event(
+        namespace="data", name="product-prices", uid=UID, event_type="Warning",
+        reason="GuardTripped", message="x" * 2000, now=NOW, instance="me",
+    )
+    assert event["involvedObject"]["kind"] == "TableSync"
+    assert event["involvedObject"]["uid"] == UID
+    assert event["type"] == "Warning" and event["reason"] == "GuardTripped"
+    assert len(event["message"]) == 1024
+    assert event["metadata"]["generateName"] == "product-prices."

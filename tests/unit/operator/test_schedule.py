@@ -1,0 +1,67 @@
+"""schedule: cron normalisation, intervals and missed-schedule detection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tablesync_operator import schedule as cron
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_macros_expand_to_five_fields() -> None:
+    assert cron.normalize("@hourly") == "0 * * * *"
+    assert cron.normalize("@midnight") == cron.normalize("@daily") == "0 0 * * *"
+
+
+@pytest.mark.parametrize("bad", ["* * * * * *", "@every 1h", "@reboot", "61 * * * *", "x"])
+def test_rejects_what_a_cronjob_would_not_run(bad: str) -> None:
+    with pytest.raises(cron.ScheduleError):
+        cron.normalize(bad)
+
+
+def test_intervals_of_regular_and_irregular_schedules() -> None:
+    assert cron.intervals_seconds("*/30 * * * *", None) == (1800, 1800)
+    shortest, longest = cron.intervals_seconds("0 9,17 * * 1-5", None)
+    assert shortest == 8 * 3600  # 09:00 -> 17:00
+    assert longest == (16 + 48) * 3600  # Friday 17:00 -> Monday 09:00
+
+
+def test_default_budget_is_half_the_shortest_interval() -> None:
+    assert cron.default_budget_seconds("*/10 * * * *", None) == 300
+    assert cron.default_budget_seconds("0 9,17 * * 1-5", None) == 4 * 3600
+
+
+def test_fire_times_honour_the_time_zone() -> None:
+    times = cron.fire_times("0 2 * * *", "Europe/Berlin", at("2026-01-01T00:00:00"), at("2026-01-02T12:00:00"))
+    assert times == [at("2026-01-01T01:00:00"), at("2026-01-02T01:00:00")]
+
+
+def test_missed_schedules_are_fire_times_without_a_job() -> None:
+    checked = at("2026-11-21T10:00:30")
+    now = at("2026-11-21T10:10:30")
+    fired = [at("2026-11-21T10:01:00"), at("2026-11-21T10:02:00"), at("2026-11-21T10:04:00")]
+    missed, until = cron.missed_schedules("* * * * *", None, checked, now, 90.0, fired)
+    # Judged: fire times up to now - 90 s = 10:09:00.
+    assert missed == [at(f"2026-11-21T10:{m:02d}:00") for m in (3, 5, 6, 7, 8, 9)]
+    assert until == now - timedelta(seconds=90)
+
+
+def test_recent_fire_times_are_not_judged_before_the_grace() -> None:
+    now = at("2026-11-21T10:30:10")
+    missed, until = cron.missed_schedules("*/30 * * * *", None, at("2026-11-21T10:00:00"), now, 60.0, [])
+    assert missed == [] and until == at("2026-11-21T10:29:10")
+    missed, _ = cron.missed_schedules("*/30 * * * *", None, until, now + timedelta(seconds=60), 60.0, [])
+    assert missed == [at("2026-11-21T10:30:00")]
+
+
+def test_a_fired_time_counts_to_the_minute() -> None:
+    fired = [at("2026-11-21T10:30:00") + timedelta(seconds=7)]
+    missed, _ = cron.missed_schedules(
+        "*/30 * * * *", None, at("2026-11-21T10:00:00"), at("2026-11-21T11:00:00"), 60.0, fired
+    )
+    assert missed == []

@@ -1,0 +1,170 @@
+"""spec.parse: typed TableSync from a raw object; every problem names its field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tablesync_operator.spec import SecretKeyRef, SpecError, parse
+
+from .samples import TABLESYNC, tablesync
+
+
+def problems(body: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(SpecError) as info:
+        parse(body)
+    return {p.path: p.message for p in info.value.problems}
+
+
+def test_parses_the_design_example() -> None:
+    ts = parse(TABLESYNC)
+    assert (ts.namespace, ts.name, ts.generation) == ("data", "product-prices", 3)
+    assert ts.spec.schedule == "*/30 * * * *"
+    assert ts.spec.source.primary_key == ("product_id",)
+    assert ts.spec.source.version_column == "updated_at"
+    assert ts.spec.storage.credentials_secret == "s3"
+    assert ts.spec.guards.max_delete_fraction == 0.05
+    assert ts.raw_spec is TABLESYNC["spec"]
+
+
+def test_defaults_when_optional_fields_are_absent() -> None:
+    body = tablesync()
+    del body["spec"]["guards"], body["spec"]["timeZone"], body["spec"]["suspend"]
+    del body["spec"]["source"]["compare"], body["spec"]["destination"]["deletes"]
+    ts = parse(body)
+    assert ts.spec.suspend is False and ts.spec.time_zone is None
+    assert ts.spec.source.compare == "version"
+    assert ts.spec.destination.deletes == "apply"
+    assert (ts.spec.guards.max_delete_fraction, ts.spec.guards.max_shrink_fraction) == (0.05, 0.5)
+
+
+def test_secret_refs_list_every_key_the_pod_needs_with_its_field() -> None:
+    refs = parse(TABLESYNC).spec.secret_refs()
+    assert refs == [
+        ("spec.source.uriSecretRef", SecretKeyRef("replica", "uri")),
+        ("spec.destination.uriSecretRef", SecretKeyRef("warehouse", "uri")),
+        ("spec.storage.credentialsSecretRef", SecretKeyRef("s3", "AWS_ACCESS_KEY_ID")),
+        ("spec.storage.credentialsSecretRef", SecretKeyRef("s3", "AWS_SECRET_ACCESS_KEY")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "ok"),
+    [
+        ("*/30 * * * *", True),
+        ("0 9,17 * * 1-5", True),
+        ("@hourly", True),
+        ("@daily", True),
+        ("* * * * * *", False),  # six fields (seconds): not a Kubernetes schedule
+        ("@every 5m", False),
+        ("@reboot", False),
+        ("99 * * * *", False),
+        ("", False),
+    ],
+)
+def test_schedule_must_be_five_fields_or_a_macro(schedule: str, ok: bool) -> None:
+    body = tablesync(schedule=schedule)
+    if ok:
+        assert parse(body).spec.schedule == schedule
+    else:
+        assert "spec.schedule" in problems(body)
+
+
+def test_unknown_time_zone_is_named() -> None:
+    assert "IANA" in problems(tablesync(timeZone="Mars/Olympus"))["spec.timeZone"]
+
+
+def test_empty_primary_key_and_missing_version_column_are_named() -> None:
+    body = tablesync()
+    body["spec"]["source"]["primaryKey"] = []
+    del body["spec"]["source"]["versionColumn"]
+    found = problems(body)
+    assert "one or more key columns" in found["spec.source.primaryKey"]
+    assert "spec.source.versionColumn" in found
+
+
+def test_version_column_may_not_be_a_key_column() -> None:
+    body = tablesync()
+    body["spec"]["source"]["versionColumn"] = "product_id"
+    assert "spec.source.versionColumn" in problems(body)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, "half", True])
+def test_fractions_must_be_within_zero_and_one(fraction: Any) -> None:
+    body = tablesync(guards={"maxDeleteFraction": fraction})
+    assert "fraction from 0 to 1" in problems(body)["spec.guards.maxDeleteFraction"]
+
+
+def test_storage_url_must_be_s3_or_file() -> None:
+    body = tablesync()
+    body["spec"]["storage"]["url"] = "http://example.com/x"
+    assert "spec.storage.url" in problems(body)
+
+
+def test_missing_secret_key_ref_key_is_named() -> None:
+    body = tablesync()
+    del body["spec"]["destination"]["uriSecretRef"]["key"]
+    assert "spec.destination.uriSecretRef.key" in problems(body)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    body = tablesync(schedule="nope")
+    body["spec"]["source"]["table"] = ""
+    assert {"spec.schedule", "spec.source.table"} <= set(problems(body))
+
+
+def test_name_longer_than_a_cronjob_name_is_refused() -> None:
+    body = tablesync()
+    body["metadata"]["name"] = "x" * 53
+    assert "52" in problems(body)["metadata.name"]
+
+
+def test_annotations_run_request_and_approval() -> None:
+    body = tablesync()
+    body["metadata"]["annotations"] = {
+        "tablesync.dev/run-requested-at": " 2026-11-21T11:00:00Z ",
+        "tablesync.dev/approve-delta": "20261121T103000Z-cd34..20261121T110000Z-ab12",
+    }
+    ts = parse(body)
+    assert ts.run_requested_at == "2026-11-21T11:00:00Z"
+    assert ts.approve_delta == "20261121T103000Z-cd34..20261121T110000Z-ab12"
+
+
+def test_malformed_approval_is_refused_with_a_hint() -> None:
+    body = tablesync()
+    body["metadata"]["annotations"] = {"tablesync.dev/approve-delta": "yes please"}
+    found = problems(body)
+    assert "FROM..TO" in found["metadata.annotations[tablesync.dev/approve-delta]"]
+
+
+def test_derived_budget_lag_threshold_and_starting_deadline() -> None:
+    spec = parse(TABLESYNC).spec
+    assert spec.budget_seconds() == 900  # half of 30 minutes
+    assert spec.lag_threshold() == 3600  # two intervals
+    assert spec.starting_deadline() == 300  # the budget, clamped to 300
+    custom = parse(tablesync(overrunBudgetSeconds=60, lagThresholdSeconds=120)).spec
+    assert (custom.budget_seconds(), custom.lag_threshold(), custom.starting_deadline()) == (
+        60,
+        120,
+        60,
+    )
+
+
+def test_job_knobs() -> None:
+    body = tablesync(
+        job={
+            "image": "registry.example/tablesync-job:1.2",
+            "activeDeadlineSeconds": 600,
+            "backoffLimit": 0,
+            "resources": {"limits": {"memory": "2Gi", "cpu": 2}},
+            "scratchSizeLimit": "20Gi",
+            "memoryLimit": "1500MB",
+        }
+    )
+    job = parse(body).spec.job
+    assert job.image == "registry.example/tablesync-job:1.2"
+    assert (job.active_deadline_seconds, job.backoff_limit) == (600, 0)
+    assert job.resources == {"limits": {"memory": "2Gi", "cpu": "2"}}
+    bad = tablesync(job={"resources": {"limits": {"memory": "lots"}}})
+    assert "spec.job.resources.limits.memory" in problems(bad)
