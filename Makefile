@@ -41,6 +41,10 @@ cluster-binaries: ## Build etcd, kube-apiserver, kube-controller-manager, MinIO,
 demo: system-deps venv cluster-binaries ## Run the whole lane on embedded defaults: cluster, 1M rows, operator, drift
 	@$(PY) -m demo
 
+.PHONY: demo-down
+demo-down: venv ## Stop everything `make demo` left running
+	@$(PY) -m demo down
+
 .PHONY: test
 test: system-deps venv cluster-binaries lint ## Lint, type-check, then unit, integration and e2e tests
 	$(PYTEST) tests -q -p no:cacheprovider

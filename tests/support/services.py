@@ -52,7 +52,7 @@ def cluster_bin_dir() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def _postgres_bindir() -> Path:
+def postgres_bindir() -> Path:
     for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
         if Path(candidate, "initdb").exists():
             return Path(candidate)
@@ -107,7 +107,7 @@ class PostgresServer:
 
 def start_postgres(base_dir: Path, port: int | None = None) -> PostgresServer:
     """initdb a cluster under ``base_dir`` and start it on 127.0.0.1 (fsync off, for tests)."""
-    bindir = _postgres_bindir()
+    bindir = postgres_bindir()
     base_dir.mkdir(parents=True, exist_ok=True)
     data_dir = base_dir / "pgdata"
     if os.geteuid() == 0:
