@@ -992,8 +992,11 @@ def refresh(
     o = st.overrun
     checked = parse_time(o.schedules_checked_until)
     if checked is None:
+        # Start from the CronJob's last schedule (or its creation): earlier Jobs may be gone
+        # with the history limits, so their slots could not be told from missed ones.
         cj_created = parse_time(((cronjob or {}).get("metadata") or {}).get("creationTimestamp"))
-        checked = cj_created or now
+        cj_last = parse_time(((cronjob or {}).get("status") or {}).get("lastScheduleTime"))
+        checked = cj_last or cj_created or now
     fired = list(scheduled_times)
     last_schedule = parse_time(((cronjob or {}).get("status") or {}).get("lastScheduleTime"))
     if last_schedule is not None:

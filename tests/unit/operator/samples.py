@@ -168,4 +168,8 @@ def pod(
 
 
 def pod_with_report(rep: dict[str, Any], exit_code: int = 0) -> dict[str, Any]:
-    return pod(message=json.dumps(rep), exit_code=exit_code, reason="Completed" if exit_code == 0 else "Error")
+    return pod(
+        message=json.dumps(rep),
+        exit_code=exit_code,
+        reason="Completed" if exit_code == 0 else "Error",
+    )

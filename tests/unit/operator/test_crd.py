@@ -48,7 +48,11 @@ def test_names_scope_and_status_subresource() -> None:
     doc = crd()
     assert doc["metadata"]["name"] == "tablesyncs.tablesync.dev"
     names = doc["spec"]["names"]
-    assert (names["kind"], names["plural"], names["shortNames"]) == ("TableSync", "tablesyncs", ["ts"])
+    assert (names["kind"], names["plural"], names["shortNames"]) == (
+        "TableSync",
+        "tablesyncs",
+        ["ts"],
+    )
     assert doc["spec"]["scope"] == "Namespaced"
     assert version()["name"] == "v1alpha1" and version()["subresources"] == {"status": {}}
 
@@ -69,7 +73,9 @@ def test_schema_is_structural_without_preserve_unknown_fields() -> None:
         if path not in ("", ".metadata"):
             assert "type" in schema or schema.get("x-kubernetes-int-or-string"), f"{path}: no type"
         if schema.get("type") == "object" and path != ".metadata":
-            assert "properties" in schema or "additionalProperties" in schema, f"{path}: open object"
+            assert "properties" in schema or "additionalProperties" in schema, (
+                f"{path}: open object"
+            )
         for key, sub in (schema.get("properties") or {}).items():
             walk(sub, f"{path}.{key}")
         if isinstance(schema.get("additionalProperties"), dict):
@@ -82,16 +88,42 @@ def test_schema_is_structural_without_preserve_unknown_fields() -> None:
 
 def test_status_has_the_design_figures() -> None:
     props = status_schema()["properties"]
-    for key in ("observedGeneration", "conditions", "lagSeconds", "lastRun", "lastSuccessfulRun", "drift", "overrun"):
+    for key in (
+        "observedGeneration",
+        "conditions",
+        "lagSeconds",
+        "lastRun",
+        "lastSuccessfulRun",
+        "drift",
+        "overrun",
+    ):
         assert key in props
     run = props["lastRun"]["properties"]
-    for key in ("snapshotId", "capturedAt", "delta", "apply", "phaseSeconds", "bootstrap", "reason"):
+    for key in (
+        "snapshotId",
+        "capturedAt",
+        "delta",
+        "apply",
+        "phaseSeconds",
+        "bootstrap",
+        "reason",
+    ):
         assert key in run
-    assert props["lastSuccessfulRun"] == props["lastRun"] | {"description": props["lastSuccessfulRun"]["description"]}
-    assert set(props["overrun"]["properties"]) >= {"budgetSeconds", "consecutiveOverruns", "totalOverruns", "missedSchedules", "lastPhaseSeconds"}
+    assert props["lastSuccessfulRun"] == props["lastRun"] | {
+        "description": props["lastSuccessfulRun"]["description"]
+    }
+    assert set(props["overrun"]["properties"]) >= {
+        "budgetSeconds",
+        "consecutiveOverruns",
+        "totalOverruns",
+        "missedSchedules",
+        "lastPhaseSeconds",
+    }
     assert set(props["drift"]["properties"]) >= {"lastRunRows", "lastRunFraction", "totalRows"}
     cond = props["conditions"]
-    assert cond["x-kubernetes-list-type"] == "map" and cond["x-kubernetes-list-map-keys"] == ["type"]
+    assert cond["x-kubernetes-list-type"] == "map" and cond["x-kubernetes-list-map-keys"] == [
+        "type"
+    ]
 
 
 def schedule_regex() -> str:
@@ -104,8 +136,17 @@ def schedule_regex() -> str:
 
 @pytest.mark.parametrize(
     ("schedule", "ok"),
-    [("*/30 * * * *", True), ("0 9,17 * * 1-5", True), ("@hourly", True), ("@weekly", True),
-     ("* * * * * *", False), ("* * * *", False), ("@every 5m", False), ("CRON_TZ=UTC 0 * * * *", False), ("", False)],
+    [
+        ("*/30 * * * *", True),
+        ("0 9,17 * * 1-5", True),
+        ("@hourly", True),
+        ("@weekly", True),
+        ("* * * * * *", False),
+        ("* * * *", False),
+        ("@every 5m", False),
+        ("CRON_TZ=UTC 0 * * * *", False),
+        ("", False),
+    ],
 )
 def test_schedule_rule_accepts_five_fields_or_a_macro(schedule: str, ok: bool) -> None:
     assert bool(re.match(schedule_regex(), schedule)) is ok
@@ -131,7 +172,11 @@ def test_immutable_fields_use_transition_rules() -> None:
 def test_fractions_are_bounded() -> None:
     guards = spec_schema()["properties"]["guards"]["properties"]
     for name, default in (("maxDeleteFraction", 0.05), ("maxShrinkFraction", 0.5)):
-        assert (guards[name]["minimum"], guards[name]["maximum"], guards[name]["default"]) == (0, 1, default)
+        assert (guards[name]["minimum"], guards[name]["maximum"], guards[name]["default"]) == (
+            0,
+            1,
+            default,
+        )
 
 
 def test_the_name_limit_matches_the_operator() -> None:

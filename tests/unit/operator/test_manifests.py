@@ -92,11 +92,15 @@ def test_pod_is_hardened_with_a_scratch_volume() -> None:
 
 def test_secrets_reach_the_pod_only_as_secret_key_refs() -> None:
     env = env_of(cronjob())
-    assert env["TABLESYNC_SOURCE_URI"]["valueFrom"] == {"secretKeyRef": {"name": "replica", "key": "uri"}}
+    assert env["TABLESYNC_SOURCE_URI"]["valueFrom"] == {
+        "secretKeyRef": {"name": "replica", "key": "uri"}
+    }
     assert env["TABLESYNC_DESTINATION_URI"]["valueFrom"] == {
         "secretKeyRef": {"name": "warehouse", "key": "uri"}
     }
-    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {"secretKeyRef": {"name": "s3", "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {
+        "secretKeyRef": {"name": "s3", "key": "AWS_ACCESS_KEY_ID"}
+    }
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
         "secretKeyRef": {"name": "s3", "key": "AWS_SECRET_ACCESS_KEY"}
     }
@@ -161,7 +165,10 @@ def test_service_account_from_settings_or_spec() -> None:
     spec = manifests.build_cronjob(parse(TABLESYNC), settings, None)
     assert pod_spec(spec)["serviceAccountName"] == "tablesync-job"
     body = tablesync(job={"serviceAccountName": "custom"})
-    assert pod_spec(manifests.build_cronjob(parse(body), settings, None))["serviceAccountName"] == "custom"
+    assert (
+        pod_spec(manifests.build_cronjob(parse(body), settings, None))["serviceAccountName"]
+        == "custom"
+    )
     assert "serviceAccountName" not in pod_spec(cronjob())
 
 
@@ -188,8 +195,14 @@ def test_event_shape() -> None:
     from .samples import NOW
 
     event = manifests.build_event(
-        namespace="data", name="product-prices", uid=UID, event_type="Warning",
-        reason="GuardTripped", message="x" * 2000, now=NOW, instance="me",
+        namespace="data",
+        name="product-prices",
+        uid=UID,
+        event_type="Warning",
+        reason="GuardTripped",
+        message="x" * 2000,
+        now=NOW,
+        instance="me",
     )
     assert event["involvedObject"]["kind"] == "TableSync"
     assert event["involvedObject"]["uid"] == UID

@@ -29,7 +29,9 @@ def test_parses_the_documented_report() -> None:
     assert rep.delta_id == "20261121T103000Z-cd34..20261121T110000Z-ab12"
 
 
-@pytest.mark.parametrize("text", ["", "not json", "[1]", '{"result": "Maybe"}', '{"result": "Succe'])
+@pytest.mark.parametrize(
+    "text", ["", "not json", "[1]", '{"result": "Maybe"}', '{"result": "Succe']
+)
 def test_garbage_is_not_a_report(text: str) -> None:
     with pytest.raises(ReportError):
         parse_report(text)
@@ -58,7 +60,11 @@ def test_guard_tripped_job_takes_reason_from_the_report() -> None:
         error="delta deletes 50000 of 100000 rows (50.0% > 5.0%)",
         apply=None,
     )
-    failed = job(succeeded=False, failed_reason="PodFailurePolicy", failed_message="Container tablesync exited with 3")
+    failed = job(
+        succeeded=False,
+        failed_reason="PodFailurePolicy",
+        failed_message="Container tablesync exited with 3",
+    )
     out = outcome_from_job(failed, [pod_with_report(rep, exit_code=3)])
     assert (out.result, out.reason) == ("GuardTripped", "DeleteGuardTripped")
     assert "50000 of 100000" in out.message
@@ -72,7 +78,11 @@ def test_input_error_without_report_uses_the_exit_code() -> None:
 
 
 def test_deadline_exceeded_wins_over_whatever_the_pod_said() -> None:
-    failed = job(succeeded=False, failed_reason="DeadlineExceeded", failed_message="Job was active longer than specified deadline")
+    failed = job(
+        succeeded=False,
+        failed_reason="DeadlineExceeded",
+        failed_message="Job was active longer than specified deadline",
+    )
     rep = report(result="Failed", reason="TransientError", error="terminated", apply=None)
     out = outcome_from_job(failed, [pod_with_report(rep, exit_code=75)])
     assert (out.result, out.reason) == ("Failed", "DeadlineExceeded")
@@ -94,8 +104,15 @@ def test_backoff_limit_exceeded_keeps_the_job_reason_and_exit_code() -> None:
 
 
 def test_failed_report_message_reaches_the_outcome() -> None:
-    rep = report(result="Failed", reason="InputError", error='connection to destination failed: password authentication failed for user "app"', apply=None)
-    out = outcome_from_job(job(succeeded=False, failed_reason="PodFailurePolicy"), [pod_with_report(rep, exit_code=2)])
+    rep = report(
+        result="Failed",
+        reason="InputError",
+        error='connection to destination failed: password authentication failed for user "app"',
+        apply=None,
+    )
+    out = outcome_from_job(
+        job(succeeded=False, failed_reason="PodFailurePolicy"), [pod_with_report(rep, exit_code=2)]
+    )
     assert (out.result, out.reason) == ("Failed", "InputError")
     assert "password authentication failed" in out.message
 
@@ -108,8 +125,12 @@ def test_completed_job_without_report_is_a_success_with_unknown_figures() -> Non
 
 
 def test_the_last_pod_of_a_retried_job_is_read() -> None:
-    first = pod_with_report(report(result="Failed", reason="TransientError", apply=None), exit_code=75)
-    first["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = "2026-11-21T11:00:01Z"
+    first = pod_with_report(
+        report(result="Failed", reason="TransientError", apply=None), exit_code=75
+    )
+    first["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = (
+        "2026-11-21T11:00:01Z"
+    )
     second = pod_with_report(REPORT)
     out = outcome_from_job(job(), [second, first])
     assert out.reason == "Applied"

@@ -37,7 +37,9 @@ def test_default_budget_is_half_the_shortest_interval() -> None:
 
 
 def test_fire_times_honour_the_time_zone() -> None:
-    times = cron.fire_times("0 2 * * *", "Europe/Berlin", at("2026-01-01T00:00:00"), at("2026-01-02T12:00:00"))
+    times = cron.fire_times(
+        "0 2 * * *", "Europe/Berlin", at("2026-01-01T00:00:00"), at("2026-01-02T12:00:00")
+    )
     assert times == [at("2026-01-01T01:00:00"), at("2026-01-02T01:00:00")]
 
 
@@ -53,9 +55,13 @@ def test_missed_schedules_are_fire_times_without_a_job() -> None:
 
 def test_recent_fire_times_are_not_judged_before_the_grace() -> None:
     now = at("2026-11-21T10:30:10")
-    missed, until = cron.missed_schedules("*/30 * * * *", None, at("2026-11-21T10:00:00"), now, 60.0, [])
+    missed, until = cron.missed_schedules(
+        "*/30 * * * *", None, at("2026-11-21T10:00:00"), now, 60.0, []
+    )
     assert missed == [] and until == at("2026-11-21T10:29:10")
-    missed, _ = cron.missed_schedules("*/30 * * * *", None, until, now + timedelta(seconds=60), 60.0, [])
+    missed, _ = cron.missed_schedules(
+        "*/30 * * * *", None, until, now + timedelta(seconds=60), 60.0, []
+    )
     assert missed == [at("2026-11-21T10:30:00")]
 
 

@@ -13,7 +13,11 @@ from tablesync_operator.spec import ObjectRef, TableSync, parse
 from .samples import NOW, REPORT, TABLESYNC, job, pod_with_report, report, tablesync
 
 CRONJOB: dict[str, Any] = {
-    "metadata": {"name": "product-prices", "uid": "cj", "creationTimestamp": "2026-11-20T09:00:05Z"},
+    "metadata": {
+        "name": "product-prices",
+        "uid": "cj",
+        "creationTimestamp": "2026-11-20T09:00:05Z",
+    },
     "status": {"lastScheduleTime": "2026-11-21T10:30:00Z"},
 }
 
@@ -22,8 +26,12 @@ def ts(body: dict[str, Any] | None = None) -> TableSync:
     return parse(body or TABLESYNC)
 
 
-def ready(status: st.TableSyncStatus | None = None, body: dict[str, Any] | None = None) -> st.TableSyncStatus:
-    return st.mark_reconciled(status or st.TableSyncStatus(), ts(body), NOW, CRONJOB, approval_pending=False)
+def ready(
+    status: st.TableSyncStatus | None = None, body: dict[str, Any] | None = None
+) -> st.TableSyncStatus:
+    return st.mark_reconciled(
+        status or st.TableSyncStatus(), ts(body), NOW, CRONJOB, approval_pending=False
+    )
 
 
 def run(
@@ -47,7 +55,13 @@ def bootstrap_report() -> dict[str, Any]:
         snapshotId="20261121T100000Z-0001",
         capturedAt="2026-11-21T10:00:00+00:00",
         delta={"insert": 100000, "update": 0, "delete": 0},
-        apply={"inserted": 100000, "updated": 0, "deleted": 0, "alreadyCurrent": 0, "staleSkipped": 0},
+        apply={
+            "inserted": 100000,
+            "updated": 0,
+            "deleted": 0,
+            "alreadyCurrent": 0,
+            "staleSkipped": 0,
+        },
     )
 
 
@@ -97,7 +111,9 @@ def test_stalled_says_why_and_ready_is_false() -> None:
     events = st.transition_events(ready(), s)
     assert [(e.type, e.reason) for e in events] == [("Warning", "InvalidSpec")]
     recovered = ready(s)
-    assert [(e.type, e.reason) for e in st.transition_events(s, recovered)] == [("Normal", "Reconciled")]
+    assert [(e.type, e.reason) for e in st.transition_events(s, recovered)] == [
+        ("Normal", "Reconciled")
+    ]
 
 
 def test_no_events_when_nothing_transitions() -> None:
@@ -114,39 +130,64 @@ def test_bootstrap_run_is_reported_as_bootstrap_not_drift() -> None:
     assert s.last_successful_run == s.last_run
     assert (cond(s, "Drifted").status, cond(s, "Drifted").reason) == ("False", "Bootstrapped")
     assert s.drift.last_run_rows == 0 and s.drift.total_rows == 0
-    assert (cond(s, "LastRunSucceeded").status, cond(s, "LastRunSucceeded").reason) == ("True", "Bootstrapped")
+    assert (cond(s, "LastRunSucceeded").status, cond(s, "LastRunSucceeded").reason) == (
+        "True",
+        "Bootstrapped",
+    )
     assert s.applied_snapshot == st.AppliedSnapshot("20261121T100000Z-0001", "2026-11-21T10:00:00Z")
     assert [e.reason for e in events] == ["RunSucceeded"]
 
 
 def test_drift_run_counts_rows_the_event_lane_missed() -> None:
-    s, _ = st.record_run(ready(), ts(), run("b", bootstrap_report(), end="2026-11-21T10:00:05Z", start="2026-11-21T10:00:00Z"), NOW)
+    s, _ = st.record_run(
+        ready(),
+        ts(),
+        run("b", bootstrap_report(), end="2026-11-21T10:00:05Z", start="2026-11-21T10:00:00Z"),
+        NOW,
+    )
     s, events = st.record_run(s, ts(), run("c"), NOW)
     assert s.last_run is not None
     assert s.last_run.drift_rows == 300
-    assert s.last_run.apply == {"inserted": 10, "updated": 280, "deleted": 10, "alreadyCurrent": 650, "staleSkipped": 50}
+    assert s.last_run.apply == {
+        "inserted": 10,
+        "updated": 280,
+        "deleted": 10,
+        "alreadyCurrent": 650,
+        "staleSkipped": 50,
+    }
     assert s.last_run.delta == {"insert": 10, "update": 980, "delete": 10}
     assert (s.drift.last_run_rows, s.drift.last_run_fraction, s.drift.total_rows) == (300, 0.3, 300)
     assert (s.drift.total_inserted, s.drift.total_updated, s.drift.total_deleted) == (10, 280, 10)
     d = cond(s, "Drifted")
     assert (d.status, d.reason) == ("True", "DriftCorrected")
-    assert "300 rows" in d.message and "650 already current" in d.message and "50 stale-skipped" in d.message
+    assert (
+        "300 rows" in d.message
+        and "650 already current" in d.message
+        and "50 stale-skipped" in d.message
+    )
     assert [e.reason for e in events] == ["RunSucceeded", "DriftFound"]
     assert s.runs == st.RunCounts(succeeded=2)
 
 
 def test_no_drift_run() -> None:
-    quiet = report(apply={"inserted": 0, "updated": 0, "deleted": 0, "alreadyCurrent": 1000, "staleSkipped": 0})
+    quiet = report(
+        apply={"inserted": 0, "updated": 0, "deleted": 0, "alreadyCurrent": 1000, "staleSkipped": 0}
+    )
     s, events = st.record_run(ready(), ts(), run(rep=quiet), NOW)
     assert (cond(s, "Drifted").status, cond(s, "Drifted").reason) == ("False", "NoDrift")
     assert [e.reason for e in events] == ["RunSucceeded"]
 
 
 def test_failed_run_keeps_the_last_success_and_says_why() -> None:
-    good, _ = st.record_run(ready(), ts(), run("good", end="2026-11-21T10:30:05Z", start="2026-11-21T10:30:00Z"), NOW)
+    good, _ = st.record_run(
+        ready(), ts(), run("good", end="2026-11-21T10:30:05Z", start="2026-11-21T10:30:00Z"), NOW
+    )
     guard = report(
-        result="GuardTripped", reason="DeleteGuardTripped", apply=None,
-        deltaId="S1..S2", message="delta deletes 50000 of 100000 rows (50.0% > 5.0%)",
+        result="GuardTripped",
+        reason="DeleteGuardTripped",
+        apply=None,
+        deltaId="S1..S2",
+        message="delta deletes 50000 of 100000 rows (50.0% > 5.0%)",
         error="delta deletes 50000 of 100000 rows (50.0% > 5.0%)",
     )
     s, events = st.record_run(good, ts(), run("bad", guard, succeeded=False, exit_code=3), NOW)
@@ -184,9 +225,13 @@ def test_overrun_when_a_run_exceeds_its_budget() -> None:
     assert s.overrun.last_phase_seconds == {"dump": 1.2, "diff": 0.3, "apply": 0.8}
     assert (s.overrun.consecutive_overruns, s.overrun.total_overruns) == (1, 1)
     assert "Overrun" in [e.reason for e in events]
-    s, _ = st.record_run(s, ts(body), run("second", start="2026-11-21T11:29:00Z", end="2026-11-21T11:30:00Z"), NOW)
+    s, _ = st.record_run(
+        s, ts(body), run("second", start="2026-11-21T11:29:00Z", end="2026-11-21T11:30:00Z"), NOW
+    )
     assert (s.overrun.consecutive_overruns, s.overrun.total_overruns) == (2, 2)
-    s, _ = st.record_run(s, ts(body), run("third", start="2026-11-21T12:00:00Z", end="2026-11-21T12:00:05Z"), NOW)
+    s, _ = st.record_run(
+        s, ts(body), run("third", start="2026-11-21T12:00:00Z", end="2026-11-21T12:00:05Z"), NOW
+    )
     assert (s.overrun.consecutive_overruns, s.overrun.total_overruns) == (0, 2)
     assert (cond(s, "Overrun").status, cond(s, "Overrun").reason) == ("False", "WithinBudget")
 
@@ -205,7 +250,9 @@ def test_approval_becomes_applied_when_a_run_applies_that_delta() -> None:
     assert st.pending_approval(done, t) is None
     assert "DeltaApproved" in [e.reason for e in events]
     # Reconciling again later keeps it applied; a new approval value is pending again.
-    assert st.mark_reconciled(done, t, NOW, CRONJOB, approval_pending=False).approval == done.approval
+    assert (
+        st.mark_reconciled(done, t, NOW, CRONJOB, approval_pending=False).approval == done.approval
+    )
     body["metadata"]["annotations"]["tablesync.dev/approve-delta"] = "S2..S3"
     assert st.pending_approval(done, ts(body)) == "S2..S3"
 
@@ -214,13 +261,19 @@ def test_approval_becomes_applied_when_a_run_applies_that_delta() -> None:
 
 
 def refreshed(
-    s: st.TableSyncStatus, now_offset: timedelta, body: dict[str, Any] | None = None,
-    fired: list[Any] | None = None, cronjob: dict[str, Any] | None = None, count: bool = True,
+    s: st.TableSyncStatus,
+    now_offset: timedelta,
+    body: dict[str, Any] | None = None,
+    fired: list[Any] | None = None,
+    cronjob: dict[str, Any] | None = None,
+    count: bool = True,
 ) -> tuple[st.TableSyncStatus, list[st.StatusEvent]]:
     from .samples import TABLESYNC as base
 
     created = parse_created(body or base)
-    return st.refresh(s, ts(body), NOW + now_offset, created, cronjob or CRONJOB, fired or [], count)
+    return st.refresh(
+        s, ts(body), NOW + now_offset, created, cronjob or CRONJOB, fired or [], count
+    )
 
 
 def parse_created(body: dict[str, Any]) -> Any:
@@ -234,7 +287,10 @@ def test_lag_grows_between_runs_and_lagging_turns_on_past_the_threshold() -> Non
     s, _ = st.record_run(ready(body=body), ts(body), run(), NOW)
     s1, _ = refreshed(s, timedelta(seconds=60), body)
     assert s1.lag_seconds == 61  # captured 10:59:58.123, now 11:01:00
-    assert (cond(s1, "Lagging").status, cond(s1, "Lagging").reason) == ("False", "LagWithinThreshold")
+    assert (cond(s1, "Lagging").status, cond(s1, "Lagging").reason) == (
+        "False",
+        "LagWithinThreshold",
+    )
     s2, _ = refreshed(s1, timedelta(seconds=700), body)
     assert s2.lag_seconds == 701
     assert (cond(s2, "Lagging").status, cond(s2, "Lagging").reason) == ("True", "LagAboveThreshold")
@@ -254,22 +310,31 @@ def test_lagging_without_any_applied_snapshot() -> None:
 def test_missed_schedules_turn_overrun_on() -> None:
     body = tablesync(startingDeadlineSeconds=10)
     s, _ = st.record_run(ready(body=body), ts(body), run(start="2026-11-21T10:59:50Z"), NOW)
-    s = dataclasses.replace(s, overrun=dataclasses.replace(s.overrun, schedules_checked_until="2026-11-21T11:00:30Z"))
+    s = dataclasses.replace(
+        s, overrun=dataclasses.replace(s.overrun, schedules_checked_until="2026-11-21T11:00:30Z")
+    )
     quiet, events = refreshed(s, timedelta(minutes=10), body)
     assert events == [] and cond(quiet, "Overrun").status == "False"
     later, events = refreshed(quiet, timedelta(minutes=31), body)
     assert later.overrun.missed_schedules == 1
     assert later.overrun.last_missed_schedule_time == "2026-11-21T11:30:00Z"
     assert [e.reason for e in events] == ["ScheduleMissed"]
-    assert (cond(later, "Overrun").status, cond(later, "Overrun").reason) == ("True", "ScheduleMissed")
+    assert (cond(later, "Overrun").status, cond(later, "Overrun").reason) == (
+        "True",
+        "ScheduleMissed",
+    )
     # The next run that starts after the miss and stays within budget clears it.
-    nxt, _ = st.record_run(later, ts(body), run("next", start="2026-11-21T12:00:00Z", end="2026-11-21T12:00:10Z"), NOW)
+    nxt, _ = st.record_run(
+        later, ts(body), run("next", start="2026-11-21T12:00:00Z", end="2026-11-21T12:00:10Z"), NOW
+    )
     assert cond(nxt, "Overrun").status == "False"
 
 
 def test_a_fired_schedule_is_not_missed_and_suspension_counts_nothing() -> None:
     body = tablesync(startingDeadlineSeconds=10)
-    s = dataclasses.replace(ready(body=body), overrun=st.OverrunFigures(schedules_checked_until="2026-11-21T11:00:30Z"))
+    s = dataclasses.replace(
+        ready(body=body), overrun=st.OverrunFigures(schedules_checked_until="2026-11-21T11:00:30Z")
+    )
     from .test_schedule import at
 
     fired, _ = refreshed(s, timedelta(minutes=31), body, fired=[at("2026-11-21T11:30:00")])
@@ -287,11 +352,18 @@ def full_status() -> st.TableSyncStatus:
     body["metadata"]["annotations"] = {"tablesync.dev/approve-delta": "S1..S2"}
     t = ts(body)
     s = st.mark_reconciled(st.TableSyncStatus(), t, NOW, CRONJOB, approval_pending=True)
-    s, _ = st.record_run(s, t, run("a", bootstrap_report(), start="2026-11-21T10:00:00Z", end="2026-11-21T10:00:30Z"), NOW)
+    s, _ = st.record_run(
+        s,
+        t,
+        run("a", bootstrap_report(), start="2026-11-21T10:00:00Z", end="2026-11-21T10:00:30Z"),
+        NOW,
+    )
     s, _ = st.record_run(s, t, run("b"), NOW)
     s = st.record_run_request(s, "now", "product-prices-m1234abcd", NOW)
     s = st.set_active_jobs(s, ["product-prices-m1234abcd"])
-    s = dataclasses.replace(s, overrun=dataclasses.replace(s.overrun, last_missed_schedule_time="2026-11-21T10:30:00Z"))
+    s = dataclasses.replace(
+        s, overrun=dataclasses.replace(s.overrun, last_missed_schedule_time="2026-11-21T10:30:00Z")
+    )
     s, _ = st.refresh(s, t, NOW, parse_created(body), CRONJOB, [], True)
     return s
 
@@ -321,7 +393,12 @@ def test_every_stored_field_is_in_the_crd_schema() -> None:
                 walk(item, schema["items"], f"{path}[]")
         else:
             kind = schema.get("type")
-            expected = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
+            expected: dict[str, type | tuple[type, ...]] = {
+                "string": str,
+                "integer": int,
+                "number": (int, float),
+                "boolean": bool,
+            }
             assert kind in expected, f"{path}: no type"
             assert isinstance(value, expected[kind]), f"{path}: {value!r} is not {kind}"
 

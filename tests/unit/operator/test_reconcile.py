@@ -1,0 +1,194 @@
+"""reconcile.sync against an in-memory API (the real API server is in tests/e2e/operator)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tablesync_operator.reconcile import Context, sync
+
+from .fakekube import FakeKube
+from .samples import NOW, SETTINGS, TABLESYNC, job, pod_with_report, report
+
+NS, NAME = "data", "product-prices"
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    k = FakeKube()
+    k.secrets[(NS, "replica")] = {"uri"}
+    k.secrets[(NS, "warehouse")] = {"uri"}
+    k.secrets[(NS, "s3")] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    body = copy.deepcopy(TABLESYNC)
+    body["metadata"]["creationTimestamp"] = "2026-11-21T10:58:00Z"
+    k.add_tablesync(body)
+    return k
+
+
+def ctx(kube: FakeKube) -> Context:
+    return Context(kube=kube, settings=SETTINGS, clock=lambda: NOW)
+
+
+def conditions(kube: FakeKube) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in kube.status_of(NS, NAME)["conditions"]}
+
+
+def edit(kube: FakeKube, change: Any) -> None:
+    body = kube.tablesyncs[(NS, NAME)]
+    change(body)
+    body["metadata"]["generation"] += 1
+
+
+def add_finished_job(kube: FakeKube, name: str, rep: dict[str, Any], **kw: Any) -> None:
+    j = job(name, **kw)
+    j["metadata"]["labels"] = {
+        "app.kubernetes.io/managed-by": "tablesync",
+        "tablesync.dev/name": NAME,
+        "tablesync.dev/uid": TABLESYNC["metadata"]["uid"],
+    }
+    kube.jobs[(NS, name)] = j
+    kube.pods[j["metadata"]["uid"]] = [
+        pod_with_report(rep, exit_code=0 if kw.get("succeeded", True) else 3)
+    ]
+
+
+def test_creates_the_cronjob_and_reports_ready(kube: FakeKube) -> None:
+    sync(ctx(kube), NS, NAME)
+    assert (NS, NAME) in kube.cronjobs
+    assert conditions(kube)["Ready"] == ("True", "Reconciled")
+    assert kube.status_of(NS, NAME)["observedGeneration"] == 3
+    assert [e["reason"] for e in kube.events] == ["Reconciled"]
+    sync(ctx(kube), NS, NAME)
+    assert kube.calls.count("apply_cronjob") == 1  # unchanged spec: no churn
+    assert len(kube.events) == 1  # no transition, no event
+
+
+def test_spec_change_updates_the_cronjob(kube: FakeKube) -> None:
+    sync(ctx(kube), NS, NAME)
+    edit(kube, lambda b: b["spec"].update(schedule="*/5 * * * *", suspend=True))
+    sync(ctx(kube), NS, NAME)
+    cj = kube.cronjobs[(NS, NAME)]
+    assert (cj["spec"]["schedule"], cj["spec"]["suspend"]) == ("*/5 * * * *", True)
+    assert conditions(kube)["Ready"] == ("True", "Suspended")
+    assert kube.status_of(NS, NAME)["observedGeneration"] == 4
+
+
+def test_invalid_spec_stalls_without_touching_the_cronjob(kube: FakeKube) -> None:
+    sync(ctx(kube), NS, NAME)
+    before = copy.deepcopy(kube.cronjobs[(NS, NAME)])
+    edit(kube, lambda b: b["spec"].update(schedule="every minute"))
+    sync(ctx(kube), NS, NAME)
+    assert conditions(kube)["Stalled"] == ("True", "InvalidSpec")
+    assert conditions(kube)["Ready"] == ("False", "InvalidSpec")
+    message = next(
+        c["message"] for c in kube.status_of(NS, NAME)["conditions"] if c["type"] == "Stalled"
+    )
+    assert "spec.schedule" in message
+    assert kube.cronjobs[(NS, NAME)] == before
+    assert kube.calls.count("apply_cronjob") == 1
+    edit(kube, lambda b: b["spec"].update(schedule="*/30 * * * *"))
+    sync(ctx(kube), NS, NAME)
+    assert conditions(kube)["Stalled"] == ("False", "Reconciled")
+
+
+def test_missing_secret_stalls_then_recovers_when_it_appears(kube: FakeKube) -> None:
+    del kube.secrets[(NS, "warehouse")]
+    sync(ctx(kube), NS, NAME)
+    assert conditions(kube)["Stalled"] == ("True", "SecretNotFound")
+    message = next(
+        c["message"] for c in kube.status_of(NS, NAME)["conditions"] if c["type"] == "Stalled"
+    )
+    assert "'warehouse'" in message and "spec.destination.uriSecretRef" in message
+    assert (NS, NAME) not in kube.cronjobs
+    kube.secrets[(NS, "warehouse")] = {"password"}
+    sync(ctx(kube), NS, NAME)
+    assert conditions(kube)["Stalled"] == ("True", "SecretKeyNotFound")
+    kube.secrets[(NS, "warehouse")] = {"uri"}
+    sync(ctx(kube), NS, NAME)  # what the resync timer does: no restart, no edit needed
+    assert conditions(kube)["Ready"] == ("True", "Reconciled")
+    assert (NS, NAME) in kube.cronjobs
+
+
+def test_a_foreign_cronjob_is_never_taken_over(kube: FakeKube) -> None:
+    kube.cronjobs[(NS, NAME)] = {
+        "metadata": {"name": NAME, "namespace": NS, "uid": "x"},
+        "spec": {},
+    }
+    sync(ctx(kube), NS, NAME)
+    assert conditions(kube)["Stalled"] == ("True", "CronJobConflict")
+    assert kube.cronjobs[(NS, NAME)]["spec"] == {}
+
+
+def test_finished_runs_are_recorded_once(kube: FakeKube) -> None:
+    sync(ctx(kube), NS, NAME)
+    add_finished_job(kube, "product-prices-1", report())
+    sync(ctx(kube), NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert status["lastRun"]["jobName"] == "product-prices-1"
+    assert status["runs"]["succeeded"] == 1 and status["drift"]["totalRows"] == 300
+    reasons = [e["reason"] for e in kube.events]
+    sync(ctx(kube), NS, NAME)  # e.g. another Job event, or a restarted operator
+    assert kube.status_of(NS, NAME)["runs"]["succeeded"] == 1
+    assert kube.status_of(NS, NAME)["drift"]["totalRows"] == 300
+    assert [e["reason"] for e in kube.events] == reasons
+    assert reasons.count("RunSucceeded") == 1 and reasons.count("DriftFound") == 1
+
+
+def test_a_status_write_conflict_is_recomputed_not_lost(kube: FakeKube) -> None:
+    sync(ctx(kube), NS, NAME)
+    add_finished_job(kube, "product-prices-1", report())
+    kube.conflict_next_status_writes = 2
+    sync(ctx(kube), NS, NAME)
+    assert kube.status_of(NS, NAME)["runs"]["succeeded"] == 1
+    assert [e["reason"] for e in kube.events].count("RunSucceeded") == 1
+
+
+def test_run_request_starts_exactly_one_job(kube: FakeKube) -> None:
+    sync(ctx(kube), NS, NAME)
+    edit(
+        kube,
+        lambda b: b["metadata"]["annotations"].update({"tablesync.dev/run-requested-at": "t1"}),
+    )
+    sync(ctx(kube), NS, NAME)
+    sync(ctx(kube), NS, NAME)
+    created = [c for c in kube.calls if c.startswith("create_job")]
+    assert len(created) == 1
+    job_name = created[0].split()[1]
+    assert kube.status_of(NS, NAME)["runRequest"]["jobName"] == job_name
+    assert kube.status_of(NS, NAME)["activeJobs"] == [job_name]
+    assert "RunStarted" in [e["reason"] for e in kube.events]
+    # A second request while that Job runs waits for it (concurrencyPolicy Forbid).
+    edit(
+        kube,
+        lambda b: b["metadata"]["annotations"].update({"tablesync.dev/run-requested-at": "t2"}),
+    )
+    sync(ctx(kube), NS, NAME)
+    assert len([c for c in kube.calls if c.startswith("create_job")]) == 1
+    kube.jobs[(NS, job_name)]["status"] = job()["status"]
+    kube.pods[kube.jobs[(NS, job_name)]["metadata"]["uid"]] = [pod_with_report(report())]
+    sync(ctx(kube), NS, NAME)
+    assert len([c for c in kube.calls if c.startswith("create_job")]) == 2
+    assert kube.status_of(NS, NAME)["runRequest"]["requestedAt"] == "t2"
+
+
+def test_an_approval_rides_in_the_template_until_a_run_applies_it(kube: FakeKube) -> None:
+    delta = "20261121T103000Z-cd34..20261121T110000Z-ab12"
+    edit(
+        kube, lambda b: b["metadata"]["annotations"].update({"tablesync.dev/approve-delta": delta})
+    )
+    sync(ctx(kube), NS, NAME)
+
+    def approve_env() -> list[str]:
+        env = kube.cronjobs[(NS, NAME)]["spec"]["jobTemplate"]["spec"]["template"]["spec"][
+            "containers"
+        ][0]["env"]
+        return [e["value"] for e in env if e["name"] == "TABLESYNC_APPROVE_DELTA"]
+
+    assert approve_env() == [delta]
+    assert kube.status_of(NS, NAME)["approval"] == {"deltaId": delta, "state": "Pending"}
+    add_finished_job(kube, "product-prices-1", report(deltaId=delta))
+    sync(ctx(kube), NS, NAME)
+    assert kube.status_of(NS, NAME)["approval"]["state"] == "Applied"
+    assert approve_env() == []  # dropped in the same sync, not left for the next run
