@@ -87,8 +87,7 @@ class Kube:
         conflict_ok: bool = False,
     ) -> Obj | _Conflict | None:
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        if body is not None and not isinstance(body, str | bytes):
-            body = json.dumps(body)
+        # The client JSON-encodes the body itself (also for apply-patch+yaml: JSON is YAML).
         try:
             response = self.api.call_api(
                 path,
@@ -154,7 +153,7 @@ class Kube:
         result = self._request(
             "PATCH",
             _ns_path(_BATCH, meta["namespace"], "cronjobs", meta["name"]),
-            body=json.dumps(manifest),
+            body=manifest,
             query={"fieldManager": FIELD_MANAGER, "force": "true"},
             content_type="application/apply-patch+yaml",
             ok_missing=False,

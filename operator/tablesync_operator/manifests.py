@@ -69,14 +69,18 @@ def labels(ts: TableSync) -> dict[str, str]:
 
 
 def owner_reference(ts: TableSync) -> dict[str, Any]:
-    """Controller owner reference to the TableSync: deleting it garbage-collects the CronJob."""
+    """Controller owner reference to the TableSync: deleting it garbage-collects the CronJob.
+
+    Without ``blockOwnerDeletion``: setting it needs ``update`` on ``tablesyncs/finalizers``
+    where the OwnerReferencesPermissionEnforcement admission plugin runs, and it only matters
+    for foreground deletion (operator/RBAC.md keeps the operator's rights minimal).
+    """
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "name": ts.name,
         "uid": ts.uid,
         "controller": True,
-        "blockOwnerDeletion": True,
     }
 
 
@@ -285,7 +289,6 @@ def build_manual_job(
                     "name": name,
                     "uid": cronjob_uid,
                     "controller": True,
-                    "blockOwnerDeletion": True,
                 }
             ],
         },

@@ -339,6 +339,8 @@ def outcome_from_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) 
         result = report.result
         reason = report.reason
         message = report.error or report.message or job_message
+        if job_reason == "BackoffLimitExceeded":
+            message += f" (gave up after {status.get('failed', '?')} attempts)"
     elif exit_code == 3:
         result, reason = "GuardTripped", REASON_GUARD_TRIPPED
         message = "a guard refused the delta (exit code 3) but the run left no report"

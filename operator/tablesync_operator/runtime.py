@@ -45,6 +45,9 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.execution.default_backoff = 10
     kopf_settings.networking.error_backoffs = [1, 2, 5, 10]
     logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
+    if not settings.verbose:
+        # kopf logs every handler and timer success at INFO; our own log says what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def ensure_context(memo: Any, settings: Settings | None = None) -> Context:

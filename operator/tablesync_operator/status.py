@@ -442,9 +442,11 @@ class TableSyncStatus:
         out: dict[str, Any] = {
             "conditions": [c.to_dict() for c in self.conditions],
             "runs": self.runs.to_dict(),
-            "drift": self.drift.to_dict(),
             "overrun": self.overrun.to_dict(),
         }
+        if self.last_successful_run is not None or self.drift != DriftFigures():
+            # Absent until a run applied something: an empty Drift column, not a false 0.
+            out["drift"] = self.drift.to_dict()
         optional: dict[str, Any] = {
             "observedGeneration": self.observed_generation,
             "cronJobName": self.cron_job_name,
@@ -556,11 +558,13 @@ def _stamp_generation(st: TableSyncStatus, generation: int) -> TableSyncStatus:
 
 def _ensure_run_conditions(st: TableSyncStatus, generation: int, now: datetime) -> TableSyncStatus:
     """Before the first run, the run conditions are Unknown with reason NoRunYet."""
-    for kind in (LAST_RUN_SUCCEEDED, OVERRUN, DRIFTED):
+    for kind, message in (
+        (LAST_RUN_SUCCEEDED, "no run has finished yet"),
+        (OVERRUN, "no run has finished yet"),
+        (DRIFTED, "no run has applied a delta yet"),
+    ):
         if st.condition(kind) is None:
-            st = set_condition(
-                st, kind, "Unknown", Reason.NO_RUN_YET, "no run has finished yet", generation, now
-            )
+            st = set_condition(st, kind, "Unknown", Reason.NO_RUN_YET, message, generation, now)
     return st
 
 

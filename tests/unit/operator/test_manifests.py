@@ -36,7 +36,6 @@ def test_cronjob_is_owned_forbids_overlap_and_follows_the_schedule() -> None:
             "name": "product-prices",
             "uid": UID,
             "controller": True,
-            "blockOwnerDeletion": True,
         }
     ]
     spec = cj["spec"]
@@ -185,7 +184,6 @@ def test_manual_job_is_owned_by_the_cronjob_and_named_by_the_request() -> None:
         "name": "product-prices",
         "uid": "cj-uid",
         "controller": True,
-        "blockOwnerDeletion": True,
     }
     assert job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
     assert job["spec"] == cronjob()["spec"]["jobTemplate"]["spec"]
