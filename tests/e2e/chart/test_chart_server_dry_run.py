@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from localcluster.testing import Cluster
-from tests.unit.chart.helm import CHART, find, render_notes, render_text
+from tests.unit.chart.helm import find, render_notes, render_text
 
 pytestmark = pytest.mark.e2e
 RELEASE = "tablesync-dry-run"
@@ -81,13 +81,8 @@ def test_rendered_chart_passes_server_side_dry_run(
 
 
 def test_notes_example_tablesync_is_admitted(cluster: Cluster, namespace: str,
-                                             tmp_path: Path) -> None:
+                                             tablesync_crd: str, tmp_path: Path) -> None:
     """The first TableSync a user applies (from NOTES.txt) is valid for the real CRD."""
-    for path in sorted((CHART / "files" / "crds").glob("*.yaml")):
-        cluster.kubectl("apply", "--server-side", "--force-conflicts",
-                        "--field-manager=tablesync-e2e", "-f", str(path))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/tablesyncs.tablesync.dev")
     notes = render_notes({"operator": {"watchNamespaces": [namespace]}}, tmp_path)
     start = notes.rindex("\n", 0, notes.index("apiVersion: tablesync.dev/v1alpha1")) + 1
     end = notes.index("YAML", start)

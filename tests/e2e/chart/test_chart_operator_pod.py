@@ -1,0 +1,151 @@
+"""The operator as the chart deploys it: a pod of the rendered Deployment, under the chart's
+ServiceAccount and RBAC only. It wins its Lease, reconciles a TableSync into a CronJob, writes
+the status, starts a requested run and reads its outcome — with no request forbidden. This is
+the proof that the chart's RBAC is sufficient (the unit tests pin that it is not wider).
+
+Namespaced mode (``operator.watchNamespaces``): the grant is a RoleBinding in the test's
+namespace, so nothing here touches TableSyncs elsewhere in the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import yaml
+
+from localcluster.testing import Cluster, wait_for
+from tests.support.services import free_port
+from tests.unit.chart.helm import render_text
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def installed(cluster: Cluster, namespace: str, tablesync_crd: str) -> Iterator[dict[str, Any]]:
+    """Apply the rendered chart (release namespace = the test namespace); delete its
+    cluster-scoped objects afterwards. Yields names the test needs."""
+    release = f"tablesync-e2e-{secrets.token_hex(3)}"
+    values = {
+        "crds": {"install": False},  # the tablesync_crd fixture applied them (session-wide)
+        "operator": {"watchNamespaces": [namespace], "resyncIntervalSeconds": 5},
+        # pods are local processes on the e2e cluster: a port nobody else holds
+        "metrics": {"port": free_port()},
+        "job": {"backoffLimit": 0, "activeDeadlineSeconds": 120},
+    }
+    manifests = render_text(values, namespace=namespace, release=release)
+    cluster.kubectl("apply", "-f", "-", input_text=manifests)
+    cluster_scoped = [doc for doc in yaml.safe_load_all(manifests)
+                      if doc and "namespace" not in doc["metadata"]]
+    try:
+        yield {"release": release, "operator": f"{release}-operator", "job_sa": f"{release}-job"}
+    finally:
+        cluster.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-",
+                        input_text=yaml.safe_dump_all(cluster_scoped), check=False)
+        cluster.kubectl("-n", namespace, "delete", "deployment", "--all", "--wait=false",
+                        check=False)
+
+
+def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(cluster.kubectl("get", "-o", "json", *args).stdout)
+    return result
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond["type"] == kind:
+            found: dict[str, Any] = cond
+            return found
+    return None
+
+
+def operator_pod(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
+    pods = get_json(cluster, "-n", namespace, "pods", "-l",
+                    "app.kubernetes.io/component=operator")["items"]
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    return running[0] if running else None
+
+
+def test_operator_from_the_chart_reconciles_with_only_the_chart_rbac(
+    cluster: Cluster, namespace: str, installed: dict[str, Any],
+) -> None:
+    operator_sa = f"system:serviceaccount:{namespace}:{installed['operator']}"
+    job_sa = f"system:serviceaccount:{namespace}:{installed['job_sa']}"
+    # The grant as the API server sees it: enough for the operator, nothing for the job pods.
+    def can(who: str, where: str, *what: str) -> str:
+        return cluster.kubectl("auth", "can-i", "--as", who, "-n", where, *what,
+                               check=False).stdout.strip()
+
+    for verb, resource in (("patch", "cronjobs.batch"), ("get", "secrets"),
+                           ("update", "tablesyncs.tablesync.dev/status"),
+                           ("create", "jobs.batch"), ("update", "leases.coordination.k8s.io")):
+        assert can(operator_sa, namespace, verb, resource) == "yes", (verb, resource)
+    assert can(operator_sa, "default", "get", "secrets") == "no"  # not a watched namespace
+    assert can(operator_sa, namespace, "list", "secrets") == "no"
+    assert can(job_sa, namespace, "get", "tablesyncs.tablesync.dev") == "no"
+    assert can(job_sa, namespace, "get", "secrets") == "no"
+
+    pod = wait_for(lambda: operator_pod(cluster, namespace), 60, "the operator pod to run")
+    assert pod["spec"]["serviceAccountName"] == installed["operator"]
+    lease = wait_for(
+        lambda: get_json(cluster, "-n", namespace, "lease", installed["operator"])
+        if cluster.kubectl("-n", namespace, "get", "lease", installed["operator"],
+                           check=False).returncode == 0 else None,
+        60, "the operator to take its Lease")
+    assert lease["spec"]["holderIdentity"].startswith(pod["metadata"]["name"])
+
+    for name, data in (("replica", {"uri": "postgresql://reader:pw@127.0.0.1:1/app"}),
+                       ("warehouse", {"uri": "postgresql://writer:pw@127.0.0.1:1/dw"}),
+                       ("s3", {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})):
+        cluster.kubectl("-n", namespace, "create", "secret", "generic", name,
+                        *[f"--from-literal={k}={v}" for k, v in data.items()])
+    cluster.apply({
+        "apiVersion": "tablesync.dev/v1alpha1", "kind": "TableSync",
+        "metadata": {"name": "prices", "namespace": namespace},
+        "spec": {
+            "schedule": "0 3 * * *",
+            "source": {"uriSecretRef": {"name": "replica", "key": "uri"},
+                       "table": "public.prices", "primaryKey": ["product_id"],
+                       "versionColumn": "updated_at"},
+            "storage": {"url": "s3://tablesync/prices", "credentialsSecretRef": {"name": "s3"}},
+            "destination": {"uriSecretRef": {"name": "warehouse", "key": "uri"},
+                            "table": "public.prices"},
+        },
+    })
+
+    def ready() -> dict[str, Any] | None:
+        ts = get_json(cluster, "-n", namespace, "tablesync", "prices")
+        cond = condition(ts, "Ready")
+        return ts if cond and cond["status"] == "True" else None
+
+    ts = wait_for(ready, 90, "TableSync prices to be Ready")
+    cronjobs = get_json(cluster, "-n", namespace, "cronjobs")["items"]
+    assert len(cronjobs) == 1
+    [owner] = cronjobs[0]["metadata"]["ownerReferences"]
+    assert owner["uid"] == ts["metadata"]["uid"]
+    job_pod_spec = cronjobs[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert job_pod_spec["serviceAccountName"] == installed["job_sa"]
+    assert job_pod_spec["containers"][0]["image"] == "tablesync/job:0.1.0"
+
+    # A run on request: the operator creates the Job, the run fails (nothing listens on the
+    # source's port) and the operator reads the outcome from the pod.
+    requested_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cluster.kubectl("-n", namespace, "annotate", "--overwrite", "tablesync/prices",
+                    f"tablesync.dev/run-requested-at={requested_at}")
+
+    def run_recorded() -> dict[str, Any] | None:
+        ts = get_json(cluster, "-n", namespace, "tablesync", "prices")
+        cond = condition(ts, "LastRunSucceeded")
+        return cond if cond and cond["status"] != "Unknown" else None
+
+    last_run = wait_for(run_recorded, 180, "the operator to record the requested run")
+    assert last_run["status"] == "False", last_run
+    jobs = get_json(cluster, "-n", namespace, "jobs")["items"]
+    assert jobs, "no Job was created for the requested run"
+
+    log = cluster.container_log(namespace, pod["metadata"]["name"])
+    assert "403" not in log and "forbidden" not in log.lower(), log[-3000:]
