@@ -95,7 +95,8 @@ def test_env_from_secret_configmap_and_field_refs(cluster: Cluster, namespace: s
     ]
     script = ('echo "URI=$URI"; echo "MISSING=${MISSING-unset}"; echo "LEVEL_ONLY=$LEVEL_ONLY"; '
               'echo "CFG_MODE=$CFG_MODE"; echo "POD=$POD NS=$NS SA=$SA"; echo "IP=$IP"; '
-              'echo "GREETING=$GREETING"; echo "K8S=$KUBERNETES_SERVICE_HOST"')
+              'echo "GREETING=$GREETING"; echo "K8S=$KUBERNETES_SERVICE_HOST"; '
+              'echo "HOST=`hostname` $HOSTNAME"')
     cluster.apply(pod("envs", [shell("main", script, env=env, envFrom=[
         {"configMapRef": {"name": "settings"}, "prefix": "CFG_"}])]), namespace)
 
@@ -109,6 +110,7 @@ def test_env_from_secret_configmap_and_field_refs(cluster: Cluster, namespace: s
         f"GREETING=hello envs in {namespace}, $(POD) stays",
     ]
     assert lines[7].startswith("K8S=") and lines[7] != "K8S="
+    assert lines[8] == "HOST=envs envs"
 
 
 def test_missing_secret_keeps_the_pod_waiting_until_it_appears(

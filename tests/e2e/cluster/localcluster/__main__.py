@@ -46,6 +46,9 @@ def _usage(state_dir: Path) -> str:
     return "\n".join(lines)
 
 
+RESULT_PREFIX = "__localcluster_up_exit__="
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from .controlplane import ClusterError, status, up
 
@@ -54,24 +57,59 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(_usage(args.state))
         return 0
     if not args.attached:
-        # Start in a new session so the daemons (MinIO included) do not belong to the caller's
-        # terminal or process group; this process only waits for that child.
+        # The work happens in a child in a new session, so the daemons (MinIO included) belong
+        # to neither the caller's terminal nor its process group. The child stays behind as
+        # their parent only to reap them when `down` stops them (not every init reaps orphans).
         argv = [sys.executable, "-m", "localcluster", "--state", str(args.state), "up",
                 "--attached"]
         if args.image_commands:
             argv += ["--image-commands", str(args.image_commands)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(PACKAGE_PARENT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        child = subprocess.run(argv, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                               check=False)
-        return child.returncode
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 env=env, start_new_session=True, text=True)
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith(RESULT_PREFIX):
+                return int(line[len(RESULT_PREFIX):])
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        return child.wait() or 1
     try:
         up(args.state, image_commands_file=args.image_commands)
     except ClusterError as err:
         print(f"[localcluster] cluster-up failed: {err}", file=sys.stderr)
+        print(f"{RESULT_PREFIX}1", flush=True)
         return 1
+    _record_supervisor(args.state)
     print(_usage(args.state))
+    print(f"{RESULT_PREFIX}0", flush=True)
+    _reap_children_until_none_left()
     return 0
+
+
+def _record_supervisor(state_dir: Path) -> None:
+    from .procs import ProcessRecord, process_start_ticks
+    from .state import ClusterState
+
+    state = ClusterState.load(state_dir)
+    state.processes.append(ProcessRecord("supervisor", os.getpid(),
+                                         process_start_ticks(os.getpid()) or -1, ""))
+    state.save()
+
+
+def _reap_children_until_none_left() -> None:
+    """Detach from the caller's stdout/stderr, then wait for every child to exit."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
 
 
 def cmd_down(args: argparse.Namespace) -> int:

@@ -49,7 +49,10 @@ CONTROLLERS = [
     "clusterrole-aggregation-controller",
 ]
 """kube-controller-manager ``--controllers`` (1.36 names; the short 1.2x aliases are gone)."""
-STOP_ORDER = ["runner", "kube-controller-manager", "kube-apiserver", "minio", "etcd"]
+STOP_ORDER = ["runner", "kube-controller-manager", "kube-apiserver", "minio", "etcd",
+              "supervisor"]
+"""``supervisor``: the process that ran ``up`` for the CLI; it only reaps the others and exits
+once they are gone."""
 
 Progress = Callable[[str], None]
 
@@ -297,6 +300,7 @@ def _apiserver_argv(bin_dir: Path, state: ClusterState, pki: Pki, tokens: Path) 
         "--kubelet-certificate-authority", str(pki.ca_cert),
         "--kubelet-preferred-address-types", "InternalIP",
         "--allow-privileged=true",
+        "--endpoint-reconciler-type=none",  # 127.0.0.1 may not be a Service endpoint
         "--cert-dir", str(Path(state.state_dir) / "pki" / "apiserver-generated"),
         "--profiling=false",
         "--v=1",

@@ -83,23 +83,20 @@ def stop(record: ProcessRecord, grace_seconds: float = 10.0, group: bool = True)
     Returns True if the process is gone afterwards. A record whose pid now belongs to another
     process is left alone.
     """
-    if not record.alive():
-        return True
-    _signal(record, signal.SIGTERM, group)
+    if record.alive():
+        _signal(record, signal.SIGTERM, group)
     deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline:
-        if not record.alive():
-            return True
-        _reap(record.pid)
+    while record.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    _signal(record, signal.SIGKILL, group)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        _reap(record.pid)
-        if not record.alive():
-            return True
-        time.sleep(0.05)
-    return not record.alive()
+    if record.alive():
+        _signal(record, signal.SIGKILL, group)
+        deadline = time.monotonic() + 5
+        while record.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if record.alive():
+        return False
+    _reap(record.pid)
+    return True
 
 
 def _signal(record: ProcessRecord, sig: signal.Signals, group: bool) -> None:
@@ -113,6 +110,7 @@ def _signal(record: ProcessRecord, sig: signal.Signals, group: bool) -> None:
 
 
 def _reap(pid: int) -> None:
-    """Collect the exit status if ``pid`` is our child, so it does not linger as a zombie."""
+    """Collect the exit status if ``pid`` is our (dead) child, so it does not linger as a zombie
+    (some container inits, e.g. Firecracker's, never reap orphans)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)

@@ -127,6 +127,14 @@ class Cluster:
         return self.state is not None
 
     @property
+    def preinstalled_release(self) -> tuple[str, str] | None:
+        """(namespace, name) of a tablesync chart release that is already installed
+        (``TABLESYNC_E2E_RELEASE``, set by tests/e2e/kind/run.sh), or None."""
+        value = os.environ.get("TABLESYNC_E2E_RELEASE", "")
+        namespace, _, name = value.partition("/")
+        return (namespace, name) if namespace and name else None
+
+    @property
     def core(self) -> Any:
         return client.CoreV1Api(self.api_client)
 

@@ -2,7 +2,7 @@
 
 Called by ``pods``. ``start_container`` writes the sandbox plan (root directory, volume
 mounts, termination-log file, working directory, argv) and starts
-``unshare --mount --propagation private -- python -I -S sandbox.py PLAN`` in a new session
+``unshare --mount --uts --propagation private -- python -I -S sandbox.py PLAN`` in a new session
 with the container's environment; stdout and stderr are appended to the container's log
 file. ``ContainerRun.result()`` turns the exit into the Kubernetes terminated state.
 """
@@ -120,7 +120,8 @@ class ContainerRun:
     def result(self, exit_code: int) -> Terminated:
         """The terminated state: reason Completed/Error/StartError, the termination message."""
         finished = now_rfc3339()
-        if exit_code == START_ERROR_EXIT and self.error_path.exists():
+        if (exit_code == START_ERROR_EXIT and self.error_path.exists()
+                and self.error_path.stat().st_size > 0):
             message = self.error_path.read_text(errors="replace")
             return Terminated(exit_code, "StartError", message, self.started_at, finished,
                               self.container_id)
@@ -148,7 +149,8 @@ def tail_log(path: Path, lines: int, max_bytes: int) -> str:
 
 def start_container(name: str, run_dir: Path, log_path: Path, argv: list[str],
                     env: dict[str, str], mounts: list[Mount], workdir: str,
-                    termination_message_path: str, message_policy: str) -> ContainerRun:
+                    termination_message_path: str, message_policy: str,
+                    hostname: str) -> ContainerRun:
     """Start one container run; ``run_dir`` is fresh per run and holds its plan and mount points."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -165,6 +167,7 @@ def start_container(name: str, run_dir: Path, log_path: Path, argv: list[str],
         "mounts": [{"source": m.source, "path": m.path, "read_only": m.read_only}
                    for m in [*mounts, Mount(str(termination), termination_message_path)]],
         "workdir": workdir or "/",
+        "hostname": hostname,
         "argv": argv,
     }
     plan_path = run_dir / "plan.json"
@@ -172,7 +175,7 @@ def start_container(name: str, run_dir: Path, log_path: Path, argv: list[str],
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "--",
+            ["unshare", "--mount", "--uts", "--propagation", "private", "--",
              sys.executable, "-I", "-S", str(SANDBOX), str(plan_path)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
             cwd="/", start_new_session=True,

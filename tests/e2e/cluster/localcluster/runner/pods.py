@@ -329,6 +329,8 @@ class PodWorker:
         except UnsupportedError as err:
             self._fail("Unsupported", str(err))
             raise _Stop() from err
+        hostname = (pod["spec"].get("hostname") or self.name)[:63].rstrip("-.")
+        env.setdefault("HOSTNAME", hostname)
         command = [expand(x, env) for x in spec.get("command") or []]
         args = [expand(x, env) for x in spec.get("args") or []]
         argv = container_argv(entry, command, args)
@@ -355,7 +357,7 @@ class PodWorker:
             f"{self.namespace}/{self.name}/{status.name}", self.pod_dir / "run" / status.name,
             self.log_path(status.name), argv, env, mounts, spec.get("workingDir") or "/",
             spec.get("terminationMessagePath") or "/dev/termination-log",
-            spec.get("terminationMessagePolicy") or "File",
+            spec.get("terminationMessagePolicy") or "File", hostname,
         )
         status.run = run
         status.restart_at = None

@@ -1,8 +1,9 @@
 """Container start-up inside a fresh mount namespace: mount the volumes, chroot, exec the command.
 
 The pod runner starts every container as
-``unshare --mount --propagation private -- python -I -S sandbox.py PLAN.json`` with the
-container's environment; this script (stdlib only, so it starts in milliseconds) then:
+``unshare --mount --uts --propagation private -- python -I -S sandbox.py PLAN.json`` with
+the container's environment; this script (stdlib only, so it starts in milliseconds) sets the
+host name to the pod's, then:
 
 1. mounts a tmpfs on ``plan.root`` and bind-mounts every entry of the host's ``/`` into it
    (directories recursively, symlinks copied), so the new root looks like the host;
@@ -23,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import socket
 import stat
 import sys
 from typing import Any
@@ -170,6 +172,8 @@ class Sandbox:
 
 def run(plan: dict[str, Any]) -> None:
     """Set up the file system described by ``plan`` and exec its command (does not return)."""
+    if plan.get("hostname"):  # we are in our own UTS namespace too
+        socket.sethostname(plan["hostname"])
     sandbox = Sandbox(plan["root"], plan["scratch"])
     sandbox.build_root()
     mounts = sorted(plan["mounts"], key=lambda m: len([p for p in m["path"].split("/") if p]))
@@ -189,15 +193,14 @@ def run(plan: dict[str, Any]) -> None:
 def main() -> None:
     with open(sys.argv[1]) as handle:
         plan = json.load(handle)
+    # Opened before the chroot (a volume may hide its path afterwards); closed by the exec.
+    error_fd = os.open(plan["error_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                       0o644)
     try:
         run(plan)
     except (SandboxError, OSError) as err:
-        message = str(err)
-        try:
-            with open(plan["error_file"], "w") as out:
-                out.write(message)
-        except OSError:
-            pass
+        message = str(err) or err.__class__.__name__
+        os.write(error_fd, message.encode())
         print(f"sandbox: {message}", file=sys.stderr)
         sys.exit(START_ERROR_EXIT)
 
