@@ -1,50 +1,50 @@
 """The operator's RBAC as rendered: exactly the rules of operator/RBAC.md, bound to the
-operator's ServiceAccount only, cluster-wide or per watched namespace."""
+operator's ServiceAccount only, cluster-wide or per watched namespace.
+
+RBAC.md ends with the rules "As a manifest" (a ClusterRole for the watched namespaces, one
+for cluster-scoped reads, a Role for the Lease); these tests read that block, so the chart
+and the operator's own list cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import yaml
+
+from tests.support.services import REPO_ROOT
 from tests.unit.chart.helm import NAMESPACE, Manifest, find, only, render
 
 OPERATOR = "tablesync-operator"
+LEASE_ROLE = f"{OPERATOR}-leader-election"
 SUBJECT = {"kind": "ServiceAccount", "name": OPERATOR, "namespace": NAMESPACE}
+RBAC_MD = REPO_ROOT / "operator" / "RBAC.md"
 
-Rule = tuple[str, str, frozenset[str]]
-
-# (apiGroup, resource, verbs) -- keep in step with operator/RBAC.md and the chart README.
-NAMESPACED_RULES: set[Rule] = {
-    ("tablesync.dev", "tablesyncs", frozenset({"get", "list", "watch", "patch", "update"})),
-    ("tablesync.dev", "tablesyncs/status", frozenset({"get", "patch", "update"})),
-    ("batch", "cronjobs",
-     frozenset({"get", "list", "watch", "create", "update", "patch", "delete"})),
-    ("batch", "jobs", frozenset({"get", "list", "watch", "create", "delete"})),
-    ("", "pods", frozenset({"get", "list", "watch"})),
-    ("", "secrets", frozenset({"get"})),
-    ("", "events", frozenset({"create", "patch"})),
-    ("events.k8s.io", "events", frozenset({"create", "patch"})),
-}
-CLUSTER_RULES: set[Rule] = {
-    ("apiextensions.k8s.io", "customresourcedefinitions", frozenset({"list", "watch"})),
-    ("", "namespaces", frozenset({"list", "watch"})),
-}
-LEADER_ELECTION_RULES: set[Rule] = {
-    ("coordination.k8s.io", "leases", frozenset({"get", "create", "update"})),
-}
+Grant = tuple[str, str, str]
+"""(apiGroup, resource, verb)"""
 
 
-def rules(role: Manifest) -> set[Rule]:
-    """Flatten a role's rules to (group, resource, verbs); no wildcards, no resourceNames."""
-    flat: set[Rule] = set()
-    seen: set[tuple[str, str]] = set()
+def documented_roles() -> dict[str, Manifest]:
+    """The roles of RBAC.md's "As a manifest" YAML block, by name."""
+    text = RBAC_MD.read_text()
+    section = text[text.index("## As a manifest"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block, f"{RBAC_MD}: no YAML block under 'As a manifest'"
+    return {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(block.group(1)) if doc}
+
+
+def grants(role: Manifest) -> set[Grant]:
+    """Flatten a role's rules; fails on wildcards and on a grant given twice."""
+    flat: set[Grant] = set()
     for rule in role["rules"]:
-        assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule
-        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+        assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}, rule
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                assert (group, resource) not in seen, f"{group}/{resource} granted twice"
-                seen.add((group, resource))
-                flat.add((group, resource, frozenset(rule["verbs"])))
+                for verb in rule["verbs"]:
+                    assert "*" not in (group, resource, verb), rule
+                    assert (group, resource, verb) not in flat, f"{rule} grants twice"
+                    flat.add((group, resource, verb))
     return flat
 
 
@@ -53,22 +53,50 @@ def role_ref(binding: Manifest) -> dict[str, Any]:
     return ref
 
 
-def test_cluster_role_holds_exactly_the_namespaced_rules() -> None:
-    assert rules(only(render(), "ClusterRole", OPERATOR)) == NAMESPACED_RULES
+NAMESPACES_GRANTS = {("", "namespaces", "list"), ("", "namespaces", "watch")}
 
 
-def test_cluster_scoped_reads_are_a_separate_cluster_role() -> None:
-    assert rules(only(render(), "ClusterRole", f"{OPERATOR}-cluster")) == CLUSTER_RULES
+def test_rbac_md_lists_the_three_roles_the_chart_renders() -> None:
+    assert set(documented_roles()) == {OPERATOR, f"{OPERATOR}-cluster", LEASE_ROLE}
 
 
-def test_leader_election_is_a_role_in_the_release_namespace() -> None:
+def test_namespaced_cluster_role_is_exactly_rbac_md() -> None:
+    rendered = only(render(), "ClusterRole", OPERATOR)
+    assert grants(rendered) == grants(documented_roles()[OPERATOR])
+    assert not any(verb == "delete" for _, _, verb in grants(rendered))
+
+
+def test_cluster_scoped_reads_are_exactly_rbac_md() -> None:
+    """Namespaces list/watch only when specific namespaces are watched (kopf observes
+    namespaces only then, as RBAC.md says); the CRD scan always."""
+    documented = grants(documented_roles()[f"{OPERATOR}-cluster"])
+    clusterwide = only(render(), "ClusterRole", f"{OPERATOR}-cluster")
+    assert grants(clusterwide) == documented - NAMESPACES_GRANTS
+    namespaced = only(render({"operator": {"watchNamespaces": ["data"]}}), "ClusterRole",
+                      f"{OPERATOR}-cluster")
+    assert grants(namespaced) == documented
+    assert documented >= NAMESPACES_GRANTS
+
+
+def test_lease_role_is_rbac_md_limited_to_the_operators_own_lease() -> None:
     objects = render()
-    role = only(objects, "Role", f"{OPERATOR}-leader-election", NAMESPACE)
-    assert rules(role) == LEADER_ELECTION_RULES
-    binding = only(objects, "RoleBinding", f"{OPERATOR}-leader-election", NAMESPACE)
+    role = only(objects, "Role", LEASE_ROLE, NAMESPACE)
+    assert grants(role) == grants(documented_roles()[LEASE_ROLE])
+    for rule in role["rules"]:
+        if set(rule["verbs"]) & {"get", "update"}:
+            assert rule["resourceNames"] == [OPERATOR]  # the Lease name the operator gets
+        else:
+            assert rule["verbs"] == ["create"] and "resourceNames" not in rule
+    binding = only(objects, "RoleBinding", LEASE_ROLE, NAMESPACE)
     assert role_ref(binding) == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                 "name": f"{OPERATOR}-leader-election"}
+                                 "name": LEASE_ROLE}
     assert binding["subjects"] == [SUBJECT]
+
+
+def test_lease_role_follows_the_lease_name() -> None:
+    objects = render({"operator": {"leaderElection": {"leaseName": "custom-lease"}}})
+    role = only(objects, "Role", LEASE_ROLE)
+    assert [r.get("resourceNames") for r in role["rules"]] == [None, ["custom-lease"]]
 
 
 def test_no_lease_role_without_leader_election() -> None:
