@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +56,9 @@ def cluster() -> Iterator[Cluster]:
     reap_stale(SESSIONS_DIR)
     _prune_old_sessions()
     state_dir = SESSIONS_DIR / f"session-{os.getpid()}"
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # A CI timeout's SIGTERM then unwinds like Ctrl-C: the teardown below still runs.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         state = up(state_dir, owner_pid=os.getpid())
     except ClusterError as err:
@@ -62,7 +66,14 @@ def cluster() -> Iterator[Cluster]:
     try:
         yield Cluster.connect(Path(state.kubeconfig))
     finally:
-        failed = down(state_dir)
+        # A second Ctrl-C / SIGTERM must not cut the teardown short and leave processes behind.
+        handlers = {sig: signal.signal(sig, signal.SIG_IGN)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            failed = down(state_dir)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
         if failed:
             raise ClusterError(f"could not stop {', '.join(failed)}; see {state_dir}")
 

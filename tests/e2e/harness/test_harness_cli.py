@@ -89,3 +89,30 @@ def test_cli_up_status_trigger_down_leaves_nothing_running(tmp_path: Path) -> No
     assert not os.path.exists(f"/proc/{container_pid}")
     assert _processes_mentioning(str(state_dir)) == []
     assert _cli(state_dir, "status").returncode == 3
+
+
+def test_failed_up_stops_what_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from localcluster.controlplane import ClusterError, up
+    from tests.support.services import cluster_bin_dir
+
+    real = cluster_bin_dir()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("etcd", "kube-controller-manager", "minio"):
+        (fake / name).symlink_to(real / name)
+    broken = fake / "kube-apiserver"
+    broken.write_text("#!/bin/sh\necho 'apiserver refuses to start' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("TABLESYNC_CLUSTER_BIN", str(fake))
+    state_dir = tmp_path / "broken-cluster"
+
+    with pytest.raises(ClusterError) as failure:
+        up(state_dir)
+
+    assert "kube-apiserver exited with 3" in str(failure.value)
+    assert "apiserver refuses to start" in str(failure.value)
+    started = ClusterState.load_any(state_dir)
+    assert {r.name for r in started.processes} >= {"etcd", "kube-apiserver"}
+    wait_for(lambda: not [r for r in started.processes if r.alive()], 10,
+             "every process of the failed start to be stopped")
+    assert _processes_mentioning(str(state_dir)) == []

@@ -23,11 +23,17 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.services import MinioServer, cluster_bin_dir, free_port, start_minio
+from tests.support.services import (
+    MinioServer,
+    ServiceError,
+    cluster_bin_dir,
+    free_port,
+    start_minio,
+)
 
 from .images import dump_image_commands, load_image_commands
 from .kubeapi import ApiError, KubeApi
-from .pki import Pki, make_pki
+from .pki import Pki, PkiError, make_pki
 from .procs import ProcessRecord, process_start_ticks, spawn, stop
 from .settings import (
     NODE_NAME,
@@ -37,7 +43,7 @@ from .settings import (
     SERVICE_IP,
     Timeouts,
 )
-from .state import STATE_FILE, ClusterState, MinioInfo
+from .state import STATE_FILE, STOPPED_STATE_FILE, ClusterState, MinioInfo
 
 MARKER = ".localcluster-state"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -162,7 +168,10 @@ def up(state_dir: Path, owner_pid: int = 0, image_commands_file: Path | None = N
     reset_state_dir(state_dir)
     logs = state_dir / "logs"
     logs.mkdir()
-    bin_dir = cluster_bin_dir()
+    try:
+        bin_dir = cluster_bin_dir()
+    except ServiceError as err:
+        raise ClusterError(str(err)) from err
     for binary in ("etcd", "kube-apiserver", "kube-controller-manager", "minio"):
         if not (bin_dir / binary).exists():
             raise ClusterError(f"{bin_dir / binary} is missing: run "
@@ -251,12 +260,14 @@ def up(state_dir: Path, owner_pid: int = 0, image_commands_file: Path | None = N
                                 secret_key=minio.secret_key, data_dir=str(minio.data_dir))
         state.startup_seconds = round(time.monotonic() - began, 1)
         state.save()
-    except BaseException:
+    except BaseException as err:
         minio_thread.join(timeout=60)
         for item in minio_result:
             if isinstance(item, MinioServer) and state.minio is None:
                 item.stop()
         down(state_dir, progress=progress)
+        if isinstance(err, (PkiError, ApiError, OSError)):
+            raise ClusterError(f"{err.__class__.__name__}: {err}") from err
         raise
     progress(f"cluster up in {state.startup_seconds} s")
     return state
@@ -331,7 +342,7 @@ def down(state_dir: Path, grace_seconds: float = 10.0, progress: Progress = _std
         if not _mountpoints_under(volumes):
             shutil.rmtree(volumes, ignore_errors=True)
     if not failed and (state_dir / STATE_FILE).exists():
-        (state_dir / STATE_FILE).rename(state_dir / "state.stopped.json")
+        (state_dir / STATE_FILE).rename(state_dir / STOPPED_STATE_FILE)
     return failed
 
 

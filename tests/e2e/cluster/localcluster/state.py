@@ -21,6 +21,8 @@ from .kubeapi import Credentials, KubeApi
 from .procs import ProcessRecord
 
 STATE_FILE = "state.json"
+STOPPED_STATE_FILE = "state.stopped.json"
+"""What ``down`` renames ``state.json`` to: the record of a stopped cluster."""
 
 
 @dataclass
@@ -79,7 +81,12 @@ class ClusterState:
     @classmethod
     def load(cls, state_dir: Path) -> ClusterState:
         """Read ``state_dir/state.json``. Raises FileNotFoundError if there is none."""
-        data = json.loads((state_dir / STATE_FILE).read_text())
+        return cls.load_from(state_dir / STATE_FILE)
+
+    @classmethod
+    def load_from(cls, path: Path) -> ClusterState:
+        """Read a state file."""
+        data = json.loads(path.read_text())
         minio = data.pop("minio", None)
         processes = data.pop("processes", [])
         known = set(cls.__dataclass_fields__)
@@ -87,6 +94,14 @@ class ClusterState:
         state.minio = MinioInfo(**minio) if minio else None
         state.processes = [ProcessRecord.from_json(p) for p in processes]
         return state
+
+    @classmethod
+    def load_any(cls, state_dir: Path) -> ClusterState:
+        """``state.json``, or after ``down`` the ``state.stopped.json`` it was renamed to."""
+        if (state_dir / STATE_FILE).exists():
+            return cls.load(state_dir)
+        stopped = cls.load_from(state_dir / STOPPED_STATE_FILE)
+        return stopped
 
     @classmethod
     def find_for_kubeconfig(cls, kubeconfig: Path) -> ClusterState | None:
