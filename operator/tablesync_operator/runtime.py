@@ -24,8 +24,11 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     """Apply our choices to kopf's settings.
 
     * bookkeeping under ``operator.tablesync.dev/`` annotations only (never ``status``, whose
-      schema is ours), finalizer ``tablesync.dev/finalizer`` (added only if a blocking delete
-      handler existed; there is none: owner references clean up);
+      schema is ours); finalizer ``tablesync.dev/finalizer``, which kopf puts on every
+      TableSync because of the resync timer and removes after stopping the timer on deletion
+      (the CronJob itself goes by owner reference). A TableSync deleted while no operator
+      runs waits for one; ``kubectl patch --type=json -p '[{"op":"remove",
+      "path":"/metadata/finalizers"}]'`` releases it by hand;
     * no peering (the Lease in ``leader`` decides who runs);
     * no kopf Events for handler progress: the operator posts its own, on transitions;
     * the Job watch is filtered on the server by ``app.kubernetes.io/managed-by=tablesync``.

@@ -1,0 +1,88 @@
+"""Fixtures of the operator's e2e tests (see operator_kit.py for what they build on).
+
+``tablesync_operator`` (session): the CRD installed, the RBAC of operator/RBAC.md bound to a
+ServiceAccount, and one ``tablesync-operator`` process running with that account's token,
+watching the ``tso-*`` namespaces. On a cluster with the chart preinstalled (kind), the
+chart's operator is scaled to zero for the session so that only this one acts.
+``ts_namespace``: a fresh ``tso-…`` namespace. ``make_lane``: databases, bucket, Secrets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+from operator_kit import (
+    NAMESPACE_PREFIX,
+    SYSTEM_NAMESPACE,
+    Lane,
+    OperatorProcess,
+    install_crd,
+    lane,
+    rbac_manifests,
+    restricted_kubeconfig,
+)
+
+from localcluster.testing import Cluster, PostgresAccess
+
+
+def _scale_release(cluster: Cluster, replicas: int) -> None:
+    release = cluster.preinstalled_release
+    if release is None:
+        return
+    namespace, name = release
+    cluster.kubectl("scale", "deployment", "-n", namespace, "-l",
+                    f"app.kubernetes.io/instance={name}", f"--replicas={replicas}", check=False)
+
+
+@pytest.fixture(scope="session")
+def operator_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tablesync-operator")
+
+
+@pytest.fixture(scope="session")
+def crd_installed(cluster: Cluster) -> None:
+    """crds/ applied and Established (admission tests need nothing more)."""
+    install_crd(cluster)
+
+
+@pytest.fixture(scope="session")
+def tablesync_operator(
+    cluster: Cluster, operator_home: Path, crd_installed: None
+) -> Iterator[OperatorProcess]:
+    with contextlib.suppress(ApiException):
+        cluster.core.create_namespace({"metadata": {"name": SYSTEM_NAMESPACE}})
+    cluster.apply(rbac_manifests(SYSTEM_NAMESPACE))
+    _scale_release(cluster, 0)
+    kubeconfig = restricted_kubeconfig(cluster, operator_home / "kubeconfig")
+    operator = OperatorProcess(kubeconfig, operator_home / "operator.log")
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+        _scale_release(cluster, 1)
+
+
+@pytest.fixture
+def ts_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new namespace the session's operator watches (``tso-<test>-<hex>``)."""
+    base = request.node.name.removeprefix("test_").replace("_", "-").lower()
+    base = "".join(c for c in base if c.isalnum() or c == "-")[:30].strip("-")
+    name = cluster.create_namespace(f"{NAMESPACE_PREFIX}{base}")
+    yield name
+    cluster.delete_namespace(name)
+
+
+@pytest.fixture
+def make_lane(cluster: Cluster, e2e_postgres: PostgresAccess, ts_namespace: str,
+              tablesync_operator: OperatorProcess) -> Iterator[Callable[[str], Lane]]:
+    """``make_lane(name)``: a Lane (databases, bucket) for TableSync ``name``."""
+    with contextlib.ExitStack() as stack:
+        def make(name: str) -> Lane:
+            return stack.enter_context(lane(cluster, e2e_postgres, ts_namespace, name))
+
+        yield make

@@ -1,0 +1,111 @@
+"""A TableSync's CronJob follows it: create, edit, suspend, delete; a broken spec or a
+missing Secret stalls it without touching the CronJob, and fixing it recovers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from operator_kit import Lane
+
+from localcluster.testing import Cluster, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def cronjob(lane: Lane) -> dict[str, object] | None:
+    found = [c for c in lane.cronjobs() if c["metadata"]["name"] == lane.name]
+    return found[0] if found else None
+
+
+def test_cronjob_is_created_owned_edited_suspended_and_deleted(
+    cluster: Cluster, make_lane: Callable[[str], Lane]
+) -> None:
+    lane = make_lane("prices")
+    lane.secrets()
+    ts = lane.create(schedule="*/30 * * * *", timeZone="Europe/Berlin")
+    lane.wait_condition("Ready", "True", "Reconciled")
+
+    cj = lane.get_object("cronjob", "prices")
+    assert cj["metadata"]["ownerReferences"] == [{
+        "apiVersion": "tablesync.dev/v1alpha1", "kind": "TableSync", "name": "prices",
+        "uid": ts["metadata"]["uid"], "controller": True,
+    }]
+    spec = cj["spec"]
+    assert (spec["schedule"], spec["timeZone"], spec["suspend"]) == ("*/30 * * * *", "Europe/Berlin", False)
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] == 300
+    job = spec["jobTemplate"]["spec"]
+    assert job["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2, 3]
+    pod = job["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    status = lane.status()
+    assert status["observedGeneration"] == ts["metadata"]["generation"]
+    assert status["cronJobName"] == "prices"
+
+    # edit -> the CronJob follows
+    lane.create(schedule="*/5 * * * *")
+    wait_for(lambda: lane.get_object("cronjob", "prices")["spec"]["schedule"] == "*/5 * * * *",
+             30, "the CronJob to take the new schedule")
+    assert lane.status()["observedGeneration"] == lane.get()["metadata"]["generation"]
+
+    # suspend
+    lane.create(schedule="*/5 * * * *", suspend=True)
+    wait_for(lambda: lane.get_object("cronjob", "prices")["spec"]["suspend"] is True, 30,
+             "the CronJob to be suspended")
+    lane.wait_condition("Ready", "True", "Suspended")
+    assert len(lane.cronjobs()) == 1
+
+    # delete -> garbage collection removes the CronJob
+    cluster.kubectl("delete", "tablesync", "prices", "-n", lane.namespace)
+    wait_for(lambda: cronjob(lane) is None, 60, "the CronJob to be garbage-collected")
+
+
+def test_invalid_spec_stalls_without_cronjob_churn_and_recovers(
+    make_lane: Callable[[str], Lane]
+) -> None:
+    lane = make_lane("prices")
+    lane.secrets()
+    lane.create(schedule="*/30 * * * *")
+    lane.wait_condition("Ready", "True")
+    version = lane.get_object("cronjob", "prices")["metadata"]["resourceVersion"]
+
+    # Admission cannot know IANA zones; the operator can.
+    lane.create(schedule="*/30 * * * *", timeZone="Mars/Olympus_Mons")
+    stalled = lane.wait_condition("Stalled", "True", "InvalidSpec")
+    assert "spec.timeZone" in stalled["message"] and "IANA" in stalled["message"]
+    assert lane.condition("Ready")["status"] == "False"
+    assert lane.status()["observedGeneration"] == lane.get()["metadata"]["generation"]
+    assert lane.get_object("cronjob", "prices")["metadata"]["resourceVersion"] == version
+    reasons = [e["reason"] for e in lane.events()]
+    assert "InvalidSpec" in reasons
+
+    lane.create(schedule="*/30 * * * *", timeZone="Europe/Berlin")
+    lane.wait_condition("Ready", "True", "Reconciled")
+    assert lane.condition("Stalled")["status"] == "False"
+    assert lane.get_object("cronjob", "prices")["spec"]["timeZone"] == "Europe/Berlin"
+
+
+def test_missing_secret_stalls_and_recovers_without_a_restart(
+    cluster: Cluster, make_lane: Callable[[str], Lane], tablesync_operator: object
+) -> None:
+    lane = make_lane("prices")
+    lane.create()
+    stalled = lane.wait_condition("Stalled", "True", "SecretNotFound")
+    assert "Secret 'replica'" in stalled["message"]
+    assert "spec.source.uriSecretRef" in stalled["message"]
+    assert cronjob(lane) is None
+
+    cluster.apply({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "replica", "namespace": lane.namespace},
+                   "stringData": {"wrong-key": "x"}})
+    lane.wait_condition("Stalled", "True", "SecretKeyNotFound")
+
+    lane.secrets()  # no edit of the TableSync: the resync notices
+    lane.wait_condition("Ready", "True", "Reconciled", timeout_seconds=30)
+    assert cronjob(lane) is not None
+    events = {e["reason"] for e in lane.events()}
+    assert {"SecretNotFound", "Reconciled"} <= events
+    assert json.dumps(lane.status()).count("wrong-key") <= 1  # key names only, never values
