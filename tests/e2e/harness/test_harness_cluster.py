@@ -51,7 +51,8 @@ def test_deployment_runs_a_ready_pod_and_the_garbage_collector_removes_it(
     cluster.kubectl("rollout", "status", "-n", namespace, "deployment/web", "--timeout=60s")
     pods = cluster.core.list_namespaced_pod(namespace, label_selector="app=web").items
     assert [p.status.phase for p in pods] == ["Running"]
-    assert cluster.container_log(namespace, pods[0].metadata.name) == "serving\n"
+    wait_for(lambda: cluster.container_log(namespace, pods[0].metadata.name) == "serving\n",
+             10, "the Deployment's container to log")
 
     cluster.kubectl("delete", "-n", namespace, "deployment/web", "--cascade=background")
     wait_for(lambda: not cluster.core.list_namespaced_pod(namespace).items, 60,
