@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +71,18 @@ def operator_pod(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
     return running[0] if running else None
 
 
+def from_pod(cluster: Cluster, pod: dict[str, Any], port: int, path: str) -> str:
+    """GET ``path`` from the pod's port: directly on the local cluster (pods are local
+    processes), through the API server's pod proxy elsewhere."""
+    if cluster.local:
+        url = f"http://{pod['status']['podIP']}:{port}{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+    meta = pod["metadata"]
+    raw = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}:{port}/proxy{path}"
+    return cluster.kubectl("get", "--raw", raw).stdout
+
+
 def test_operator_from_the_chart_reconciles_with_only_the_chart_rbac(
     cluster: Cluster, namespace: str, installed: dict[str, Any],
 ) -> None:
@@ -100,6 +113,11 @@ def test_operator_from_the_chart_reconciles_with_only_the_chart_rbac(
                            check=False).returncode == 0 else None,
         60, "the operator to take its Lease")
     assert lease["spec"]["holderIdentity"].startswith(pod["metadata"]["name"])
+    # What the liveness probe and the metrics Service reach: the container port the chart
+    # names http-metrics.
+    [port] = pod["spec"]["containers"][0]["ports"]
+    assert port["name"] == "http-metrics"
+    assert from_pod(cluster, pod, port["containerPort"], "/healthz")
 
     for name, data in (("replica", {"uri": "postgresql://reader:pw@127.0.0.1:1/app"}),
                        ("warehouse", {"uri": "postgresql://writer:pw@127.0.0.1:1/dw"}),
@@ -149,6 +167,9 @@ def test_operator_from_the_chart_reconciles_with_only_the_chart_rbac(
     assert last_run["status"] == "False", last_run
     jobs = get_json(cluster, "-n", namespace, "jobs")["items"]
     assert jobs, "no Job was created for the requested run"
+
+    metrics = from_pod(cluster, pod, port["containerPort"], "/metrics")
+    assert "tablesync_runs_total{" in metrics, metrics[:2000]
 
     log = cluster.container_log(namespace, pod["metadata"]["name"])
     assert "403" not in log and "forbidden" not in log.lower(), log[-3000:]
