@@ -86,7 +86,7 @@ cluster-down: venv ## Stop everything cluster-up started
 
 .PHONY: chart
 chart: venv cluster-binaries ## Sync the CRD into the chart, then helm lint --strict
-	cp crds/*.yaml charts/tablesync/crds/
+	cp crds/*.yaml charts/tablesync/files/crds/
 	$$(bash tests/e2e/cluster/install-binaries.sh 2>/dev/null | tail -1)/helm lint --strict charts/tablesync
 
 .PHONY: images
