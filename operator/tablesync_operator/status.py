@@ -881,8 +881,30 @@ def record_run(
     return _stamp_generation(st, gen), events
 
 
+def _where_variables_come_from(message: str, ts: TableSync) -> str:
+    """Name the Secret and field behind a job variable the message mentions (the job knows
+    only its environment; the person reading the status knows the TableSync)."""
+    source, destination = ts.spec.source.uri_secret_ref, ts.spec.destination.uri_secret_ref
+    origins = {
+        "TABLESYNC_SOURCE_URI": (
+            f"Secret '{source.name}' key '{source.key}', spec.source.uriSecretRef"
+        ),
+        "TABLESYNC_DESTINATION_URI": (
+            f"Secret '{destination.name}' key '{destination.key}', spec.destination.uriSecretRef"
+        ),
+    }
+    if ts.spec.storage.credentials_secret:
+        origin = f"Secret '{ts.spec.storage.credentials_secret}', spec.storage.credentialsSecretRef"
+        origins["AWS_ACCESS_KEY_ID"] = origin
+        origins["AWS_SECRET_ACCESS_KEY"] = origin
+    for variable, origin in origins.items():
+        if variable in message and origin not in message:
+            message = message.replace(variable, f"{variable} ({origin})", 1)
+    return message
+
+
 def _failure_message(st: TableSyncStatus, ts: TableSync, outcome: RunOutcome) -> str:
-    parts = [f"{outcome.job_name}: {outcome.message}"]
+    parts = [f"{outcome.job_name}: {_where_variables_come_from(outcome.message, ts)}"]
     rep = outcome.report
     if outcome.result == "GuardTripped" and rep is not None and rep.delta_id:
         parts.append(

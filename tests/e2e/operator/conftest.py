@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-from operator_kit import (
+
+from localcluster.testing import Cluster, PostgresAccess
+from tests.e2e.operator.operator_kit import (
     NAMESPACE_PREFIX,
     SYSTEM_NAMESPACE,
     Lane,
@@ -26,16 +28,22 @@ from operator_kit import (
     restricted_kubeconfig,
 )
 
-from localcluster.testing import Cluster, PostgresAccess
-
 
 def _scale_release(cluster: Cluster, replicas: int) -> None:
     release = cluster.preinstalled_release
     if release is None:
         return
     namespace, name = release
-    cluster.kubectl("scale", "deployment", "-n", namespace, "-l",
-                    f"app.kubernetes.io/instance={name}", f"--replicas={replicas}", check=False)
+    cluster.kubectl(
+        "scale",
+        "deployment",
+        "-n",
+        namespace,
+        "-l",
+        f"app.kubernetes.io/instance={name}",
+        f"--replicas={replicas}",
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -78,10 +86,15 @@ def ts_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[s
 
 
 @pytest.fixture
-def make_lane(cluster: Cluster, e2e_postgres: PostgresAccess, ts_namespace: str,
-              tablesync_operator: OperatorProcess) -> Iterator[Callable[[str], Lane]]:
+def make_lane(
+    cluster: Cluster,
+    e2e_postgres: PostgresAccess,
+    ts_namespace: str,
+    tablesync_operator: OperatorProcess,
+) -> Iterator[Callable[[str], Lane]]:
     """``make_lane(name)``: a Lane (databases, bucket) for TableSync ``name``."""
     with contextlib.ExitStack() as stack:
+
         def make(name: str) -> Lane:
             return stack.enter_context(lane(cluster, e2e_postgres, ts_namespace, name))
 

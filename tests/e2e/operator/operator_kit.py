@@ -51,39 +51,61 @@ def rbac_manifests(namespace: str) -> list[JsonDict]:
     docs: list[JsonDict] = [d for d in yaml.safe_load_all(block.group(1)) if d]
     subject = {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}
     out: list[JsonDict] = [
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace},
+        },
     ]
     for doc in docs:
         doc["metadata"]["name"] = f"e2e-{doc['metadata']['name']}"
         if doc["kind"] == "Role":
             doc["metadata"]["namespace"] = namespace
             out.append(doc)
-            out.append({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": doc["metadata"]["name"], "namespace": namespace},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                            "name": doc["metadata"]["name"]},
-                "subjects": [subject],
-            })
+            out.append(
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": doc["metadata"]["name"], "namespace": namespace},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "Role",
+                        "name": doc["metadata"]["name"],
+                    },
+                    "subjects": [subject],
+                }
+            )
         else:
             out.append(doc)
-            out.append({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": {"name": doc["metadata"]["name"]},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                            "name": doc["metadata"]["name"]},
-                "subjects": [subject],
-            })
+            out.append(
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": doc["metadata"]["name"]},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": doc["metadata"]["name"],
+                    },
+                    "subjects": [subject],
+                }
+            )
     return out
 
 
 def install_crd(cluster: Cluster) -> None:
     """Apply crds/ server-side and wait until the TableSync CRD is Established."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts",
-                    "--field-manager=tablesync-e2e", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/tablesyncs.tablesync.dev")
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=tablesync-e2e",
+        "-f",
+        str(CRD),
+    )
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/tablesyncs.tablesync.dev"
+    )
 
 
 def restricted_kubeconfig(cluster: Cluster, path: Path) -> Path:
@@ -94,7 +116,8 @@ def restricted_kubeconfig(cluster: Cluster, path: Path) -> Path:
     admin = yaml.safe_load(cluster.kubeconfig.read_text())
     kube_cluster = admin["clusters"][0]["cluster"]
     config = {
-        "apiVersion": "v1", "kind": "Config",
+        "apiVersion": "v1",
+        "kind": "Config",
         "clusters": [{"name": "e2e", "cluster": kube_cluster}],
         "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
         "contexts": [{"name": "operator", "context": {"cluster": "e2e", "user": SERVICE_ACCOUNT}}],
@@ -117,18 +140,20 @@ class OperatorProcess:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TABLESYNC_")}
-        env.update({
-            "KUBECONFIG": str(self.kubeconfig),
-            "POD_NAME": self.name,
-            "TABLESYNC_OPERATOR_NAMESPACES": f"{NAMESPACE_PREFIX}*",
-            "TABLESYNC_OPERATOR_METRICS_HOST": "127.0.0.1",
-            "TABLESYNC_OPERATOR_METRICS_PORT": str(self.metrics_port),
-            "TABLESYNC_OPERATOR_RESYNC_INTERVAL_SECONDS": str(RESYNC_SECONDS),
-            "TABLESYNC_OPERATOR_LEASE_NAMESPACE": SYSTEM_NAMESPACE,
-            "TABLESYNC_OPERATOR_DEFAULT_BACKOFF_LIMIT": "0",
-            "TABLESYNC_OPERATOR_DEFAULT_ACTIVE_DEADLINE_SECONDS": "300",
-            "TABLESYNC_OPERATOR_VERBOSE": "true",
-        })
+        env.update(
+            {
+                "KUBECONFIG": str(self.kubeconfig),
+                "POD_NAME": self.name,
+                "TABLESYNC_OPERATOR_NAMESPACES": f"{NAMESPACE_PREFIX}*",
+                "TABLESYNC_OPERATOR_METRICS_HOST": "127.0.0.1",
+                "TABLESYNC_OPERATOR_METRICS_PORT": str(self.metrics_port),
+                "TABLESYNC_OPERATOR_RESYNC_INTERVAL_SECONDS": str(RESYNC_SECONDS),
+                "TABLESYNC_OPERATOR_LEASE_NAMESPACE": SYSTEM_NAMESPACE,
+                "TABLESYNC_OPERATOR_DEFAULT_BACKOFF_LIMIT": "0",
+                "TABLESYNC_OPERATOR_DEFAULT_ACTIVE_DEADLINE_SECONDS": "300",
+                "TABLESYNC_OPERATOR_VERBOSE": "true",
+            }
+        )
         env.update(self.extra_env)
         return env
 
@@ -137,16 +162,24 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         log.write(f"\n===== start {self.name} {time.strftime('%H:%M:%S')} =====\n".encode())
         log.flush()
-        self.proc = subprocess.Popen([str(OPERATOR_BIN)], env=self.env(), stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(OPERATOR_BIN)],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         wait_for(self.healthy, 30, f"{self.name} /healthz")
         if wait_leading:
             self.wait_leading()
 
     def wait_leading(self, timeout_seconds: float = 60) -> None:
-        wait_for(lambda: "leading: Lease" in self.current_log(), timeout_seconds,
-                 f"{self.name} to acquire the Lease (log: {self.log_path})")
+        wait_for(
+            lambda: "leading: Lease" in self.current_log(),
+            timeout_seconds,
+            f"{self.name} to acquire the Lease (log: {self.log_path})",
+        )
 
     def current_log(self) -> str:
         """The log since the last start."""
@@ -154,15 +187,17 @@ class OperatorProcess:
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz",
-                                        timeout=2) as response:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=2
+            ) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
 
     def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                    timeout=5) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as response:
             return str(response.read().decode())
 
     def stop(self, sig: int = signal.SIGTERM, timeout_seconds: float = 30) -> None:
@@ -187,9 +222,7 @@ def metric_value(text: str, metric: str, **labels: str) -> float | None:
 
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == metric and all(
-                sample.labels.get(k) == v for k, v in labels.items()
-            ):
+            if sample.name == metric and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None
 
@@ -197,8 +230,10 @@ def metric_value(text: str, metric: str, **labels: str) -> float | None:
 # ------------------------------------------------------------------------------------------
 # A sync lane: source and destination databases, a bucket, Secrets, a TableSync.
 
-PRICES_DDL = ("CREATE TABLE public.prices (product_id bigint PRIMARY KEY, sku text NOT NULL, "
-              "price numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL)")
+PRICES_DDL = (
+    "CREATE TABLE public.prices (product_id bigint PRIMARY KEY, sku text NOT NULL, "
+    "price numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL)"
+)
 
 
 @dataclass
@@ -224,45 +259,64 @@ class Lane:
         """Create the prices table in both databases and fill the source with ``rows`` rows."""
         self.src(PRICES_DDL)
         self.dst(PRICES_DDL)
-        self.src("INSERT INTO public.prices SELECT g, 'sku-' || g, (g % 1000) + 0.99, "
-                 f"now() - interval '1 day' FROM generate_series(1, {rows}) g")
+        self.src(
+            "INSERT INTO public.prices SELECT g, 'sku-' || g, (g % 1000) + 0.99, "
+            f"now() - interval '1 day' FROM generate_series(1, {rows}) g"
+        )
 
     def table(self, db: str) -> list[tuple[Any, ...]]:
-        return _sql(self.pg.uri(db), "SELECT product_id, sku, price, updated_at "
-                                     "FROM public.prices ORDER BY product_id")
+        return _sql(
+            self.pg.uri(db),
+            "SELECT product_id, sku, price, updated_at FROM public.prices ORDER BY product_id",
+        )
 
     # -- cluster objects -------------------------------------------------------------------
     def secrets(self, destination_password: str | None = None) -> None:
         """The three Secrets the spec references (URIs for pods; MinIO keys)."""
         destination = self.pg.in_cluster_uri(self.destination_db)
         if destination_password is not None:
-            destination = destination.replace(f":{self.pg.password}@",
-                                              f":{destination_password}@")
+            destination = destination.replace(f":{self.pg.password}@", f":{destination_password}@")
         minio = self.cluster.minio
         for name, data in (
             ("replica", {"uri": self.pg.in_cluster_uri(self.source_db)}),
             ("warehouse", {"uri": destination}),
-            ("s3", {"AWS_ACCESS_KEY_ID": minio.access_key,
-                    "AWS_SECRET_ACCESS_KEY": minio.secret_key}),
+            (
+                "s3",
+                {"AWS_ACCESS_KEY_ID": minio.access_key, "AWS_SECRET_ACCESS_KEY": minio.secret_key},
+            ),
         ):
-            self.cluster.apply({"apiVersion": "v1", "kind": "Secret",
-                                "metadata": {"name": name, "namespace": self.namespace},
-                                "stringData": data})
+            self.cluster.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": name, "namespace": self.namespace},
+                    "stringData": data,
+                }
+            )
 
     def manifest(self, **spec: Any) -> JsonDict:
         body: JsonDict = {
-            "apiVersion": "tablesync.dev/v1alpha1", "kind": "TableSync",
+            "apiVersion": "tablesync.dev/v1alpha1",
+            "kind": "TableSync",
             "metadata": {"name": self.name, "namespace": self.namespace},
             "spec": {
                 "schedule": "0 3 * * *",
-                "source": {"uriSecretRef": {"name": "replica", "key": "uri"},
-                           "table": "public.prices", "primaryKey": ["product_id"],
-                           "versionColumn": "updated_at"},
-                "storage": {"url": f"s3://{self.bucket}/prices",
-                            "endpoint": self.cluster.minio.in_cluster_endpoint,
-                            "credentialsSecretRef": {"name": "s3"}, "keepSnapshots": 3},
-                "destination": {"uriSecretRef": {"name": "warehouse", "key": "uri"},
-                                "table": "public.prices"},
+                "source": {
+                    "uriSecretRef": {"name": "replica", "key": "uri"},
+                    "table": "public.prices",
+                    "primaryKey": ["product_id"],
+                    "versionColumn": "updated_at",
+                },
+                "storage": {
+                    "url": f"s3://{self.bucket}/prices",
+                    "endpoint": self.cluster.minio.in_cluster_endpoint,
+                    "credentialsSecretRef": {"name": "s3"},
+                    "keepSnapshots": 3,
+                },
+                "destination": {
+                    "uriSecretRef": {"name": "warehouse", "key": "uri"},
+                    "table": "public.prices",
+                },
             },
         }
         body["spec"].update(spec)
@@ -276,8 +330,9 @@ class Lane:
         return self.get_object("tablesync", self.name)
 
     def get_object(self, kind: str, name: str) -> JsonDict:
-        out: JsonDict = json.loads(self.cluster.kubectl(
-            "get", kind, name, "-n", self.namespace, "-o", "json").stdout)
+        out: JsonDict = json.loads(
+            self.cluster.kubectl("get", kind, name, "-n", self.namespace, "-o", "json").stdout
+        )
         return out
 
     def status(self) -> JsonDict:
@@ -290,20 +345,30 @@ class Lane:
                 return dict(cond)
         return {}
 
-    def wait_condition(self, kind: str, status: str, reason: str | None = None,
-                       timeout_seconds: float = 60) -> JsonDict:
+    def wait_condition(
+        self, kind: str, status: str, reason: str | None = None, timeout_seconds: float = 60
+    ) -> JsonDict:
         def check() -> JsonDict | None:
             cond = self.condition(kind)
             ok = cond.get("status") == status and (reason is None or cond.get("reason") == reason)
             return cond if ok else None
 
-        return wait_for(check, timeout_seconds,
-                        f"{self.name}: {kind}={status}{f' ({reason})' if reason else ''}; "
-                        f"conditions now {self.status().get('conditions')}")
+        return wait_for(
+            check,
+            timeout_seconds,
+            f"{self.name}: {kind}={status}{f' ({reason})' if reason else ''}; "
+            f"conditions now {self.status().get('conditions')}",
+        )
 
     def annotate(self, key: str, value: str) -> None:
-        self.cluster.kubectl("annotate", "--overwrite", "-n", self.namespace,
-                             f"tablesync/{self.name}", f"{key}={value}")
+        self.cluster.kubectl(
+            "annotate",
+            "--overwrite",
+            "-n",
+            self.namespace,
+            f"tablesync/{self.name}",
+            f"{key}={value}",
+        )
 
     def run(self, timeout_seconds: float = 240) -> JsonDict:
         """Request a run (the annotation) and return status.lastRun once that run finished."""
@@ -314,12 +379,17 @@ class Lane:
             last = self.status().get("lastRun") or {}
             return last if last.get("jobName") and last.get("jobName") != before else None
 
-        return wait_for(finished, timeout_seconds,
-                        f"a requested run of {self.name} to finish", interval_seconds=1)
+        return wait_for(
+            finished,
+            timeout_seconds,
+            f"a requested run of {self.name} to finish",
+            interval_seconds=1,
+        )
 
     def jobs(self) -> list[JsonDict]:
         items = self.cluster.batch.list_namespaced_job(
-            self.namespace, label_selector=f"tablesync.dev/name={self.name}").items
+            self.namespace, label_selector=f"tablesync.dev/name={self.name}"
+        ).items
         return [self.cluster.api_client.sanitize_for_serialization(j) for j in items]
 
     def cronjobs(self) -> list[JsonDict]:
@@ -328,7 +398,8 @@ class Lane:
 
     def events(self) -> list[JsonDict]:
         items = self.cluster.core.list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={self.name}").items
+            self.namespace, field_selector=f"involvedObject.name={self.name}"
+        ).items
         return [self.cluster.api_client.sanitize_for_serialization(e) for e in items]
 
 

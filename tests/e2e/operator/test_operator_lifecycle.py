@@ -7,9 +7,9 @@ import json
 from collections.abc import Callable
 
 import pytest
-from operator_kit import Lane
 
 from localcluster.testing import Cluster, wait_for
+from tests.e2e.operator.operator_kit import Lane
 
 pytestmark = pytest.mark.e2e
 
@@ -28,12 +28,21 @@ def test_cronjob_is_created_owned_edited_suspended_and_deleted(
     lane.wait_condition("Ready", "True", "Reconciled")
 
     cj = lane.get_object("cronjob", "prices")
-    assert cj["metadata"]["ownerReferences"] == [{
-        "apiVersion": "tablesync.dev/v1alpha1", "kind": "TableSync", "name": "prices",
-        "uid": ts["metadata"]["uid"], "controller": True,
-    }]
+    assert cj["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "tablesync.dev/v1alpha1",
+            "kind": "TableSync",
+            "name": "prices",
+            "uid": ts["metadata"]["uid"],
+            "controller": True,
+        }
+    ]
     spec = cj["spec"]
-    assert (spec["schedule"], spec["timeZone"], spec["suspend"]) == ("*/30 * * * *", "Europe/Berlin", False)
+    assert (spec["schedule"], spec["timeZone"], spec["suspend"]) == (
+        "*/30 * * * *",
+        "Europe/Berlin",
+        False,
+    )
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["startingDeadlineSeconds"] == 300
     job = spec["jobTemplate"]["spec"]
@@ -47,14 +56,20 @@ def test_cronjob_is_created_owned_edited_suspended_and_deleted(
 
     # edit -> the CronJob follows
     lane.create(schedule="*/5 * * * *")
-    wait_for(lambda: lane.get_object("cronjob", "prices")["spec"]["schedule"] == "*/5 * * * *",
-             30, "the CronJob to take the new schedule")
+    wait_for(
+        lambda: lane.get_object("cronjob", "prices")["spec"]["schedule"] == "*/5 * * * *",
+        30,
+        "the CronJob to take the new schedule",
+    )
     assert lane.status()["observedGeneration"] == lane.get()["metadata"]["generation"]
 
     # suspend
     lane.create(schedule="*/5 * * * *", suspend=True)
-    wait_for(lambda: lane.get_object("cronjob", "prices")["spec"]["suspend"] is True, 30,
-             "the CronJob to be suspended")
+    wait_for(
+        lambda: lane.get_object("cronjob", "prices")["spec"]["suspend"] is True,
+        30,
+        "the CronJob to be suspended",
+    )
     lane.wait_condition("Ready", "True", "Suspended")
     assert len(lane.cronjobs()) == 1
 
@@ -64,7 +79,7 @@ def test_cronjob_is_created_owned_edited_suspended_and_deleted(
 
 
 def test_invalid_spec_stalls_without_cronjob_churn_and_recovers(
-    make_lane: Callable[[str], Lane]
+    make_lane: Callable[[str], Lane],
 ) -> None:
     lane = make_lane("prices")
     lane.secrets()
@@ -98,9 +113,14 @@ def test_missing_secret_stalls_and_recovers_without_a_restart(
     assert "spec.source.uriSecretRef" in stalled["message"]
     assert cronjob(lane) is None
 
-    cluster.apply({"apiVersion": "v1", "kind": "Secret",
-                   "metadata": {"name": "replica", "namespace": lane.namespace},
-                   "stringData": {"wrong-key": "x"}})
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "replica", "namespace": lane.namespace},
+            "stringData": {"wrong-key": "x"},
+        }
+    )
     lane.wait_condition("Stalled", "True", "SecretKeyNotFound")
 
     lane.secrets()  # no edit of the TableSync: the resync notices

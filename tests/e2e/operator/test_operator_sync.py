@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from operator_kit import RESYNC_SECONDS, Lane, OperatorProcess, metric_value
 
 from localcluster.testing import Cluster
+from tests.e2e.operator.operator_kit import RESYNC_SECONDS, Lane, OperatorProcess, metric_value
 
 pytestmark = pytest.mark.e2e
 ROWS = 100_000
@@ -27,7 +27,10 @@ def test_bootstrap_then_exact_drift(
     # Run 1: no T-1 yet, the whole snapshot is applied and reported as bootstrap.
     first = lane.run()
     assert (first["result"], first["reason"], first["bootstrap"]) == (
-        "Succeeded", "Bootstrapped", True), first
+        "Succeeded",
+        "Bootstrapped",
+        True,
+    ), first
     assert first["rows"] == ROWS and first["apply"]["inserted"] == ROWS
     assert first["driftRows"] == 0
     lane.wait_condition("Drifted", "False", "Bootstrapped")
@@ -35,27 +38,39 @@ def test_bootstrap_then_exact_drift(
     assert lane.status()["appliedSnapshot"]["snapshotId"] == first["snapshotId"]
 
     # 1,000 source changes; the event lane delivers 700 of them, 50 with a newer version.
-    lane.src("UPDATE public.prices SET price = price + 1, updated_at = now() "
-             "WHERE product_id <= 1000")
-    delivered = lane.src("SELECT product_id, price, updated_at FROM public.prices "
-                         "WHERE product_id <= 700 ORDER BY product_id")
-    with psycopg.connect(lane.pg.uri(lane.destination_db), autocommit=True) as conn, \
-            conn.cursor() as cur:
+    lane.src(
+        "UPDATE public.prices SET price = price + 1, updated_at = now() WHERE product_id <= 1000"
+    )
+    delivered = lane.src(
+        "SELECT product_id, price, updated_at FROM public.prices "
+        "WHERE product_id <= 700 ORDER BY product_id"
+    )
+    with (
+        psycopg.connect(lane.pg.uri(lane.destination_db), autocommit=True) as conn,
+        conn.cursor() as cur,
+    ):
         cur.executemany(
             "UPDATE public.prices SET price = %s, updated_at = %s WHERE product_id = %s",
-            [(price, version, key) for key, price, version in delivered if key <= 650])
+            [(price, version, key) for key, price, version in delivered if key <= 650],
+        )
         cur.executemany(
             "UPDATE public.prices SET price = 0, updated_at = %s + interval '1 hour' "
             "WHERE product_id = %s",
-            [(version, key) for key, _, version in delivered if key > 650])
+            [(version, key) for key, _, version in delivered if key > 650],
+        )
 
     # Run 2: exactly the 300 undelivered rows are drift.
     second = lane.run()
     assert second["result"] == "Succeeded", second
     assert second["bootstrap"] is False
     assert second["delta"] == {"insert": 0, "update": 1000, "delete": 0}
-    assert second["apply"] == {"inserted": 0, "updated": 300, "deleted": 0,
-                               "alreadyCurrent": 650, "staleSkipped": 50}
+    assert second["apply"] == {
+        "inserted": 0,
+        "updated": 300,
+        "deleted": 0,
+        "alreadyCurrent": 650,
+        "staleSkipped": 50,
+    }
     assert second["driftRows"] == 300
     assert second["fromSnapshotId"] == first["snapshotId"]
     status = lane.status()
@@ -77,10 +92,22 @@ def test_bootstrap_then_exact_drift(
     assert differing == set(range(651, 701))
 
     # kubectl wait reads the condition.
-    cluster.kubectl("wait", "--for=condition=LastRunSucceeded", f"tablesync/{lane.name}",
-                    "-n", lane.namespace, "--timeout=30s")
-    cluster.kubectl("wait", "--for=condition=Ready", f"tablesync/{lane.name}",
-                    "-n", lane.namespace, "--timeout=30s")
+    cluster.kubectl(
+        "wait",
+        "--for=condition=LastRunSucceeded",
+        f"tablesync/{lane.name}",
+        "-n",
+        lane.namespace,
+        "--timeout=30s",
+    )
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Ready",
+        f"tablesync/{lane.name}",
+        "-n",
+        lane.namespace,
+        "--timeout=30s",
+    )
 
     reasons = [e["reason"] for e in lane.events()]
     assert reasons.count("RunSucceeded") == 2 and reasons.count("DriftFound") == 1
@@ -97,16 +124,23 @@ def test_bootstrap_then_exact_drift(
     labels = {"namespace": lane.namespace, "name": lane.name}  # metric_value(**labels)
     assert metric_value(text, "tablesync_drift_rows_total", op="updated", **labels) == 300
     assert metric_value(text, "tablesync_drift_rows_total", op="inserted", **labels) == 0
-    assert metric_value(text, "tablesync_runs_total", result="succeeded", **labels) == \
-        status["runs"]["succeeded"] == 2
+    assert (
+        metric_value(text, "tablesync_runs_total", result="succeeded", **labels)
+        == status["runs"]["succeeded"]
+        == 2
+    )
     assert metric_value(text, "tablesync_runs_total", result="failed", **labels) == 0
-    assert metric_value(text, "tablesync_overruns_total", **labels) == \
-        status["overrun"]["totalOverruns"]
+    assert (
+        metric_value(text, "tablesync_overruns_total", **labels)
+        == status["overrun"]["totalOverruns"]
+    )
     for phase in ("dump", "diff", "apply"):
-        assert metric_value(text, "tablesync_run_duration_seconds", phase=phase, **labels) == \
-            pytest.approx(status["lastRun"]["phaseSeconds"][phase])
-    assert metric_value(text, "tablesync_run_duration_seconds", phase="total", **labels) == \
-        pytest.approx(status["lastRun"]["cycleSeconds"])
+        assert metric_value(
+            text, "tablesync_run_duration_seconds", phase=phase, **labels
+        ) == pytest.approx(status["lastRun"]["phaseSeconds"][phase])
+    assert metric_value(
+        text, "tablesync_run_duration_seconds", phase="total", **labels
+    ) == pytest.approx(status["lastRun"]["cycleSeconds"])
     lag = metric_value(text, "tablesync_lag_seconds", **labels)
     assert lag is not None
     assert abs(lag - status["lagSeconds"]) <= 2 * RESYNC_SECONDS + 5

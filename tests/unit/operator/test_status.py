@@ -403,3 +403,18 @@ def test_every_stored_field_is_in_the_crd_schema() -> None:
             assert isinstance(value, expected[kind]), f"{path}: {value!r} is not {kind}"
 
     walk(full_status().to_dict(), status_schema(), "status")
+
+
+def test_a_failure_naming_a_variable_names_its_secret_and_field() -> None:
+    bad = report(
+        result="Failed",
+        reason="InputError",
+        apply=None,
+        error="TABLESYNC_DESTINATION_URI: password authentication failed for user postgres",
+    )
+    s, _ = st.record_run(ready(), ts(), run(rep=bad, succeeded=False, exit_code=2), NOW)
+    message = cond(s, "LastRunSucceeded").message
+    assert (
+        "TABLESYNC_DESTINATION_URI (Secret 'warehouse' key 'uri', "
+        "spec.destination.uriSecretRef): password authentication failed" in message
+    )

@@ -1,0 +1,133 @@
+"""Runs that go wrong or slow: a tripped guard and its approval, a wrong password, an
+overrun, lag growing past its threshold."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from localcluster.testing import Cluster, wait_for
+from tests.e2e.operator.operator_kit import RESYNC_SECONDS, Lane
+
+pytestmark = pytest.mark.e2e
+
+
+def approve_env(lane: Lane) -> list[str]:
+    cronjob = lane.get_object("cronjob", lane.name)
+    env = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    return [e["value"] for e in env if e["name"] == "TABLESYNC_APPROVE_DELTA"]
+
+
+def test_guard_trips_on_a_half_deleted_source_and_the_approval_applies_it(
+    make_lane: Callable[[str], Lane],
+) -> None:
+    lane = make_lane("prices")
+    lane.load(2000)
+    lane.secrets()
+    lane.create()
+    assert lane.run()["result"] == "Succeeded"
+    good = lane.status()["lastSuccessfulRun"]
+    lane.src("DELETE FROM public.prices WHERE product_id % 2 = 0")
+
+    tripped = lane.run()
+    assert (tripped["result"], tripped["reason"]) == ("GuardTripped", "DeleteGuardTripped")
+    delta = tripped["deltaId"]
+    cond = lane.wait_condition("LastRunSucceeded", "False", "DeleteGuardTripped")
+    assert f"tablesync.dev/approve-delta={delta}" in cond["message"]
+    assert "maxDeleteFraction" in cond["message"]
+    assert lane.dst("SELECT count(*) FROM public.prices") == [(2000,)]  # untouched
+    status = lane.status()
+    assert status["lastSuccessfulRun"] == good  # the last good figures stay
+    assert status["runs"]["guardTripped"] == 1
+    assert "GuardTripped" in [e["reason"] for e in lane.events()]
+
+    lane.annotate("tablesync.dev/approve-delta", delta)
+    wait_for(lambda: approve_env(lane) == [delta], 30, "the approval in the CronJob template")
+    assert lane.status()["approval"] == {"deltaId": delta, "state": "Pending"}
+
+    applied = lane.run()
+    assert applied["result"] == "Succeeded", applied
+    assert applied["deltaId"] == delta
+    assert applied["apply"]["deleted"] == 1000
+    assert lane.dst("SELECT count(*) FROM public.prices") == [(1000,)]
+    lane.wait_condition("LastRunSucceeded", "True")
+    assert lane.status()["approval"]["state"] == "Applied"
+    wait_for(lambda: approve_env(lane) == [], 30, "the approval to leave the CronJob template")
+
+    # The next run is an ordinary one again (a stale approval would fail it).
+    lane.src("INSERT INTO public.prices VALUES (5000, 'late', 1, now())")
+    follow_up = lane.run()
+    assert follow_up["result"] == "Succeeded", follow_up
+    assert follow_up["apply"]["inserted"] == 1
+
+
+def test_wrong_destination_password_fails_the_run_with_a_clear_message(
+    cluster: Cluster, make_lane: Callable[[str], Lane]
+) -> None:
+    lane = make_lane("prices")
+    lane.load(100)
+    lane.secrets(destination_password="not-the-password")
+    lane.create()
+    failed = lane.run()
+    assert (failed["result"], failed["reason"]) == ("Failed", "InputError"), failed
+    cond = lane.wait_condition("LastRunSucceeded", "False", "InputError")
+    assert "password" in cond["message"]
+    assert "Secret 'warehouse' key 'uri', spec.destination.uriSecretRef" in cond["message"]
+    assert "not-the-password" not in str(lane.status())
+    assert lane.status()["runs"]["failed"] == 1
+    # One attempt only: exit code 2 is a FailJob rule of the podFailurePolicy.
+    (job,) = [j for j in lane.jobs() if j["metadata"]["name"] == failed["jobName"]]
+    assert job["status"].get("failed") == 1
+
+    lane.secrets()
+    good = lane.run()
+    assert good["result"] == "Succeeded", good
+    cluster.kubectl(
+        "wait",
+        "--for=condition=LastRunSucceeded",
+        f"tablesync/{lane.name}",
+        "-n",
+        lane.namespace,
+        "--timeout=30s",
+    )
+
+
+def test_overrun_and_lag(make_lane: Callable[[str], Lane]) -> None:
+    lane = make_lane("prices")
+    lane.load(20_000)
+    lane.secrets()
+    lane.create(overrunBudgetSeconds=1, lagThresholdSeconds=20)
+
+    first = lane.run()
+    assert first["result"] == "Succeeded"
+    assert first["cycleSeconds"] > 1
+    cond = lane.wait_condition("Overrun", "True", "CycleOverBudget")
+    assert "over its budget of 1s" in cond["message"]
+    overrun = lane.status()["overrun"]
+    assert overrun["budgetSeconds"] == 1
+    assert overrun["lastCycleSeconds"] == first["cycleSeconds"]
+    assert set(overrun["lastPhaseSeconds"]) == {"dump", "diff", "apply"}
+    assert (overrun["consecutiveOverruns"], overrun["totalOverruns"]) == (1, 1)
+    assert "Overrun" in [e["reason"] for e in lane.events()]
+
+    # lagSeconds grows between runs (the resync timer), and Lagging turns on past 20 s.
+    lag_before = lane.status()["lagSeconds"]
+    time.sleep(2 * RESYNC_SECONDS + 1)
+    assert lane.status()["lagSeconds"] > lag_before
+    lagging = lane.wait_condition("Lagging", "True", "LagAboveThreshold", timeout_seconds=60)
+    assert "20s threshold" in lagging["message"]
+    assert lane.status()["lagSeconds"] > 20
+    assert "Lagging" in [e["reason"] for e in lane.events()]
+
+    second = lane.run()
+    assert second["result"] == "Succeeded"
+    lane.wait_condition("Lagging", "False", "LagWithinThreshold")
+    overrun = lane.status()["overrun"]
+    if second["cycleSeconds"] > 1:  # Job times have 1 s resolution: a quick run may fit
+        assert (overrun["consecutiveOverruns"], overrun["totalOverruns"]) == (2, 2)
+    else:
+        assert (overrun["consecutiveOverruns"], overrun["totalOverruns"]) == (0, 1)
+        lane.wait_condition("Overrun", "False", "WithinBudget")
+    assert "CaughtUp" in [e["reason"] for e in lane.events()]
