@@ -6,6 +6,8 @@ work directory; ``snapshots.Layout.put_snapshot`` uploads them. Exact types (DES
 section 4): numeric(p, s) becomes decimal128/256(p, s), never float; unconstrained numeric and
 types Parquet cannot carry exactly (interval, money, inet, enums, ...) travel as their Postgres
 text form and are cast back by ``apply``. numeric wider than 38 digits travels as text too.
+Every numeric is read as its exact text (``::text``) and parsed into decimal here: the
+driver's own binary-numeric decoding costs more than the whole rest of the dump.
 Infinite timestamps and dates are refused with a clear error (Arrow has no infinity).
 Rejected before anything is stored: a missing primary key or version column, a NULL key or
 version, a duplicated key.
@@ -13,7 +15,10 @@ version, a duplicated key.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,11 @@ _NATIVE_ARRAYS = {"_int2", "_int4", "_int8", "_float4", "_float8", "_text", "_va
 _TIME_TYPES = {"timestamp", "timestamptz", "date"}
 
 ROWS_PER_PART = 4_000_000
+# Arrow batches read ahead of the converting and writing thread (each about 16 MiB).
+READ_AHEAD_BATCHES = 2
+# A column whose first batch has at most this fraction of distinct values is dictionary-
+# encoded; others are not (a dictionary that overflows costs time and compresses worse).
+DICTIONARY_MAX_DISTINCT_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,9 @@ def _select_list(info: TableInfo) -> str:
     for col in info.columns:
         name = quote_ident(col.name)
         native = col.type_name in _NATIVE or col.type_name in _NATIVE_ARRAYS
-        exprs.append(name if native else f"{name}::text AS {name}")
+        # numeric: exact text, parsed by _convert (see the module docstring)
+        as_text = not native or col.type_name == "numeric"
+        exprs.append(f"{name}::text AS {name}" if as_text else name)
     return ", ".join(exprs)
 
 
@@ -135,6 +147,120 @@ def _convert(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+class ReadAhead:
+    """Iterate an Arrow stream with the next batches read on a thread of their own.
+
+    The driver decodes COPY rows while the caller converts and compresses the previous
+    batch: both release the GIL, so on two cores the dump takes about as long as the slower
+    of the two instead of their sum. Holds at most ``READ_AHEAD_BATCHES`` batches. An error
+    in the reading thread is raised in the caller's; :meth:`close` stops the thread.
+    """
+
+    _END = object()
+
+    def __init__(self, reader: Any, depth: int = READ_AHEAD_BATCHES) -> None:
+        self._reader = reader
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="dump-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for batch in self._reader:
+                if not self._put(batch):
+                    return
+        except BaseException as err:  # handed to the caller's thread by __iter__
+            self._put(err)
+            return
+        self._put(self._END)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop reading ahead (the stream is left where it is) and wait for the thread."""
+        self._stop.set()
+        self._thread.join()
+
+
+class PartWriter:
+    """Arrow batches into zstd Parquet parts ``part-NNNNN.parquet`` of ``ROWS_PER_PART`` rows.
+
+    Encodings are chosen once, from the first batch: dictionary for columns with few distinct
+    values (``DICTIONARY_MAX_DISTINCT_FRACTION``), DELTA_BINARY_PACKED for the other integer,
+    date and timestamp columns, plain for the rest; decimals up to 18 digits are stored as
+    integers. Statistics are kept for ``statistics_columns`` only (key and version). Also used
+    by ``bench/`` to write snapshots the way a dump does.
+    """
+
+    def __init__(self, out_dir: Path, schema: pa.Schema,
+                 statistics_columns: list[str]) -> None:
+        self.out_dir = out_dir
+        self.schema = schema
+        self.parts: list[Path] = []
+        self._statistics = statistics_columns
+        self._options: dict[str, Any] | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._part_rows = 0
+
+    def _choose_options(self, batch: pa.RecordBatch) -> dict[str, Any]:
+        dictionary: list[str] = []
+        delta: dict[str, str] = {}
+        for field, array in zip(self.schema, batch.columns, strict=True):
+            flat = pa.types.is_primitive(field.type) or pa.types.is_string(field.type) \
+                or pa.types.is_binary(field.type) or pa.types.is_decimal(field.type)
+            if not flat or pa.types.is_boolean(field.type):
+                continue
+            if pc.count_distinct(array).as_py() <= len(array) * DICTIONARY_MAX_DISTINCT_FRACTION:
+                dictionary.append(field.name)
+            elif (pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type)
+                  or pa.types.is_date32(field.type) or pa.types.is_time(field.type)):
+                delta[field.name] = "DELTA_BINARY_PACKED"
+        return {"use_dictionary": dictionary, "column_encoding": delta or None}
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._options is None:
+            self._options = self._choose_options(batch)
+        if self._writer is None or self._part_rows >= ROWS_PER_PART:
+            if self._writer is not None:
+                self._writer.close()
+            path = self.out_dir / f"part-{len(self.parts):05d}.parquet"
+            self.parts.append(path)
+            self._writer = pq.ParquetWriter(path, self.schema, compression="zstd",
+                                            write_statistics=self._statistics,
+                                            store_decimal_as_integer=True, **self._options)
+            self._part_rows = 0
+        self._writer.write_batch(batch)
+        self._part_rows += batch.num_rows
+
+    def close(self) -> list[Path]:
+        """Finish the last part; return the parts (one empty part when nothing was written)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if not self.parts:  # an empty table is still a snapshot, with one empty part
+            path = self.out_dir / "part-00000.parquet"
+            pq.write_table(self.schema.empty_table(), path, compression="zstd")
+            self.parts.append(path)
+        return self.parts
+
+
 def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
          snapshot_id: str) -> tuple[Snapshot, list[Path]]:
     """Read the source table into Parquet parts under ``work_dir``.
@@ -150,7 +276,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
     version_name = spec.source.version_column
     progress = logs.Progress("dump", total=info.estimated_rows)
     parts: list[Path] = []
-    rows = size = 0
+    rows = 0
     lo: Any = None
     hi: Any = None
 
@@ -169,43 +295,33 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
             schema = pa.schema([_target_field(f, info) for f in reader.schema])
             key_idx = [schema.get_field_index(k) for k in key_names]
             ver_idx = schema.get_field_index(version_name)
-            writer: pq.ParquetWriter | None = None
-            part_rows = 0
-            for batch in reader:
-                if batch.num_rows == 0:
-                    continue
-                batch = _convert(batch, schema)
-                for name, idx in zip(key_names, key_idx, strict=True):
-                    if batch.column(idx).null_count:
-                        raise InputError(f"spec.source.primaryKey: column {name!r} of "
-                                         f"{info.table} holds NULL; key columns must be NOT NULL")
-                version = batch.column(ver_idx)
-                if version.null_count:
-                    raise InputError(f"spec.source.versionColumn: column {version_name!r} of "
-                                     f"{info.table} holds NULL in {version.null_count} rows; "
-                                     "every row needs a version")
-                mm = pc.min_max(version)
-                b_lo, b_hi = mm["min"].as_py(), mm["max"].as_py()
-                lo = b_lo if lo is None or b_lo < lo else lo
-                hi = b_hi if hi is None or b_hi > hi else hi
-                if writer is None or part_rows >= ROWS_PER_PART:
-                    if writer is not None:
-                        writer.close()
-                    path = out_dir / f"part-{len(parts):05d}.parquet"
-                    parts.append(path)
-                    writer = pq.ParquetWriter(path, schema, compression="zstd",
-                                              write_statistics=[*key_names, version_name])
-                    part_rows = 0
-                writer.write_batch(batch)
-                part_rows += batch.num_rows
-                rows += batch.num_rows
-                progress.update(batch.num_rows)
-            if writer is not None:
-                writer.close()
-            if not parts:  # an empty table is still a snapshot, with one empty part
-                path = out_dir / "part-00000.parquet"
-                pq.write_table(schema.empty_table(), path, compression="zstd")
-                parts.append(path)
+            writer = PartWriter(out_dir, schema, [*key_names, version_name])
+            ahead = ReadAhead(reader)
+            try:
+                for batch in ahead:
+                    if batch.num_rows == 0:
+                        continue
+                    batch = _convert(batch, schema)
+                    for name, idx in zip(key_names, key_idx, strict=True):
+                        if batch.column(idx).null_count:
+                            raise InputError(f"spec.source.primaryKey: column {name!r} of "
+                                             f"{info.table} holds NULL; key columns must be "
+                                             "NOT NULL")
+                    version = batch.column(ver_idx)
+                    if version.null_count:
+                        raise InputError(f"spec.source.versionColumn: column {version_name!r} "
+                                         f"of {info.table} holds NULL in {version.null_count} "
+                                         "rows; every row needs a version")
+                    mm = pc.min_max(version)
+                    b_lo, b_hi = mm["min"].as_py(), mm["max"].as_py()
+                    lo = b_lo if lo is None or b_lo < lo else lo
+                    hi = b_hi if hi is None or b_hi > hi else hi
+                    writer.write(batch)
+                    rows += batch.num_rows
+                    progress.update(batch.num_rows)
+            finally:
+                ahead.close()
+            parts = writer.close()
             cur.execute("COMMIT")
         finally:
             cur.close()
