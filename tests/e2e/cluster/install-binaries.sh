@@ -28,7 +28,12 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 
 log() { printf '[cluster-binaries] %s\n' "$*" >&2; }
 
-command -v go >/dev/null || { log "go is not on PATH: install Go >= 1.26 (it is a build tool for the test cluster only)"; exit 2; }
+require_go() {
+  command -v go >/dev/null && return
+  [[ -x /usr/local/go/bin/go ]] && { export PATH=/usr/local/go/bin:$PATH; return; }
+  log "go is not on PATH: install Go >= 1.26 (it is a build tool for the test cluster only)"
+  exit 2
+}
 
 # build_once NAME VERSION FUNCTION: runs FUNCTION DEST unless DEST/.complete exists.
 build_once() {
@@ -38,6 +43,7 @@ build_once() {
     log "$name $version: cached in $dest"
     return
   fi
+  require_go  # only a build needs Go: a warm cache works without it
   log "$name $version: building (cold builds take minutes; progress below)"
   local start=$SECONDS
   rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
