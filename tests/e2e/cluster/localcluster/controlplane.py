@@ -152,14 +152,31 @@ def _start_minio_async(state_dir: Path, bin_dir: Path) -> tuple[threading.Thread
     return thread, result
 
 
+PORT_RACE_ATTEMPTS = 3
+
+
 def up(state_dir: Path, owner_pid: int = 0, image_commands_file: Path | None = None,
        timeouts: Timeouts | None = None, progress: Progress = _stderr) -> ClusterState:
     """Start the whole cluster in ``state_dir`` (cleared first) and wait until it is usable:
     API server ready, the Node Ready, the ``default`` ServiceAccount and ``kube-root-ca.crt``
     published. ``owner_pid`` marks a cluster that belongs to that process (pytest).
 
-    On failure everything started so far is stopped and ClusterError is raised.
+    Ports are picked free just before use; if another process grabs one first, the start is
+    retried (up to PORT_RACE_ATTEMPTS times). On failure everything started so far is stopped
+    and ClusterError is raised.
     """
+    for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
+        try:
+            return _up_once(state_dir, owner_pid, image_commands_file, timeouts, progress)
+        except ClusterError as err:
+            if "address already in use" not in str(err) or attempt == PORT_RACE_ATTEMPTS:
+                raise
+            progress("a port was taken by another process meanwhile; starting again")
+    raise AssertionError("unreachable")
+
+
+def _up_once(state_dir: Path, owner_pid: int, image_commands_file: Path | None,
+             timeouts: Timeouts | None, progress: Progress) -> ClusterState:
     timeouts = timeouts or Timeouts()
     began = time.monotonic()
     state_dir = state_dir.resolve()
