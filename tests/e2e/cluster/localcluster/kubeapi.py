@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import urllib3
 
@@ -155,14 +155,3 @@ class KubeApi:
         finally:
             resp.release_conn()
 
-
-def object_path(api_version: str, plural: str, name: str | None = None,
-                namespace: str | None = None) -> str:
-    """REST path of a collection or object: ``object_path("v1", "pods", "p", "ns")``."""
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    if namespace:
-        base += f"/namespaces/{quote(namespace)}"
-    base += f"/{plural}"
-    if name:
-        base += f"/{quote(name)}"
-    return base

@@ -48,4 +48,3 @@ class Timeouts:
     apiserver_seconds: float = 90.0
     controllers_seconds: float = 60.0
     runner_seconds: float = 30.0
-    stop_grace_seconds: float = 10.0

@@ -14,7 +14,6 @@ the local cluster pods are local processes, so both are the same.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import subprocess
@@ -346,7 +345,3 @@ class PostgresAccess:
         return cls(host, int(port), in_host, int(in_port),
                    password=os.environ.get("TABLESYNC_E2E_POSTGRES_PASSWORD", "postgres"))
 
-
-def describe(obj: Any) -> str:
-    """Compact JSON of an API object, for assertion messages."""
-    return json.dumps(obj, default=str)[:3000]

@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,7 +75,6 @@ class ContainerRun:
     error_path: Path
     message_policy: str
     started_at: str = field(default_factory=now_rfc3339)
-    killed: bool = False
     _reaped: bool = False
 
     @property
@@ -98,24 +96,6 @@ class ContainerRun:
     def signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
-
-    def stop(self, grace_seconds: float) -> int:
-        """SIGTERM the container's process group, SIGKILL after ``grace_seconds``; the exit code."""
-        self.killed = True
-        code = self.poll()
-        if code is not None:
-            return code
-        self.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + max(grace_seconds, 0.0)
-        while time.monotonic() < deadline:
-            code = self.poll()
-            if code is not None:
-                return code
-            time.sleep(0.05)
-        self.signal_group(signal.SIGKILL)
-        self.process.wait()
-        code = self.poll()
-        return 137 if code is None else code
 
     def result(self, exit_code: int) -> Terminated:
         """The terminated state: reason Completed/Error/StartError, the termination message."""

@@ -381,7 +381,6 @@ class PodWorker:
                    if s.run is not None and s.running]
         for status in running:
             assert status.run is not None
-            status.run.killed = True
             status.run.signal_group(signal.SIGTERM)
         deadline = time.monotonic() + max(grace_seconds, 0.0)
         while running and time.monotonic() < deadline:
