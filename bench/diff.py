@@ -85,7 +85,8 @@ def diff_phase(snap: Snapshot, parts: list[Path], prev: Snapshot, prev_parts: li
                                   memory_limit)
     return Timed(sw.seconds, {"insert": delta.inserts, "update": delta.updates,
                               "delete": delta.deletes,
-                              "deltaBytes": sum(p.stat().st_size for p in delta_parts)})
+                              "deltaBytes": sum(p.stat().st_size for p in delta_parts),
+                              "delta": [str(p) for p in delta_parts]})
 
 
 def naive_phase(parts: list[Path], prev_parts: list[Path], work_dir: str,
@@ -109,7 +110,22 @@ def naive_phase(parts: list[Path], prev_parts: list[Path], work_dir: str,
                                   "GROUP BY ALL").fetchall())
     finally:
         con.close()
-    return Timed(sw.seconds, {op: int(n) for op, n in counts.items()})
+    return Timed(sw.seconds, {**{op: int(n) for op, n in counts.items()}, "delta": [str(out)]})
+
+
+def same_rows(a: list[str], b: list[str]) -> bool:
+    """Whether two sets of Parquet files hold the same rows (as multisets)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        row = con.execute(
+            "SELECT count(*) FROM ((SELECT * FROM read_parquet($a) EXCEPT ALL "
+            "SELECT * FROM read_parquet($b)) UNION ALL (SELECT * FROM read_parquet($b) "
+            "EXCEPT ALL SELECT * FROM read_parquet($a)))", {"a": a, "b": b}).fetchone()
+    finally:
+        con.close()
+    return row is not None and row[0] == 0
 
 
 def run(env: BenchEnv, sizes: Sizes) -> list[Result]:
@@ -130,6 +146,8 @@ def run(env: BenchEnv, sizes: Sizes) -> list[Result]:
         got = {op: m.info.get(op, 0) for op in expected}
         if got != expected:
             raise RuntimeError(f"{name} found {got}, expected {expected}")
+    if not same_rows(measured.info.pop("delta"), baseline.info.pop("delta")):
+        raise RuntimeError("diff and the naive diff wrote different deltas")
     for name in ("diff", "diff-run", "diff-naive"):
         shutil.rmtree(env.root / name, ignore_errors=True)
     seconds = TARGETS.diff_seconds_for(rows) if sizes.scaled else TARGETS.diff_seconds

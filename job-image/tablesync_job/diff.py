@@ -3,8 +3,10 @@
 Called by ``pipeline``. Keyed on the primary key; compares the version column (default) or
 every column (``spec.source.compare: content``). First a narrow FULL OUTER JOIN of (key,
 version) finds the changed keys; then the full rows are fetched for those keys only, so the
-wide join the naive approach needs never happens. Output (DESIGN.md section 4) is the fat
-delta, Parquet with the columns::
+wide join the naive approach needs never happens. A large narrow join runs as several joins
+over ranges of the first key column (boundaries from a sample of T-1), each small enough for
+the hash table to stay in memory: far faster than one join that spills. Output (DESIGN.md
+section 4) is the fat delta, Parquet with the columns::
 
     _tablesync_op           'insert' | 'update' | 'delete'
     <every column of T>     the full new row (for a delete: the row as T-1 had it)
@@ -16,7 +18,10 @@ disk instead of being killed. Without T-1 (bootstrap) every row of T is an inser
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -33,17 +38,41 @@ log = logs.get("tablesync_job.diff")
 OP = "_tablesync_op"
 OLD_VERSION = "_tablesync_old_version"
 
+# Bytes of memory_limit allowed per row and compared column on the build side of one
+# partition of the narrow join (DuckDB's hash table needs about 25 per column plus overhead).
+PARTITION_BYTES_PER_ROW_COLUMN = 100
+# Never split the key space finer than this many rows per partition.
+MIN_PARTITION_ROWS = 500_000
+# Rows of T-1 sampled (whole vectors of 2048) for the partition boundaries.
+PARTITION_SAMPLE_ROWS = 200_000
+# Key types whose values order and round-trip through VARCHAR (partition boundaries).
+_RANGE_TYPES = re.compile(r"^(U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|DECIMAL.*|VARCHAR|"
+                          r"DATE|TIMESTAMP.*|UUID)$")
+_SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
+
 
 def open_duckdb(work_dir: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that spills to ``work_dir/duckdb-spill`` past ``memory_limit``."""
     spill = work_dir / "duckdb-spill"
     spill.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(config={
+    con = duckdb.connect(config={
         "memory_limit": memory_limit,
         "temp_directory": str(spill),
         "preserve_insertion_order": False,
         "threads": max(os.cpu_count() or 1, 1),
     })
+    con.execute("SET enable_progress_bar = false")  # the job logs its own progress
+    return con
+
+
+def size_bytes(memory_limit: str) -> int:
+    """``1GB``, ``512MiB``, ``2 GB`` ... in bytes (1 GiB when it cannot be read)."""
+    match = _SIZE.match(memory_limit)
+    if not match:
+        return 2**30
+    number, prefix, unit = match.groups()
+    base = 1024 if (unit or "").upper() == "IB" else 1000
+    return int(float(number) * base ** " KMGT".index((prefix or " ").upper()))
 
 
 def parquet_scan(parts: list[Path]) -> str:
@@ -74,8 +103,8 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
             watermark = snap.watermark
         else:
             con.execute(f"CREATE VIEW p AS SELECT * FROM {parquet_scan(prev_parts)}")
-            counts = _changes(con, spec, snap, prev, keys, ver)
-            _write_fat_delta(con, snap, prev, keys, ver, out)
+            counts = _changes(con, spec, snap, prev, keys, ver, memory_limit)
+            _write_fat_delta(con, snap, prev, keys, ver, out, counts)
             watermark = _watermark(con, snap, ver)
     finally:
         con.close()
@@ -93,8 +122,38 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
     return delta, [out]
 
 
+def _partitions(con: duckdb.DuckDBPyConnection, rows: int, columns: int, first_key: str,
+                memory_limit: str) -> list[str]:
+    """Conditions that split the narrow join into parts whose hash tables fit in memory.
+
+    Ranges of the first key column, between quantiles of a block sample of T-1 (``p``); the
+    first and last range are open, so every key falls in exactly one. One condition,
+    ``true``, when the join is small or the key type has no usable order.
+    """
+    per_partition = max(size_bytes(memory_limit) // (PARTITION_BYTES_PER_ROW_COLUMN * columns),
+                         MIN_PARTITION_ROWS)
+    count = math.ceil(rows / per_partition)
+    if count <= 1:
+        return ["true"]
+    quantiles = [i / count for i in range(1, count)]
+    percent = min(100.0, 100.0 * PARTITION_SAMPLE_ROWS / rows)
+    row: Any = con.execute(
+        f"SELECT typeof(any_value({first_key})), CAST(quantile_disc({first_key}, {quantiles}) "
+        f"AS VARCHAR[]) FROM (SELECT {first_key} FROM p "
+        f"USING SAMPLE {percent:.6f}% (system, 7))").fetchone()
+    if row is None or row[1] is None or not _RANGE_TYPES.match(row[0]):
+        return ["true"]
+    # quantiles come in the key type's order; equal neighbours would make empty ranges
+    literals = [f"CAST({quote_literal(b)} AS {row[0]})" for b in dict.fromkeys(row[1])]
+    conditions = [f"{first_key} < {literals[0]}"]
+    conditions += [f"{first_key} >= {lo} AND {first_key} < {hi}"
+                   for lo, hi in itertools.pairwise(literals)]
+    conditions.append(f"{first_key} >= {literals[-1]}")
+    return conditions
+
+
 def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev: Snapshot,
-             keys: list[str], ver: str) -> dict[str, int]:
+             keys: list[str], ver: str, memory_limit: str) -> dict[str, int]:
     """Fill the temp table ``changes`` (key columns, op, old_version); return counts per op."""
     on = " AND ".join(f"t.{k} = p.{k}" for k in keys)
     first = keys[0]
@@ -104,24 +163,29 @@ def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev
         t_cols = ", ".join(f"{c}" for c in shared)
         changed = " OR ".join(f"t.{c} IS DISTINCT FROM p.{c}" for c in shared)
         t_side, p_side = f"SELECT {t_cols} FROM t", f"SELECT {t_cols} FROM p"
+        width = len(shared)
     else:
         key_cols = ", ".join(keys)
         changed = f"t.{ver} IS DISTINCT FROM p.{ver}"
         t_side = f"SELECT {key_cols}, {ver} FROM t"
         p_side = f"SELECT {key_cols}, {ver} FROM p"
+        width = len(keys) + 1
     key_out = ", ".join(f"COALESCE(t.{k}, p.{k}) AS {k}" for k in keys)
-    con.execute(
-        f"CREATE TEMP TABLE changes AS SELECT {key_out}, "
-        f"CASE WHEN p.{first} IS NULL THEN 'insert' WHEN t.{first} IS NULL THEN 'delete' "
-        f"ELSE 'update' END AS op, p.{ver} AS old_version "
-        f"FROM ({t_side}) t FULL OUTER JOIN ({p_side}) p ON {on} "
-        f"WHERE t.{first} IS NULL OR p.{first} IS NULL OR ({changed})")
+    partitions = _partitions(con, max(snap.rows, prev.rows), width, first, memory_limit)
+    for i, part in enumerate(partitions):
+        con.execute(
+            f"{'CREATE TEMP TABLE changes AS' if i == 0 else 'INSERT INTO changes'} "
+            f"SELECT {key_out}, "
+            f"CASE WHEN p.{first} IS NULL THEN 'insert' WHEN t.{first} IS NULL THEN 'delete' "
+            f"ELSE 'update' END AS op, p.{ver} AS old_version "
+            f"FROM ({t_side} WHERE {part}) t FULL OUTER JOIN ({p_side} WHERE {part}) p ON {on} "
+            f"WHERE t.{first} IS NULL OR p.{first} IS NULL OR ({changed})")
     return {op: int(n) for op, n in
             con.execute("SELECT op, count(*) FROM changes GROUP BY op").fetchall()}
 
 
 def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snapshot,
-                     keys: list[str], ver: str, out: Path) -> None:
+                     keys: list[str], ver: str, out: Path, counts: dict[str, int]) -> None:
     on_t = " AND ".join(f"t.{k} = c.{k}" for k in keys)
     on_p = " AND ".join(f"p.{k} = c.{k}" for k in keys)
     prev_names = {c.name for c in prev.columns}
@@ -130,12 +194,15 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
     p_cols = ", ".join(
         f"p.{quote_ident(c.name)}" if c.name in prev_names else f"NULL AS {quote_ident(c.name)}"
         for c in snap.columns)
+    # A side without changes is not scanned at all (each scan reads every column).
+    no_t = "" if counts.get("insert") or counts.get("update") else " AND false"
+    no_p = "" if counts.get("delete") else " AND false"
     con.execute(
         f"COPY (SELECT c.op AS {OP}, {t_cols}, c.old_version AS {OLD_VERSION} "
-        f"FROM t JOIN changes c ON {on_t} WHERE c.op <> 'delete' "
+        f"FROM t JOIN changes c ON {on_t} WHERE c.op <> 'delete'{no_t} "
         f"UNION ALL BY NAME "
         f"SELECT 'delete' AS {OP}, {p_cols}, p.{ver} AS {OLD_VERSION} "
-        f"FROM p JOIN changes c ON {on_p} WHERE c.op = 'delete') "
+        f"FROM p JOIN changes c ON {on_p} WHERE c.op = 'delete'{no_p}) "
         f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
 
 
