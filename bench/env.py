@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tests.support.services import MinioServer, PostgresServer, start_minio, start_postgres
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -24,10 +28,15 @@ class BenchEnv:
     keep: bool = False
     _postgres: PostgresServer | None = field(default=None, repr=False)
     _minio: MinioServer | None = field(default=None, repr=False)
+    _failed: dict[str, Exception] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls, base: Path | None, keep: bool) -> BenchEnv:
-        """A fresh root directory under ``base`` (default: the system temp dir)."""
+        """A fresh root directory under ``base`` (default: the system temp dir).
+
+        Keep ``base`` short: Postgres puts its Unix socket under it, and a socket path may
+        not exceed 107 bytes.
+        """
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="tablesync-bench-", dir=base))
@@ -35,15 +44,26 @@ class BenchEnv:
 
     @property
     def postgres(self) -> PostgresServer:
+        """The server, started on first use (a failed start is not retried)."""
         if self._postgres is None:
-            self._postgres = start_postgres(self.root / "postgres")
+            self._postgres = self._start("postgres", start_postgres)
         return self._postgres
 
     @property
     def minio(self) -> MinioServer:
+        """The server, started on first use (a failed start is not retried)."""
         if self._minio is None:
-            self._minio = start_minio(self.root / "minio")
+            self._minio = self._start("minio", start_minio)
         return self._minio
+
+    def _start(self, name: str, start: Callable[[Path], T]) -> T:
+        if name in self._failed:
+            raise RuntimeError(f"{name} did not start earlier in this run") from self._failed[name]
+        try:
+            return start(self.root / name)
+        except Exception as err:
+            self._failed[name] = err
+            raise
 
     def database(self, name: str) -> str:
         """Create (or recreate) a database; its URI."""
