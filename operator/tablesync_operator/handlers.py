@@ -13,10 +13,14 @@ import kopf
 
 from . import reconcile, runtime
 from .names import GROUP, LABEL_MANAGED_BY, LABEL_TABLESYNC, MANAGED_BY, PLURAL, VERSION
-from .settings import Settings
+from .settings import Settings, SettingsError
 
-# Decorator arguments are read once, at import, from the environment.
-_SETTINGS = Settings.from_env()
+# Decorator arguments are read once, at import, from the environment. A bad variable is
+# reported (exit code 2) by ``__main__``, which reads the settings again.
+try:
+    _SETTINGS = Settings.from_env()
+except SettingsError:
+    _SETTINGS = Settings()
 
 
 @kopf.on.startup()

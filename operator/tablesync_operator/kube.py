@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
@@ -62,7 +61,6 @@ class Kube:
     def __init__(self, api_client: client.ApiClient, timeout_seconds: float = 30.0) -> None:
         self.api = api_client
         self.timeout_seconds = timeout_seconds
-        self._lock = threading.Lock()
 
     @classmethod
     def from_environment(cls) -> Kube:

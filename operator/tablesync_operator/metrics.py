@@ -40,17 +40,6 @@ logger = logging.getLogger(__name__)
 
 LABELS = ["namespace", "name"]
 PHASES = ("dump", "diff", "apply")
-RESULT_LABELS = {
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "guard_tripped": "guard_tripped",
-    "dry_run": "dry_run",
-}
-
-
-@dataclass
-class _Entry:
-    status: TableSyncStatus
 
 
 @dataclass
@@ -58,12 +47,12 @@ class MetricsStore:
     """Latest known status per TableSync, read by the collector at scrape time."""
 
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    _entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
+    _entries: dict[tuple[str, str], TableSyncStatus] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe(self, namespace: str, name: str, status: TableSyncStatus) -> None:
         with self._lock:
-            self._entries[(namespace, name)] = _Entry(status)
+            self._entries[(namespace, name)] = status
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -71,7 +60,7 @@ class MetricsStore:
 
     def snapshot(self) -> list[tuple[tuple[str, str], TableSyncStatus]]:
         with self._lock:
-            return sorted((k, e.status) for k, e in self._entries.items())
+            return sorted(self._entries.items(), key=lambda item: item[0])
 
 
 class StatusCollector(Collector):

@@ -96,6 +96,7 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
         return "done"
     old = st.TableSyncStatus.from_dict(body.get("status"))
     ref = ObjectRef.of(body)
+    created_at = parse_time(meta.get("creationTimestamp"))
     try:
         ts = parse(body)
     except SpecError as err:
@@ -106,40 +107,42 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
             f"invalid spec: {err}. Fix the TableSync; its CronJob stays unchanged until then",
             now,
         )
+        new = st.refresh_lag(new, ref.generation, now, created_at)
         return _write(ctx, body, old, new, [])
 
-    problem = secret_problem(kube, ts)
-    if problem is not None:
-        new = st.mark_stalled(old, ref, problem[0], problem[1], now)
-        return _write(ctx, body, old, new, [])
+    # Runs that finished are recorded whatever else is wrong now.
+    jobs = kube.list_jobs(namespace, job_selector(ts))
+    events: list[st.StatusEvent] = []
+    new = old
+    for outcome in new_outcomes(kube, old, jobs):
+        new, run_events = st.record_run(new, ts, outcome, now)
+        events += run_events
+    active = [str(j["metadata"]["name"]) for j in jobs if job_is_active(j)]
+    new = st.set_active_jobs(new, active)
+    scheduled = [t for t in (scheduled_time(j) for j in jobs) if t is not None]
 
     cronjob = kube.get_cronjob(namespace, manifests.cronjob_name(ts))
-    if cronjob is not None and not controlled_by(cronjob, ts.uid):
-        new = st.mark_stalled(
-            old,
-            ref,
+    problem = secret_problem(kube, ts)
+    if problem is None and cronjob is not None and not controlled_by(cronjob, ts.uid):
+        problem = (
             st.Reason.CRONJOB_CONFLICT,
-            f"a CronJob named {manifests.cronjob_name(ts)} already exists in {namespace} and is "
-            "not owned by this TableSync; rename one of them",
-            now,
+            f"a CronJob named {manifests.cronjob_name(ts)} already exists in {namespace} and "
+            "is not owned by this TableSync; rename one of them",
         )
-        return _write(ctx, body, old, new, [])
+    if problem is not None:
+        new = st.mark_stalled(new, ref, problem[0], problem[1], now)
+        new, refresh_events = st.refresh(
+            new, ts, now, created_at, None, scheduled, count_missed=False
+        )
+        return _write(ctx, body, old, new, events + refresh_events)
 
-    approve = st.pending_approval(old, ts)
+    approve = st.pending_approval(new, ts)
     desired = manifests.build_cronjob(ts, ctx.settings, approve)
     if cronjob is None or needs_update(cronjob, desired):
         cronjob = kube.apply_cronjob(desired)
         logger.info("applied CronJob %s/%s (generation %d)", namespace, ts.name, ts.generation)
+    new = st.mark_reconciled(new, ts, now, cronjob, approval_pending=approve is not None)
 
-    jobs = kube.list_jobs(namespace, job_selector(ts))
-    outcomes = new_outcomes(kube, old, jobs)
-    new = st.mark_reconciled(old, ts, now, cronjob, approval_pending=approve is not None)
-    events: list[st.StatusEvent] = []
-    for outcome in outcomes:
-        new, run_events = st.record_run(new, ts, outcome, now)
-        events += run_events
-
-    active = [str(j["metadata"]["name"]) for j in jobs if job_is_active(j)]
     requested = ts.run_requested_at
     if requested and (old.run_request is None or old.run_request.requested_at != requested):
         if active:
@@ -148,16 +151,12 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
             )
         else:
             job = manifests.build_manual_job(
-                ts,
-                ctx.settings,
-                str(cronjob["metadata"]["uid"]),
-                requested,
-                st.pending_approval(new, ts),
+                ts, ctx.settings, str(cronjob["metadata"]["uid"]), requested, approve
             )
             created = kube.create_job(job)
             job_name = str(job["metadata"]["name"])
             new = st.record_run_request(new, requested, job_name, now)
-            active.append(job_name)
+            new = st.set_active_jobs(new, [*active, job_name])
             if created is not None:
                 events.append(
                     st.StatusEvent(
@@ -166,15 +165,8 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
                         f"started Job {job_name} as requested at {requested}",
                     )
                 )
-    new = st.set_active_jobs(new, active)
     new, refresh_events = st.refresh(
-        new,
-        ts,
-        now,
-        parse_time(meta.get("creationTimestamp")),
-        cronjob,
-        [t for t in (scheduled_time(j) for j in jobs) if t is not None],
-        count_missed=not ts.spec.suspend,
+        new, ts, now, created_at, cronjob, scheduled, count_missed=not ts.spec.suspend
     )
     events += refresh_events
     result = _write(ctx, body, old, new, events)

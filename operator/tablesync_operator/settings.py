@@ -38,8 +38,9 @@ class Settings:
     """Everything the operator is configured with. Immutable once the operator runs."""
 
     namespaces: tuple[str, ...] = ()
-    """Namespaces to watch; empty means the whole cluster.
-    ``TABLESYNC_OPERATOR_NAMESPACES`` (comma-separated)."""
+    """Namespaces to watch; empty means the whole cluster. Entries may be kopf glob
+    patterns (``team-*``, ``!team-test``). ``TABLESYNC_OPERATOR_NAMESPACES``
+    (comma-separated)."""
 
     metrics_host: str = "0.0.0.0"
     """Address the metrics and health HTTP server binds to. ``TABLESYNC_OPERATOR_METRICS_HOST``."""

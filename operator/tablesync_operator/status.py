@@ -954,11 +954,31 @@ def _overrun_condition(st: TableSyncStatus, ts: TableSync, now: datetime) -> Tab
     return set_condition(st, OVERRUN, "False", Reason.WITHIN_BUDGET, message, gen, now)
 
 
+def refresh_lag(
+    st: TableSyncStatus, generation: int, now: datetime, created_at: datetime | None
+) -> TableSyncStatus:
+    """Refresh lag with the last known threshold (the spec does not parse, so the lag keeps
+    growing in the status while a person fixes it)."""
+    if st.lag_threshold_seconds is None:
+        return st
+    return _stamp_generation(
+        _lag_against(st, generation, st.lag_threshold_seconds, now, created_at), generation
+    )
+
+
 def _lag(
     st: TableSyncStatus, ts: TableSync, now: datetime, created_at: datetime | None
 ) -> TableSyncStatus:
-    gen = ts.generation
-    threshold = ts.spec.lag_threshold()
+    return _lag_against(st, ts.generation, ts.spec.lag_threshold(), now, created_at)
+
+
+def _lag_against(
+    st: TableSyncStatus,
+    gen: int,
+    threshold: int,
+    now: datetime,
+    created_at: datetime | None,
+) -> TableSyncStatus:
     st = dataclasses.replace(st, lag_threshold_seconds=threshold)
     applied = st.applied_snapshot
     captured = parse_time(applied.captured_at) if applied else None

@@ -131,3 +131,34 @@ def test_overrun_and_lag(make_lane: Callable[[str], Lane]) -> None:
         assert (overrun["consecutiveOverruns"], overrun["totalOverruns"]) == (0, 1)
         lane.wait_condition("Overrun", "False", "WithinBudget")
     assert "CaughtUp" in [e["reason"] for e in lane.events()]
+
+
+def test_a_schedule_skipped_under_forbid_is_an_overrun(make_lane: Callable[[str], Lane]) -> None:
+    """Every minute, but each run takes 80 s: the real CronJob controller skips the next
+    slot (concurrencyPolicy Forbid, startingDeadlineSeconds 10) and the operator says so."""
+    lane = make_lane("prices")
+    lane.load(100)
+    lane.src(
+        "CREATE VIEW public.slow_prices AS SELECT * FROM public.prices "
+        "WHERE (SELECT pg_sleep(80)::text) = ''"
+    )
+    lane.secrets()
+    source = lane.manifest()["spec"]["source"] | {"table": "public.slow_prices"}
+    lane.create(
+        schedule="* * * * *", startingDeadlineSeconds=10, overrunBudgetSeconds=600, source=source
+    )
+
+    first = wait_for(
+        lambda: lane.status().get("lastRun"),
+        200,
+        "the first scheduled (slow) run to finish",
+        interval_seconds=2,
+    )
+    assert first["result"] == "Succeeded", first
+    cond = lane.wait_condition("Overrun", "True", "ScheduleMissed", timeout_seconds=90)
+    overrun = lane.status()["overrun"]
+    assert overrun["missedSchedules"] >= 1
+    assert overrun["totalOverruns"] == 0  # the cycle itself was within its budget
+    assert overrun["lastMissedScheduleTime"] in cond["message"]
+    assert "concurrencyPolicy Forbid" in cond["message"]
+    assert "ScheduleMissed" in [e["reason"] for e in lane.events()]

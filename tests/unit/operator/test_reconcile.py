@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -192,3 +193,19 @@ def test_an_approval_rides_in_the_template_until_a_run_applies_it(kube: FakeKube
     sync(ctx(kube), NS, NAME)
     assert kube.status_of(NS, NAME)["approval"]["state"] == "Applied"
     assert approve_env() == []  # dropped in the same sync, not left for the next run
+
+
+def test_runs_are_recorded_and_lag_refreshed_while_stalled(kube: FakeKube) -> None:
+    sync(ctx(kube), NS, NAME)
+    add_finished_job(kube, "product-prices-1", report())
+    del kube.secrets[(NS, "warehouse")]
+    sync(ctx(kube), NS, NAME)
+    assert conditions(kube)["Stalled"] == ("True", "SecretNotFound")
+    assert kube.status_of(NS, NAME)["runs"]["succeeded"] == 1
+    assert kube.status_of(NS, NAME)["lagSeconds"] == 1  # captured 10:59:58.1, now 11:00:00
+
+    edit(kube, lambda b: b["spec"].update(schedule="nope"))
+    later = Context(kube=kube, settings=SETTINGS, clock=lambda: NOW + timedelta(minutes=10))
+    sync(later, NS, NAME)
+    assert conditions(kube)["Stalled"] == ("True", "InvalidSpec")
+    assert kube.status_of(NS, NAME)["lagSeconds"] == 601
