@@ -109,14 +109,15 @@ def _count_multiples(rows: int, every: int, offset: int) -> int:
 def _columns(dialect: str, g: str, changed: bool) -> str:
     """The SELECT list for row ``g`` (an SQL expression) in ``postgres`` or ``duckdb``."""
     text = "::text" if dialect == "postgres" else "::VARCHAR"
-    h = f"(({g} * 48271 + {7 if changed else 0}) % 2147483647)"
+    # a quadratic residue: irregular from row to row, so no encoding finds a pattern in it
+    h = f"(({g} * {g} + 7919 * {g} + {7 if changed else 0}) % 1000003)"
     year = "2026" if changed else "2025"
     if dialect == "postgres":
-        when = (f"timestamptz '{year}-01-01 00:00:00+00' + ({h} % 31536000) "
+        when = (f"timestamptz '{year}-01-01 00:00:00+00' + ({h} * 31) "
                 "* interval '1 second'")
         price = f"((({h} % 500000) + 99) / 100.0)::numeric(12,2)"
     else:
-        when = f"TIMESTAMPTZ '{year}-01-01 00:00:00+00' + to_seconds({h} % 31536000)"
+        when = f"TIMESTAMPTZ '{year}-01-01 00:00:00+00' + to_seconds({h} * 31)"
         price = f"CAST((({h} % 500000) + 99) / 100.0 AS DECIMAL(12,2))"
     return ", ".join([
         f"{g} AS id",

@@ -204,8 +204,8 @@ class PartWriter:
 
     Encodings are chosen once, from the first batch: dictionary for columns with few distinct
     values (``DICTIONARY_MAX_DISTINCT_FRACTION``), DELTA_BINARY_PACKED for the other integer,
-    date and timestamp columns, plain for the rest; decimals up to 18 digits are stored as
-    integers. Statistics are kept for ``statistics_columns`` only (key and version). Also used
+    date, time and timestamp columns and decimals up to 18 digits (stored as integers), plain
+    for the rest. Statistics are kept for ``statistics_columns`` only (key and version). Also used
     by ``bench/`` to write snapshots the way a dump does.
     """
 
@@ -230,7 +230,8 @@ class PartWriter:
             if pc.count_distinct(array).as_py() <= len(array) * DICTIONARY_MAX_DISTINCT_FRACTION:
                 dictionary.append(field.name)
             elif (pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type)
-                  or pa.types.is_date32(field.type) or pa.types.is_time(field.type)):
+                  or pa.types.is_date32(field.type) or pa.types.is_time(field.type)
+                  or (pa.types.is_decimal128(field.type) and field.type.precision <= 18)):
                 delta[field.name] = "DELTA_BINARY_PACKED"
         return {"use_dictionary": dictionary, "column_encoding": delta or None}
 
