@@ -103,7 +103,9 @@ def run(env: BenchEnv, sizes: Sizes) -> list[Result]:
                   captured_at="2026-06-01T00:00:00+00:00", parts=[delta_file.name])
 
     load = os.getloadavg()[0]
+    data.execute(engine_uri, "CHECKPOINT")  # each run starts with clean shared buffers
     measured = in_child(apply_phase, engine_uri, delta, [delta_file])
+    data.execute(baseline_uri, "CHECKPOINT")
     baseline = in_child(executemany_phase, baseline_uri, [delta_file], TARGETS.apply_batch_rows)
     expected = {"inserted": changes.inserts, "updated": changes.updates,
                 "deleted": changes.deletes}
