@@ -24,7 +24,8 @@ from collections.abc import Sequence
 
 import kopf
 
-from . import handlers, metrics, runtime
+from . import handlers as _handlers  # noqa: F401  (importing registers the kopf handlers)
+from . import metrics, runtime
 from .kube import Kube
 from .leader import LeaderElector
 from .reconcile import Context
@@ -130,7 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "json": kopf.LogFormat.JSON,
         }[settings.log_format],
     )
-    assert handlers.configure is not None  # importing handlers registered them
     if settings.metrics_port:
         metrics.serve(settings.metrics_host, settings.metrics_port)
     logger.info(

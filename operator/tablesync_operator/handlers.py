@@ -15,8 +15,9 @@ from . import reconcile, runtime
 from .names import GROUP, LABEL_MANAGED_BY, LABEL_TABLESYNC, MANAGED_BY, PLURAL, VERSION
 from .settings import Settings, SettingsError
 
-# Decorator arguments are read once, at import, from the environment. A bad variable is
-# reported (exit code 2) by ``__main__``, which reads the settings again.
+# Used when kopf runs this module directly (``kopf run -m``); ``tablesync-operator`` puts its
+# own Context (with command-line overrides) into the memo first. A bad variable is reported
+# (exit code 2) by ``__main__``, which reads the settings again.
 try:
     _SETTINGS = Settings.from_env()
 except SettingsError:
@@ -24,9 +25,15 @@ except SettingsError:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     ctx = runtime.ensure_context(memo, _SETTINGS)
     runtime.configure_kopf(settings, ctx.settings)
+    runtime.start_resync(memo, ctx)
+
+
+@kopf.on.cleanup()
+async def stop(memo: Any, **_: Any) -> None:
+    await runtime.stop_resync(memo)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -36,14 +43,11 @@ def reconcile_tablesync(namespace: str | None, name: str, memo: Any, **_: Any) -
     reconcile.sync(runtime.context(memo), str(namespace), name)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=_SETTINGS.resync_interval_seconds, sharp=False)
-def resync_tablesync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    reconcile.sync(runtime.context(memo), str(namespace), name)
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL, when=lambda type, **_: type == "DELETED")
-def tablesync_deleted(namespace: str | None, name: str, **_: Any) -> None:
-    reconcile.forget(str(namespace), name)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def tablesync_event(
+    type: str | None, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    reconcile.observe(runtime.context(memo), type, str(namespace), name)
 
 
 @kopf.on.event(

@@ -56,12 +56,27 @@ class Context:
     settings: Settings
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
-    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+    _known: set[tuple[str, str]] = field(default_factory=set)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def lock(self, namespace: str, name: str) -> threading.Lock:
         """One lock per TableSync: triggers for the same object run one after another."""
-        with self._locks_guard:
+        with self._guard:
             return self._locks.setdefault(f"{namespace}/{name}", threading.Lock())
+
+    def remember(self, namespace: str, name: str) -> None:
+        """A TableSync the watch has shown us: the resync visits it."""
+        with self._guard:
+            self._known.add((namespace, name))
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._guard:
+            self._known.discard((namespace, name))
+            self._locks.pop(f"{namespace}/{name}", None)
+
+    def known(self) -> list[tuple[str, str]]:
+        with self._guard:
+            return sorted(self._known)
 
 
 def sync(ctx: Context, namespace: str, name: str) -> None:
@@ -89,6 +104,7 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
     kube, now = ctx.kube, ctx.clock()
     body = kube.get_tablesync(namespace, name)
     if body is None:
+        ctx.forget(namespace, name)
         metrics.forget(namespace, name)
         return "done"
     meta = body.get("metadata") or {}
@@ -307,9 +323,26 @@ def _report_api_error(ctx: Context, namespace: str, name: str, err: KubeError) -
         pass
 
 
-def forget(namespace: str, name: str) -> None:
-    """A TableSync is gone: drop its metrics (its CronJob goes by garbage collection)."""
-    metrics.forget(namespace, name)
+def observe(ctx: Context, event_type: str | None, namespace: str, name: str) -> None:
+    """Every watch event of a TableSync: keep the set the resync visits; a deleted one loses
+    its metrics (its CronJob goes by garbage collection)."""
+    if event_type == "DELETED":
+        ctx.forget(namespace, name)
+        metrics.forget(namespace, name)
+    else:
+        ctx.remember(namespace, name)
+
+
+def resync_all(ctx: Context) -> None:
+    """One resync round: every known TableSync, one after another (errors are logged; the
+    next round retries)."""
+    for namespace, name in ctx.known():
+        try:
+            sync(ctx, namespace, name)
+        except kopf.TemporaryError:
+            pass  # logged by sync(); the status says Reconciling
+        except Exception:
+            logger.exception("resync of %s/%s failed", namespace, name)
 
 
 def tablesync_of_job(job_labels: Mapping[str, str]) -> str | None:

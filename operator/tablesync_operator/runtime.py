@@ -7,6 +7,8 @@ and ``kopf.testing.KopfRunner`` get the same configuration as ``tablesync-operat
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -14,21 +16,22 @@ import kopf
 
 from .kube import Kube
 from .names import FINALIZER, KOPF_PREFIX, LABEL_MANAGED_BY, MANAGED_BY
-from .reconcile import Context
+from .reconcile import Context, resync_all
 from .settings import Settings
 
 MEMO_KEY = "tablesync"
+RESYNC_TASK_KEY = "tablesync-resync"
+logger = logging.getLogger(__name__)
 
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
     """Apply our choices to kopf's settings.
 
     * bookkeeping under ``operator.tablesync.dev/`` annotations only (never ``status``, whose
-      schema is ours); finalizer ``tablesync.dev/finalizer``, which kopf puts on every
-      TableSync because of the resync timer and removes after stopping the timer on deletion
-      (the CronJob itself goes by owner reference). A TableSync deleted while no operator
-      runs waits for one; ``kubectl patch --type=json -p '[{"op":"remove",
-      "path":"/metadata/finalizers"}]'`` releases it by hand;
+      schema is ours); finalizer name ``tablesync.dev/finalizer`` — though no handler needs
+      one (no delete handler, no kopf timer: see ``resync_forever``), so kopf puts none on
+      TableSyncs and their deletion never waits for the operator; the CronJob goes by owner
+      reference;
     * no peering (the Lease in ``leader`` decides who runs);
     * no kopf Events for handler progress: the operator posts its own, on transitions;
     * the Job watch is filtered on the server by ``app.kubernetes.io/managed-by=tablesync``.
@@ -66,3 +69,38 @@ def ensure_context(memo: Any, settings: Settings | None = None) -> Context:
 def context(memo: Any) -> Context:
     """The Context for a handler call (created lazily if the startup handler did not run)."""
     return ensure_context(memo)
+
+
+async def resync_forever(ctx: Context) -> None:
+    """Every ``resync_interval_seconds``: reconcile every TableSync the watch has shown.
+
+    This is the periodic re-check (lag grows in the status between runs, missed schedules,
+    a Secret that appeared, a CronJob deleted behind our back). It is a plain task rather
+    than a kopf timer on purpose: kopf puts a finalizer on every object that has a timer,
+    and a TableSync should never wait for the operator to be deleted (nor keep a namespace
+    in Terminating while the operator is down).
+    """
+    interval = ctx.settings.resync_interval_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(resync_all, ctx)
+        except Exception:  # never let the loop die
+            logger.exception("resync round failed")
+
+
+def start_resync(memo: Any, ctx: Context) -> None:
+    """Start the resync task on the running loop (once) and keep it in the memo."""
+    task = memo.get(RESYNC_TASK_KEY)
+    if task is None or task.done():
+        memo[RESYNC_TASK_KEY] = asyncio.get_running_loop().create_task(
+            resync_forever(ctx), name="tablesync resync"
+        )
+
+
+async def stop_resync(memo: Any) -> None:
+    task = memo.get(RESYNC_TASK_KEY)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -53,6 +53,8 @@ def test_cronjob_is_created_owned_edited_suspended_and_deleted(
     status = lane.status()
     assert status["observedGeneration"] == ts["metadata"]["generation"]
     assert status["cronJobName"] == "prices"
+    # No finalizer: deleting a TableSync (or its namespace) never waits for the operator.
+    assert not lane.get()["metadata"].get("finalizers")
 
     # edit -> the CronJob follows
     lane.create(schedule="*/5 * * * *")

@@ -70,6 +70,15 @@ def test_restart_loses_nothing_and_counts_nothing_twice(
     assert counters(tablesync_operator.metrics_text(), lane) == metrics_before
     assert [e["reason"] for e in lane.events()].count("RunSucceeded") == 2
 
+    # With the operator down, a TableSync can still be deleted (no finalizer waits for it).
+    tablesync_operator.stop()
+    try:
+        lane.cluster.kubectl(
+            "delete", "tablesync", lane.name, "-n", lane.namespace, "--timeout=20s"
+        )
+    finally:
+        tablesync_operator.start()
+
 
 def test_only_the_lease_holder_acts_and_the_standby_takes_over(
     cluster: Cluster,

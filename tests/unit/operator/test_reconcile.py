@@ -209,3 +209,28 @@ def test_runs_are_recorded_and_lag_refreshed_while_stalled(kube: FakeKube) -> No
     sync(later, NS, NAME)
     assert conditions(kube)["Stalled"] == ("True", "InvalidSpec")
     assert kube.status_of(NS, NAME)["lagSeconds"] == 601
+
+
+def test_the_resync_visits_every_tablesync_the_watch_showed(kube: FakeKube) -> None:
+    from tablesync_operator import metrics
+    from tablesync_operator.reconcile import observe, resync_all
+
+    c = ctx(kube)
+    observe(c, None, NS, NAME)  # kopf's initial listing has type None
+    observe(c, "MODIFIED", NS, NAME)
+    assert c.known() == [(NS, NAME)]
+    resync_all(c)
+    assert conditions(kube)["Ready"] == ("True", "Reconciled")
+    assert any(key == (NS, NAME) for key, _ in metrics.STORE.snapshot())
+    observe(c, "DELETED", NS, NAME)
+    assert c.known() == []
+    assert not any(key == (NS, NAME) for key, _ in metrics.STORE.snapshot())
+
+
+def test_a_tablesync_gone_between_event_and_resync_is_dropped(kube: FakeKube) -> None:
+    from tablesync_operator.reconcile import observe, resync_all
+
+    c = ctx(kube)
+    observe(c, "ADDED", NS, "gone")
+    resync_all(c)
+    assert c.known() == []
