@@ -70,3 +70,37 @@ def test_release_hands_over_at_once() -> None:
     assert a.try_acquire_or_renew()
     a.release()
     assert b.try_acquire_or_renew()
+
+
+def test_a_leader_that_cannot_renew_gives_up_within_the_renew_deadline() -> None:
+    import asyncio
+
+    kube, clock = FakeKube(), Clock()
+    settings = dataclasses.replace(
+        SETTINGS,
+        identity="a",
+        leader_election=True,
+        retry_period_seconds=0.01,
+        renew_deadline_seconds=10,
+        lease_duration_seconds=15,
+    )
+    leader = LeaderElector(kube, settings, monotonic=clock, wall=lambda: NOW)
+    asyncio.run(leader.acquire())
+    assert leader.is_leader
+    kube.leases.clear()
+    kube.create_lease = lambda manifest: None  # type: ignore[method-assign]  # API refuses
+    lost: list[float] = []
+
+    async def hold() -> None:
+        async def tick() -> None:
+            while not lost:
+                clock.now += 1  # each renewal attempt takes a second of our clock
+                await asyncio.sleep(0.005)
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.wait_for(leader.hold(on_lost=lambda: lost.append(clock.now)), 5)
+        ticker.cancel()
+
+    asyncio.run(hold())
+    assert lost and 10 < lost[0] <= 15  # gave up after the renew deadline, before expiry
+    assert not leader.is_leader
