@@ -109,8 +109,10 @@ def _count_multiples(rows: int, every: int, offset: int) -> int:
 def _columns(dialect: str, g: str, changed: bool) -> str:
     """The SELECT list for row ``g`` (an SQL expression) in ``postgres`` or ``duckdb``."""
     text = "::text" if dialect == "postgres" else "::VARCHAR"
-    # a quadratic residue: irregular from row to row, so no encoding finds a pattern in it
-    h = f"(({g} * {g} + 7919 * {g} + {7 if changed else 0}) % 1000003)"
+    # a Lehmer step, then a quadratic residue of it: irregular from row to row, so that no
+    # encoding finds a pattern real data would not have (all within bigint range)
+    lehmer = f"(({g} * 48271) % 2147483647)"
+    h = f"(({lehmer} * {lehmer} + {7 if changed else 0}) % 1000003)"
     year = "2026" if changed else "2025"
     if dialect == "postgres":
         when = (f"timestamptz '{year}-01-01 00:00:00+00' + ({h} * 31) "

@@ -28,7 +28,7 @@ from .results import Result, Target, rss_target
 from .settings import TARGETS, Sizes
 
 DATABASE = "bench_dump"
-REPEAT = 2
+REPEAT = 3
 
 
 def dump_phase(uri: str, work_dir: str) -> Timed:
