@@ -1,146 +1,26 @@
-"""The main scenario: bootstrap 100k rows, then a run that finds exactly the drift the event
-lane left behind; the status, the conditions, kubectl wait and the metrics all agree."""
+"""The main scenario (``scenario.py``) against the process-run operator: bootstrap 100k rows,
+then a run that finds exactly the drift the event lane left behind."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import psycopg
 import pytest
 
 from localcluster.testing import Cluster
-from tests.e2e.operator.operator_kit import RESYNC_SECONDS, Lane, OperatorProcess, metric_value
+from tests.e2e.operator.operator_kit import RESYNC_SECONDS, Lane, OperatorProcess
+from tests.e2e.operator.scenario import bootstrap_then_exact_drift
 
 pytestmark = pytest.mark.e2e
-ROWS = 100_000
 
 
 def test_bootstrap_then_exact_drift(
     cluster: Cluster, make_lane: Callable[[str], Lane], tablesync_operator: OperatorProcess
 ) -> None:
-    lane = make_lane("prices")
-    lane.load(ROWS)
-    lane.secrets()
-    lane.create()
-    lane.wait_condition("Ready", "True", "Reconciled")
-
-    # Run 1: no T-1 yet, the whole snapshot is applied and reported as bootstrap.
-    first = lane.run()
-    assert (first["result"], first["reason"], first["bootstrap"]) == (
-        "Succeeded",
-        "Bootstrapped",
-        True,
-    ), first
-    assert first["rows"] == ROWS and first["apply"]["inserted"] == ROWS
-    assert first["driftRows"] == 0
-    lane.wait_condition("Drifted", "False", "Bootstrapped")
-    assert lane.dst("SELECT count(*) FROM public.prices") == [(ROWS,)]
-    assert lane.status()["appliedSnapshot"]["snapshotId"] == first["snapshotId"]
-
-    # 1,000 source changes; the event lane delivers 700 of them, 50 with a newer version.
-    lane.src(
-        "UPDATE public.prices SET price = price + 1, updated_at = now() WHERE product_id <= 1000"
+    bootstrap_then_exact_drift(
+        cluster,
+        make_lane("prices"),
+        metrics_text=tablesync_operator.metrics_text,
+        resync_seconds=RESYNC_SECONDS,
+        acting_instance=tablesync_operator.name,
     )
-    delivered = lane.src(
-        "SELECT product_id, price, updated_at FROM public.prices "
-        "WHERE product_id <= 700 ORDER BY product_id"
-    )
-    with (
-        psycopg.connect(lane.pg.uri(lane.destination_db), autocommit=True) as conn,
-        conn.cursor() as cur,
-    ):
-        cur.executemany(
-            "UPDATE public.prices SET price = %s, updated_at = %s WHERE product_id = %s",
-            [(price, version, key) for key, price, version in delivered if key <= 650],
-        )
-        cur.executemany(
-            "UPDATE public.prices SET price = 0, updated_at = %s + interval '1 hour' "
-            "WHERE product_id = %s",
-            [(version, key) for key, _, version in delivered if key > 650],
-        )
-
-    # Run 2: exactly the 300 undelivered rows are drift.
-    second = lane.run()
-    assert second["result"] == "Succeeded", second
-    assert second["bootstrap"] is False
-    assert second["delta"] == {"insert": 0, "update": 1000, "delete": 0}
-    assert second["apply"] == {
-        "inserted": 0,
-        "updated": 300,
-        "deleted": 0,
-        "alreadyCurrent": 650,
-        "staleSkipped": 50,
-    }
-    assert second["driftRows"] == 300
-    assert second["fromSnapshotId"] == first["snapshotId"]
-    status = lane.status()
-    assert status["drift"]["lastRunRows"] == 300
-    assert status["drift"]["lastRunFraction"] == 0.3
-    assert status["drift"]["totalRows"] == 300
-    assert status["lastSuccessfulRun"] == status["lastRun"]
-    assert status["runs"]["succeeded"] == 2
-    drifted = lane.wait_condition("Drifted", "True", "DriftCorrected")
-    assert "corrected 300 rows" in drifted["message"]
-    assert "650 already current" in drifted["message"]
-    assert "50 stale-skipped" in drifted["message"]
-
-    # The destination equals the source except the 50 rows the event lane made newer.
-    source = {row[0]: row for row in lane.table(lane.source_db)}
-    destination = {row[0]: row for row in lane.table(lane.destination_db)}
-    assert source.keys() == destination.keys()
-    differing = {key for key in source if source[key] != destination[key]}
-    assert differing == set(range(651, 701))
-
-    # kubectl wait reads the condition.
-    cluster.kubectl(
-        "wait",
-        "--for=condition=LastRunSucceeded",
-        f"tablesync/{lane.name}",
-        "-n",
-        lane.namespace,
-        "--timeout=30s",
-    )
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Ready",
-        f"tablesync/{lane.name}",
-        "-n",
-        lane.namespace,
-        "--timeout=30s",
-    )
-
-    reasons = [e["reason"] for e in lane.events()]
-    assert reasons.count("RunSucceeded") == 2 and reasons.count("DriftFound") == 1
-
-    # The printer columns show the figures.
-    table = cluster.kubectl("get", "ts", lane.name, "-n", lane.namespace).stdout
-    header, row = table.splitlines()[:2]
-    assert header.split()[:5] == ["NAME", "READY", "SCHEDULE", "LAG", "DRIFT"]
-    assert "True" in row and " 300 " in row
-
-    # The metrics endpoint serves the same values as the status.
-    status = lane.status()
-    text = tablesync_operator.metrics_text()
-    labels = {"namespace": lane.namespace, "name": lane.name}  # metric_value(**labels)
-    assert metric_value(text, "tablesync_drift_rows_total", op="updated", **labels) == 300
-    assert metric_value(text, "tablesync_drift_rows_total", op="inserted", **labels) == 0
-    assert (
-        metric_value(text, "tablesync_runs_total", result="succeeded", **labels)
-        == status["runs"]["succeeded"]
-        == 2
-    )
-    assert metric_value(text, "tablesync_runs_total", result="failed", **labels) == 0
-    assert (
-        metric_value(text, "tablesync_overruns_total", **labels)
-        == status["overrun"]["totalOverruns"]
-    )
-    for phase in ("dump", "diff", "apply"):
-        assert metric_value(
-            text, "tablesync_run_duration_seconds", phase=phase, **labels
-        ) == pytest.approx(status["lastRun"]["phaseSeconds"][phase])
-    assert metric_value(
-        text, "tablesync_run_duration_seconds", phase="total", **labels
-    ) == pytest.approx(status["lastRun"]["cycleSeconds"])
-    lag = metric_value(text, "tablesync_lag_seconds", **labels)
-    assert lag is not None
-    assert abs(lag - status["lagSeconds"]) <= 2 * RESYNC_SECONDS + 5
