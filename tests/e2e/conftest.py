@@ -8,6 +8,9 @@ clusters left by killed sessions are stopped first. See ``tests/e2e/README.md``.
 
 ``namespace`` (function): a fresh namespace, deleted after the test.
 ``e2e_postgres`` (session): Postgres reachable from the tests and from pods.
+``preinstalled_operator_stopped`` (session): on a cluster with the chart preinstalled (kind),
+its cluster-wide operator is scaled to zero for the rest of the session, so that the operators
+the tests start (each watching namespaces no other one watches) are the only ones acting.
 """
 
 from __future__ import annotations
@@ -97,3 +100,22 @@ def e2e_postgres(request: pytest.FixtureRequest, cluster: Cluster) -> PostgresAc
         return PostgresAccess(server.host, server.port, server.host, server.port,
                               server.user, server.password)
     return PostgresAccess.from_env()
+
+
+def _scale_release(cluster: Cluster, replicas: int) -> None:
+    release = cluster.preinstalled_release
+    if release is None:
+        return
+    namespace, name = release
+    cluster.kubectl("scale", "deployment", "-n", namespace, "-l",
+                    f"app.kubernetes.io/instance={name}", f"--replicas={replicas}", check=False)
+
+
+@pytest.fixture(scope="session")
+def preinstalled_operator_stopped(cluster: Cluster) -> Iterator[None]:
+    """See the module docstring; scaled back to one replica at the end of the session."""
+    _scale_release(cluster, 0)
+    try:
+        yield
+    finally:
+        _scale_release(cluster, 1)

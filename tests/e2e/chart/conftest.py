@@ -1,12 +1,20 @@
-"""Fixtures of the chart's e2e tests."""
+"""Fixtures of the chart's e2e tests (helpers in ``chart_kit.py``).
+
+``tablesync_crd``: the chart's CRDs applied and Established. ``installed``: the rendered chart
+applied in namespaced mode, watching only the test's namespace (see ``chart_kit``).
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import json
+from collections.abc import Iterator
 
 import pytest
 
 from localcluster.testing import Cluster, wait_for
+from tests.e2e.chart.chart_kit import ChartRelease, install_chart
+from tests.e2e.operator.operator_kit import NAMESPACE_PREFIX
 from tests.unit.chart.helm import CHART
 
 
@@ -26,3 +34,16 @@ def tablesync_crd(cluster: Cluster) -> str:
 
     wait_for(established, 60, f"CRD {name} to be Established")
     return name
+
+
+@pytest.fixture
+def installed(
+    cluster: Cluster, namespace: str, tablesync_crd: str, preinstalled_operator_stopped: None,
+) -> Iterator[ChartRelease]:
+    """The chart applied with release namespace = watched namespace = the test's namespace.
+    No other operator of the session watches that namespace: the process-run one of
+    tests/e2e/operator watches ``tso-*`` only, and each chart install its own namespace."""
+    assert not fnmatch.fnmatch(namespace, f"{NAMESPACE_PREFIX}*"), (
+        f"{namespace} is also watched by the process-run operator of tests/e2e/operator")
+    with install_chart(cluster, namespace) as release:
+        yield release

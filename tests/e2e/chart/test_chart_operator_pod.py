@@ -1,7 +1,8 @@
 """The operator as the chart deploys it: a pod of the rendered Deployment, under the chart's
 ServiceAccount and RBAC only. It wins its Lease, reconciles a TableSync into a CronJob, writes
 the status, starts a requested run and reads its outcome — with no request forbidden. This is
-the proof that the chart's RBAC is sufficient (the unit tests pin that it is not wider).
+the proof that the chart's RBAC is sufficient (the unit tests pin that it is not wider); the
+main scenario under the same chart install is ``test_chart_main_scenario.py``.
 
 Namespaced mode (``operator.watchNamespaces``): the grant is a RoleBinding in the test's
 namespace, so nothing here touches TableSyncs elsewhere in the cluster.
@@ -9,85 +10,29 @@ namespace, so nothing here touches TableSyncs elsewhere in the cluster.
 
 from __future__ import annotations
 
-import json
-import secrets
-import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import yaml
 
 from localcluster.testing import Cluster, wait_for
-from tests.support.services import free_port
-from tests.unit.chart.helm import render_text
+from tests.e2e.chart.chart_kit import (
+    ChartRelease,
+    condition,
+    from_pod,
+    get_json,
+    operator_pod,
+    refused_requests,
+)
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def installed(cluster: Cluster, namespace: str, tablesync_crd: str) -> Iterator[dict[str, Any]]:
-    """Apply the rendered chart (release namespace = the test namespace); delete its
-    cluster-scoped objects afterwards. Yields names the test needs."""
-    release = f"tablesync-e2e-{secrets.token_hex(3)}"
-    values = {
-        "crds": {"install": False},  # the tablesync_crd fixture applied them (session-wide)
-        "operator": {"watchNamespaces": [namespace], "resyncIntervalSeconds": 5},
-        # pods are local processes on the e2e cluster: a port nobody else holds
-        "metrics": {"port": free_port()},
-        "job": {"backoffLimit": 0, "activeDeadlineSeconds": 120},
-    }
-    manifests = render_text(values, namespace=namespace, release=release)
-    cluster.kubectl("apply", "-f", "-", input_text=manifests)
-    cluster_scoped = [doc for doc in yaml.safe_load_all(manifests)
-                      if doc and "namespace" not in doc["metadata"]]
-    try:
-        yield {"release": release, "operator": f"{release}-operator", "job_sa": f"{release}-job"}
-    finally:
-        cluster.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-",
-                        input_text=yaml.safe_dump_all(cluster_scoped), check=False)
-        cluster.kubectl("-n", namespace, "delete", "deployment", "--all", "--wait=false",
-                        check=False)
-
-
-def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(cluster.kubectl("get", "-o", "json", *args).stdout)
-    return result
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond["type"] == kind:
-            found: dict[str, Any] = cond
-            return found
-    return None
-
-
-def operator_pod(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
-    pods = get_json(cluster, "-n", namespace, "pods", "-l",
-                    "app.kubernetes.io/component=operator")["items"]
-    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
-    return running[0] if running else None
-
-
-def from_pod(cluster: Cluster, pod: dict[str, Any], port: int, path: str) -> str:
-    """GET ``path`` from the pod's port: directly on the local cluster (pods are local
-    processes), through the API server's pod proxy elsewhere."""
-    if cluster.local:
-        url = f"http://{pod['status']['podIP']}:{port}{path}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return str(response.read().decode())
-    meta = pod["metadata"]
-    raw = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}:{port}/proxy{path}"
-    return cluster.kubectl("get", "--raw", raw).stdout
-
-
 def test_operator_from_the_chart_reconciles_with_only_the_chart_rbac(
-    cluster: Cluster, namespace: str, installed: dict[str, Any],
+    cluster: Cluster, namespace: str, installed: ChartRelease,
 ) -> None:
-    operator_sa = f"system:serviceaccount:{namespace}:{installed['operator']}"
-    job_sa = f"system:serviceaccount:{namespace}:{installed['job_sa']}"
+    operator_sa = f"system:serviceaccount:{namespace}:{installed.operator}"
+    job_sa = f"system:serviceaccount:{namespace}:{installed.job_service_account}"
     # The grant as the API server sees it: enough for the operator, nothing for the job pods.
     def can(who: str, where: str, *what: str) -> str:
         return cluster.kubectl("auth", "can-i", "--as", who, "-n", where, *what,
@@ -96,7 +41,7 @@ def test_operator_from_the_chart_reconciles_with_only_the_chart_rbac(
     for what in (("patch", "cronjobs.batch"), ("create", "cronjobs.batch"), ("get", "secrets"),
                  ("update", "tablesyncs.tablesync.dev", "--subresource=status"),
                  ("create", "jobs.batch"),
-                 ("update", f"leases.coordination.k8s.io/{installed['operator']}")):
+                 ("update", f"leases.coordination.k8s.io/{installed.operator}")):
         assert can(operator_sa, namespace, *what) == "yes", what
     assert can(operator_sa, "default", "get", "secrets") == "no"  # not a watched namespace
     assert can(operator_sa, namespace, "list", "secrets") == "no"
@@ -106,10 +51,10 @@ def test_operator_from_the_chart_reconciles_with_only_the_chart_rbac(
     assert can(job_sa, namespace, "get", "secrets") == "no"
 
     pod = wait_for(lambda: operator_pod(cluster, namespace), 60, "the operator pod to run")
-    assert pod["spec"]["serviceAccountName"] == installed["operator"]
+    assert pod["spec"]["serviceAccountName"] == installed.operator
     lease = wait_for(
-        lambda: get_json(cluster, "-n", namespace, "lease", installed["operator"])
-        if cluster.kubectl("-n", namespace, "get", "lease", installed["operator"],
+        lambda: get_json(cluster, "-n", namespace, "lease", installed.operator)
+        if cluster.kubectl("-n", namespace, "get", "lease", installed.operator,
                            check=False).returncode == 0 else None,
         60, "the operator to take its Lease")
     assert lease["spec"]["holderIdentity"].startswith(pod["metadata"]["name"])
@@ -149,7 +94,7 @@ def test_operator_from_the_chart_reconciles_with_only_the_chart_rbac(
     [owner] = cronjobs[0]["metadata"]["ownerReferences"]
     assert owner["uid"] == ts["metadata"]["uid"]
     job_pod_spec = cronjobs[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert job_pod_spec["serviceAccountName"] == installed["job_sa"]
+    assert job_pod_spec["serviceAccountName"] == installed.job_service_account
     assert job_pod_spec["containers"][0]["image"] == "tablesync/job:0.1.0"
 
     # A run on request: the operator creates the Job, the run fails (nothing listens on the
@@ -172,4 +117,4 @@ def test_operator_from_the_chart_reconciles_with_only_the_chart_rbac(
     assert "tablesync_runs_total{" in metrics, metrics[:2000]
 
     log = cluster.container_log(namespace, pod["metadata"]["name"])
-    assert "403" not in log and "forbidden" not in log.lower(), log[-3000:]
+    assert not refused_requests(log), log[-3000:]

@@ -2,8 +2,9 @@
 
 ``tablesync_operator`` (session): the CRD installed, the RBAC of operator/RBAC.md bound to a
 ServiceAccount, and one ``tablesync-operator`` process running with that account's token,
-watching the ``tso-*`` namespaces. On a cluster with the chart preinstalled (kind), the
-chart's operator is scaled to zero for the session so that only this one acts.
+watching only the ``tso-*`` namespaces (the chart's e2e tests run the chart's operator in
+namespaces named otherwise). On a cluster with the chart preinstalled (kind), that cluster-wide
+operator is scaled to zero for the session (``preinstalled_operator_stopped``).
 ``ts_namespace``: a fresh ``tso-…`` namespace. ``make_lane``: databases, bucket, Secrets.
 """
 
@@ -29,23 +30,6 @@ from tests.e2e.operator.operator_kit import (
 )
 
 
-def _scale_release(cluster: Cluster, replicas: int) -> None:
-    release = cluster.preinstalled_release
-    if release is None:
-        return
-    namespace, name = release
-    cluster.kubectl(
-        "scale",
-        "deployment",
-        "-n",
-        namespace,
-        "-l",
-        f"app.kubernetes.io/instance={name}",
-        f"--replicas={replicas}",
-        check=False,
-    )
-
-
 @pytest.fixture(scope="session")
 def operator_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tablesync-operator")
@@ -59,12 +43,11 @@ def crd_installed(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="session")
 def tablesync_operator(
-    cluster: Cluster, operator_home: Path, crd_installed: None
+    cluster: Cluster, operator_home: Path, crd_installed: None, preinstalled_operator_stopped: None
 ) -> Iterator[OperatorProcess]:
     with contextlib.suppress(ApiException):
         cluster.core.create_namespace({"metadata": {"name": SYSTEM_NAMESPACE}})
     cluster.apply(rbac_manifests(SYSTEM_NAMESPACE))
-    _scale_release(cluster, 0)
     kubeconfig = restricted_kubeconfig(cluster, operator_home / "kubeconfig")
     operator = OperatorProcess(kubeconfig, operator_home / "operator.log")
     operator.start()
@@ -72,7 +55,6 @@ def tablesync_operator(
         yield operator
     finally:
         operator.stop()
-        _scale_release(cluster, 1)
 
 
 @pytest.fixture
