@@ -234,3 +234,21 @@ def test_image_without_command_runs_its_mapped_entrypoint(cluster: Cluster, name
 
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert cluster.container_log(namespace, "mapped") == "via the mapped sh\n"
+
+
+def test_a_volume_over_the_checkout_does_not_hide_the_project(
+        cluster: Cluster, namespace: str) -> None:
+    # As an image's files stay visible beside its volumes: an emptyDir mounted over the
+    # directory that holds the checkout (CI may clone under /tmp, and the chart mounts an
+    # emptyDir at /tmp) must not hide the .venv the mapped commands live in.
+    from localcluster.settings import REPO_ROOT
+
+    cluster.apply(pod("covered", [{
+        "name": "main", "image": "tablesync/job:dev", "args": ["--help"],
+        "volumeMounts": [{"name": "cover", "mountPath": str(REPO_ROOT.parent)}]}],
+        volumes=[{"name": "cover", "emptyDir": {}}]), namespace)
+
+    done = cluster.wait_pod_phase(namespace, "covered", ("Succeeded", "Failed"))
+
+    assert done["status"]["phase"] == "Succeeded", cluster.container_log(namespace, "covered")
+    assert "dump -> diff -> apply" in cluster.container_log(namespace, "covered")

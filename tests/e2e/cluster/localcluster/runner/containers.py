@@ -21,6 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..procs import ProcessRecord, process_start_ticks
+from ..settings import REPO_ROOT
+
+# What a real image would carry: the project (its .venv holds the commands pods run) and the
+# Python installation behind it. They stay visible in every container even when a volume is
+# mounted over a directory that contains them (an emptyDir at /tmp, say, with the checkout
+# under /tmp).
+IMAGE_PATHS = sorted({str(REPO_ROOT), sys.prefix, sys.base_prefix})
 
 SANDBOX = Path(__file__).resolve().parent / "sandbox.py"
 TERMINATION_MESSAGE_MAX_BYTES = 4096
@@ -149,6 +156,7 @@ def start_container(name: str, run_dir: Path, log_path: Path, argv: list[str],
         "workdir": workdir or "/",
         "hostname": hostname,
         "argv": argv,
+        "image_paths": IMAGE_PATHS,
     }
     plan_path = run_dir / "plan.json"
     plan_path.write_text(json.dumps(plan, indent=2))

@@ -11,7 +11,9 @@ host name to the pod's, then:
    A missing mount point is created without touching the host: the nearest existing
    directory is first *shadowed* — replaced, in this namespace only, by a tmpfs that holds
    bind mounts of its original entries — and the missing path is created in that tmpfs;
-3. ``chroot``s into the new root, ``chdir``s to the working directory and ``exec``s the command.
+3. re-exposes the ``image_paths`` (the project and its Python) where a volume hid them, the way
+   an image's files stay visible beside its volumes;
+4. ``chroot``s into the new root, ``chdir``s to the working directory and ``exec``s the command.
 
 So the command keeps the container's pid: the runner's signals reach it directly. If setting
 up fails, or the command cannot be executed, the reason goes to ``plan.error_file`` and the
@@ -170,6 +172,14 @@ class Sandbox:
             _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
+def _same_file(host_path: str, inside: str) -> bool:
+    try:
+        a, b = os.stat(host_path), os.stat(inside)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def run(plan: dict[str, Any]) -> None:
     """Set up the file system described by ``plan`` and exec its command (does not return)."""
     if plan.get("hostname"):  # we are in our own UTS namespace too
@@ -179,6 +189,9 @@ def run(plan: dict[str, Any]) -> None:
     mounts = sorted(plan["mounts"], key=lambda m: len([p for p in m["path"].split("/") if p]))
     for mount in mounts:
         sandbox.bind(mount["source"], mount["path"], bool(mount.get("read_only")))
+    for path in plan.get("image_paths", []):
+        if not _same_file(path, sandbox.resolve(path)):
+            sandbox.bind(path, path, read_only=False)
     workdir = plan.get("workdir") or "/"
     sandbox.ensure(workdir, True)
     os.chroot(sandbox.root)
