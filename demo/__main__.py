@@ -9,7 +9,8 @@
    changes to the destination; prints ``kubectl get tablesyncs`` as lag, drift and overrun
    change; summarises what the lane corrected; leaves everything running to explore.
 
-State lives in ``.demo/`` (gitignored). ``make demo-down`` stops it all.
+State lives in ``.demo/`` (gitignored; ``TABLESYNC_DEMO_STATE`` moves it, and
+``TABLESYNC_DEMO_ROWS`` sets the table size). ``make demo-down`` stops it all.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from demo.eventlane import run_events
 from tests.support.services import PostgresServer, postgres_bindir, start_postgres
 
 REPO = Path(__file__).resolve().parents[1]
-STATE = REPO / ".demo"
+STATE = Path(os.environ.get("TABLESYNC_DEMO_STATE", str(REPO / ".demo"))).resolve()
 VENV_BIN = Path(sys.executable).parent
 KUBECTL = str(VENV_BIN / "kubectl")
 ROWS = int(os.environ.get("TABLESYNC_DEMO_ROWS", "1000000"))
@@ -157,7 +158,8 @@ class Demo:
                                 "table": "warehouse.prices", "deletes": "apply"},
                 "guards": {"maxDeleteFraction": 0.05},
                 "lagThresholdSeconds": 120,
-                "overrunBudgetSeconds": 15,
+                # Small on purpose: the 1M-row bootstrap overruns it, the later runs fit.
+                "overrunBudgetSeconds": 5,
             },
         }
         self.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
@@ -172,6 +174,15 @@ class Demo:
 
     def show(self) -> None:
         print(self.kubectl("get", "tablesyncs", "-n", NAMESPACE), end="", flush=True)
+        status = self.status()
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        overrun = status.get("overrun") or {}
+        if "Overrun" in conditions:
+            print(f"  Overrun={conditions['Overrun']['status']} (last cycle "
+                  f"{overrun.get('lastCycleSeconds', 0):.1f} s, budget "
+                  f"{overrun.get('budgetSeconds', '?')} s, {overrun.get('totalOverruns', 0)} "
+                  f"overrun(s) so far)  Lagging={conditions.get('Lagging', {}).get('status')}  "
+                  f"Drifted={conditions.get('Drifted', {}).get('status')}", flush=True)
 
     def run_now(self, label: str, timeout: float = 600) -> dict[str, Any]:
         before = (self.status().get("lastRun") or {}).get("jobName")
@@ -233,6 +244,8 @@ class Demo:
               f"(inserted {drift.get('totalInserted', 0):,}, updated "
               f"{drift.get('totalUpdated', 0):,}, deleted {drift.get('totalDeleted', 0):,})")
         print(f"  destination rows still differing: {remaining:,}")
+        print("  (a row that lost two events, or lost one that a later delivered event "
+              "superseded, is one row of drift)")
         print(f"  lag now: {status.get('lagSeconds', '?')} s; overrun: "
               f"{(status.get('overrun') or {}).get('totalOverruns', 0)} cycle(s) over budget")
         assert self.pg is not None
