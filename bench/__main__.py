@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                     "baseline measured in the same run (issue 2, 'Benchmark').")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help=f"every benchmark at {QUICK_ROWS:,} rows (a smoke test, ~1 minute)")
+                      help=f"every benchmark at {QUICK_ROWS:,} rows (a smoke test, ~20 s)")
     size.add_argument("--rows", type=int, metavar="N",
                       help="every benchmark at N rows (targets scale with N)")
     parser.add_argument("--only", metavar="LIST", default=",".join(BENCHMARKS),
