@@ -37,13 +37,13 @@ import pyarrow.parquet as pq
 
 from . import logs
 from .diff import OLD_VERSION, OP
-from .errors import InputError, TableSyncError
+from .errors import InputError
 from .postgres import (
     TableInfo,
     adbc_connect,
+    adbc_errors,
     connect,
     describe_table,
-    map_error,
     qualified,
     quote_ident,
     quote_literal,
@@ -76,20 +76,72 @@ class ApplyResult:
                 "alreadyCurrent": self.already_current, "staleSkipped": self.stale_skipped}
 
 
-def check_destination(spec: JobSpec, uri: str, source_columns: list[str]) -> TableInfo:
+_INTEGERS = ("smallint", "integer", "bigint")
+_INTEGER_DIGITS = {"smallint": 5, "integer": 10, "bigint": 19}
+_TEXTS = ("character varying", "character", "text")
+
+
+def _numeric_shape(pg_type: str) -> tuple[int, int] | None:
+    """(precision, scale) of ``numeric(p,s)``; None for unconstrained numeric."""
+    inside = pg_type[len("numeric("):-1] if pg_type.startswith("numeric(") else ""
+    if not inside:
+        return None
+    precision, _, scale = inside.partition(",")
+    return int(precision), int(scale or 0)
+
+
+def lossless(source: str, dest: str) -> bool:
+    """Whether every value of Postgres type ``source`` survives a CAST to ``dest`` unchanged.
+
+    Types are ``format_type()`` spellings. Equal types, and these widenings: a wider integer
+    or a numeric with room for its digits; numeric(p,s) into numeric with at least as many
+    integer and fraction digits; any text type into text, varchar(n) into a longer or
+    unbounded varchar; real into double precision; json into jsonb.
+    """
+    if source == dest:
+        return True
+    base_src, base_dst = source.split("(")[0], dest.split("(")[0]
+    if source in _INTEGERS and dest in _INTEGERS:
+        return _INTEGERS.index(dest) >= _INTEGERS.index(source)
+    if base_dst == "numeric" and (source in _INTEGERS or base_src == "numeric"):
+        to = _numeric_shape(dest)
+        if to is None:
+            return True
+        if source in _INTEGERS:
+            return to[0] - to[1] >= _INTEGER_DIGITS[source]
+        frm = _numeric_shape(source)
+        return frm is not None and to[1] >= frm[1] and to[0] - to[1] >= frm[0] - frm[1]
+    if base_src in _TEXTS and dest == "text":
+        return True
+    if base_src == "character varying" and base_dst == "character varying":
+        return dest == "character varying" or (
+            source != "character varying" and int(dest[18:-1]) >= int(source[18:-1]))
+    return (source, dest) in {("real", "double precision"), ("json", "jsonb")}
+
+
+def check_destination(spec: JobSpec, uri: str,
+                      source_columns: list[tuple[str, str]]) -> TableInfo:
     """Check the destination table can take the source's rows; InputError naming the field.
 
-    Every source column must exist in the destination, the primary key must be a unique key
-    there (ON CONFLICT needs it), and ``softDeleteColumn`` must exist for ``deletes: soft``.
+    ``source_columns`` are (name, ``format_type``) pairs. Every source column must exist in
+    the destination with a type that takes its values unchanged (:func:`lossless`), the
+    primary key must be a unique key there (ON CONFLICT needs it), and ``softDeleteColumn``
+    must exist for ``deletes: soft``.
     """
     with connect(uri, "destination") as conn:
         info = describe_table(conn, spec.destination.table, "destination",
                               "spec.destination.table")
     have = {c.name for c in info.columns}
-    missing = [c for c in source_columns if c not in have]
+    missing = [name for name, _ in source_columns if name not in have]
     if missing:
         raise InputError(f"spec.destination.table: {info.table} lacks source column(s) "
                          f"{', '.join(missing)}; add them to the destination table")
+    for name, source_type in source_columns:
+        dest_type = info.column(name).pg_type  # type: ignore[union-attr]
+        if not lossless(source_type, dest_type):
+            raise InputError(f"spec.destination.table: column {name!r} is {source_type} in the "
+                             f"source but {dest_type} in {info.table}, which could change its "
+                             f"values; make the destination column {source_type} (or wider)")
     if not info.has_unique(spec.source.primary_key):
         raise InputError(f"spec.destination.table: {info.table} has no primary key or unique "
                          f"index on ({', '.join(spec.source.primary_key)}); create one "
@@ -143,25 +195,18 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta,
     progress = logs.Progress("apply", total=delta.changes)
     conn = adbc_connect(uri, "destination", autocommit=False)
     try:
-        cur = conn.cursor()
-        staged = _Staged()
-        schema, batches = _batches(parts, progress, staged)
-        reader = pa.RecordBatchReader.from_batches(schema, batches)
-        cur.adbc_ingest(STAGE, reader, mode="create", temporary=True)
-        _plan_settings(cur, spec)
-        _upsert(cur, spec, dest, delta, schema, staged, result)
-        _fault("mid-apply")
-        _delete(cur, spec, dest, delta, staged, result)
-        conn.commit()
-        cur.close()
-    except TableSyncError:
-        raise
-    except Exception as err:
-        import adbc_driver_manager
-
-        if isinstance(err, adbc_driver_manager.Error):
-            raise map_error(err, "destination", f"applying {delta.id} to {dest.table}") from None
-        raise
+        with adbc_errors("destination", f"applying {delta.id} to {dest.table}"):
+            cur = conn.cursor()
+            staged = _Staged()
+            schema, batches = _batches(parts, progress, staged)
+            reader = pa.RecordBatchReader.from_batches(schema, batches)
+            cur.adbc_ingest(STAGE, reader, mode="create", temporary=True)
+            _plan_settings(cur, spec)
+            _upsert(cur, spec, dest, delta, schema, staged, result)
+            _fault("mid-apply")
+            _delete(cur, spec, dest, delta, staged, result)
+            conn.commit()
+            cur.close()
     finally:
         progress.close()
         conn.close()

@@ -32,9 +32,9 @@ from .errors import InputError
 from .postgres import (
     TableInfo,
     adbc_connect,
+    adbc_errors,
     connect,
     describe_table,
-    map_error,
     qualified,
     quote_ident,
 )
@@ -283,57 +283,50 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
 
     conn = adbc_connect(uri, "source", autocommit=True)
     try:
-        cur = conn.cursor()
-        try:
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            # The first statement fixes the transaction's snapshot: capture its as-of time.
-            cur.execute(
-                "SELECT pg_is_in_recovery(), COALESCE(CASE WHEN pg_is_in_recovery() THEN "
-                "pg_last_xact_replay_timestamp() END, now()) AS captured")
-            in_recovery, captured = cur.fetchone()
-            cur.execute(f"SELECT {_select_list(info)} FROM {qualified(info.table)}")
-            reader = cur.fetch_record_batch()
-            schema = pa.schema([_target_field(f, info) for f in reader.schema])
-            key_idx = [schema.get_field_index(k) for k in key_names]
-            ver_idx = schema.get_field_index(version_name)
-            writer = PartWriter(out_dir, schema, [*key_names, version_name])
-            ahead = ReadAhead(reader)
+        with adbc_errors("source", f"reading {info.table}"):
+            cur = conn.cursor()
             try:
-                for batch in ahead:
-                    if batch.num_rows == 0:
-                        continue
-                    batch = _convert(batch, schema)
-                    for name, idx in zip(key_names, key_idx, strict=True):
-                        if batch.column(idx).null_count:
-                            raise InputError(f"spec.source.primaryKey: column {name!r} of "
-                                             f"{info.table} holds NULL; key columns must be "
-                                             "NOT NULL")
-                    version = batch.column(ver_idx)
-                    if version.null_count:
-                        raise InputError(f"spec.source.versionColumn: column {version_name!r} "
-                                         f"of {info.table} holds NULL in {version.null_count} "
-                                         "rows; every row needs a version")
-                    mm = pc.min_max(version)
-                    b_lo, b_hi = mm["min"].as_py(), mm["max"].as_py()
-                    lo = b_lo if lo is None or b_lo < lo else lo
-                    hi = b_hi if hi is None or b_hi > hi else hi
-                    writer.write(batch)
-                    rows += batch.num_rows
-                    progress.update(batch.num_rows)
+                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                # The first statement fixes the transaction's snapshot: capture its as-of time.
+                cur.execute(
+                    "SELECT pg_is_in_recovery(), COALESCE(CASE WHEN pg_is_in_recovery() THEN "
+                    "pg_last_xact_replay_timestamp() END, now()) AS captured")
+                in_recovery, captured = cur.fetchone()
+                cur.execute(f"SELECT {_select_list(info)} FROM {qualified(info.table)}")
+                reader = cur.fetch_record_batch()
+                schema = pa.schema([_target_field(f, info) for f in reader.schema])
+                key_idx = [schema.get_field_index(k) for k in key_names]
+                ver_idx = schema.get_field_index(version_name)
+                writer = PartWriter(out_dir, schema, [*key_names, version_name])
+                ahead = ReadAhead(reader)
+                try:
+                    for batch in ahead:
+                        if batch.num_rows == 0:
+                            continue
+                        batch = _convert(batch, schema)
+                        for name, idx in zip(key_names, key_idx, strict=True):
+                            if batch.column(idx).null_count:
+                                raise InputError(f"spec.source.primaryKey: column {name!r} of "
+                                                 f"{info.table} holds NULL; key columns must be "
+                                                 "NOT NULL")
+                        version = batch.column(ver_idx)
+                        if version.null_count:
+                            raise InputError(f"spec.source.versionColumn: column {version_name!r} "
+                                             f"of {info.table} holds NULL in {version.null_count} "
+                                             "rows; every row needs a version")
+                        mm = pc.min_max(version)
+                        b_lo, b_hi = mm["min"].as_py(), mm["max"].as_py()
+                        lo = b_lo if lo is None or b_lo < lo else lo
+                        hi = b_hi if hi is None or b_hi > hi else hi
+                        writer.write(batch)
+                        rows += batch.num_rows
+                        progress.update(batch.num_rows)
+                finally:
+                    ahead.close()
+                parts = writer.close()
+                cur.execute("COMMIT")
             finally:
-                ahead.close()
-            parts = writer.close()
-            cur.execute("COMMIT")
-        finally:
-            cur.close()
-    except InputError:
-        raise
-    except Exception as err:
-        import adbc_driver_manager
-
-        if isinstance(err, adbc_driver_manager.Error):
-            raise map_error(err, "source", f"reading {info.table}") from None
-        raise
+                cur.close()
     finally:
         conn.close()
         progress.close()

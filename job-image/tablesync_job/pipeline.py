@@ -69,7 +69,7 @@ class RunContext:
             self._source = check_source(self.spec, self.source_uri)
         return self._source
 
-    def destination(self, columns: list[str]) -> TableInfo:
+    def destination(self, columns: list[tuple[str, str]]) -> TableInfo:
         if self._dest is None:
             self._dest = check_destination(self.spec, self.destination_uri, columns)
         return self._dest
@@ -98,7 +98,7 @@ def preflight(ctx: RunContext, lock: bool = True) -> None:
     logs.set_context(phase="preflight")
     ctx.layout.storage.check()
     source = ctx.source()
-    ctx.destination([c.name for c in source.info.columns])
+    ctx.destination([(c.name, c.pg_type) for c in source.info.columns])
     if lock and ctx._lock is None:
         ctx._lock = RunLock(ctx.destination_uri, ctx.spec.destination.table)
         ctx._lock.acquire()
@@ -189,7 +189,7 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     snap = ctx.layout.get_snapshot(delta.to_id)
     if snap is None:
         raise InputError(f"delta {delta.id}: snapshot {delta.to_id} is missing from storage")
-    dest = ctx.destination([c.name for c in snap.columns])
+    dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
     result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts)
     _fault("after-commit")
     ctx.layout.put_state(State(last_applied_snapshot_id=delta.to_id,

@@ -73,6 +73,17 @@ def connect(uri: str, role: str) -> Iterator[psycopg.Connection[Any]]:
         conn.close()
 
 
+@contextmanager
+def adbc_errors(role: str, what: str) -> Iterator[None]:
+    """Map ADBC driver errors raised inside the block with :func:`map_error`."""
+    import adbc_driver_manager
+
+    try:
+        yield
+    except adbc_driver_manager.Error as err:
+        raise map_error(err, role, what) from None
+
+
 def adbc_connect(uri: str, role: str, autocommit: bool) -> Any:
     """An ADBC DB-API connection (Arrow-native COPY in and out)."""
     import adbc_driver_manager

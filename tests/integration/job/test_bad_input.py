@@ -108,3 +108,19 @@ def test_unreachable_source_is_transient(lane: Lane) -> None:
     assert result.code == 75
     assert "retry" in result.error_line
     assert "secretpw" not in result.stdout + result.stderr
+
+
+def test_destination_column_that_would_round_values(lane: Lane) -> None:
+    load_prices(lane, 10)
+    lane.dst("ALTER TABLE prices ALTER COLUMN price TYPE integer")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "'price' is numeric(12,2) in the source but integer" in result.error_line
+    assert_untouched(lane)
+
+
+def test_destination_column_that_is_wider_is_fine(lane: Lane) -> None:
+    load_prices(lane, 10)
+    lane.dst("ALTER TABLE prices ALTER COLUMN price TYPE numeric(20,4)")
+    assert lane.run("run").code == 0
+    assert lane.dst("SELECT price::text FROM prices WHERE id = 1") == [("1.9900",)]

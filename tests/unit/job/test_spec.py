@@ -73,3 +73,31 @@ def test_missing_sections_are_named() -> None:
 def test_wrong_kind_is_refused() -> None:
     with pytest.raises(InputError, match="kind is 'CronJob'"):
         parse({**MANIFEST, "kind": "CronJob"})
+
+
+@pytest.mark.parametrize(("source", "dest", "ok"), [
+    ("integer", "integer", True),
+    ("integer", "bigint", True),
+    ("bigint", "integer", False),
+    ("integer", "numeric", True),
+    ("integer", "numeric(12,2)", True),
+    ("bigint", "numeric(12,2)", False),
+    ("numeric(12,2)", "numeric(14,2)", True),
+    ("numeric(12,2)", "numeric(12,3)", False),  # one integer digit fewer
+    ("numeric(12,2)", "numeric(12,1)", False),  # would round
+    ("numeric(12,2)", "numeric", True),
+    ("numeric", "numeric(12,2)", False),
+    ("numeric(12,2)", "integer", False),
+    ("character varying(10)", "character varying(20)", True),
+    ("character varying(20)", "character varying(10)", False),
+    ("character varying(10)", "text", True),
+    ("text", "character varying(10)", False),
+    ("real", "double precision", True),
+    ("double precision", "real", False),
+    ("json", "jsonb", True),
+    ("timestamp with time zone", "timestamp without time zone", False),
+])
+def test_only_lossless_destination_types_are_accepted(source: str, dest: str, ok: bool) -> None:
+    from tablesync_job.apply import lossless
+
+    assert lossless(source, dest) is ok
