@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from tablesync_job.apply import apply, check_destination
 from tablesync_job.diff import OLD_VERSION, OP
+from tablesync_job.postgres import connect, describe_table
 from tablesync_job.snapshots import Delta
 from tablesync_job.spec import parse
 
@@ -51,7 +52,9 @@ def delta_changes(rows: int, delta_rows: int) -> data.Changes:
 def apply_phase(uri: str, delta: Delta, parts: list[Path]) -> Timed:
     """In the child: check the destination, then time ``apply()``."""
     spec = parse(data.spec("file:///unused"))
-    dest = check_destination(spec, uri, COLUMNS)
+    with connect(uri, "destination") as conn:  # source and destination share the schema
+        info = describe_table(conn, spec.destination.table, "destination", "bench")
+    dest = check_destination(spec, uri, [(c.name, c.pg_type) for c in info.columns])
     with Stopwatch() as sw:
         result = apply(spec, uri, dest, delta, parts)
     return Timed(sw.seconds, result.as_report())
