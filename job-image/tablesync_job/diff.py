@@ -91,23 +91,24 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "part-00000.parquet"
     con = open_duckdb(work_dir, memory_limit)
-    try:
-        con.execute(f"CREATE VIEW t AS SELECT * FROM {parquet_scan(snap_parts)}")
-        keys = [quote_ident(k) for k in spec.source.primary_key]
-        ver = quote_ident(spec.source.version_column)
-        if prev is None:
-            con.execute(
-                f"COPY (SELECT 'insert' AS {OP}, *, CASE WHEN false THEN {ver} END AS "
-                f"{OLD_VERSION} FROM t) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
-            counts = {"insert": snap.rows}
-            watermark = snap.watermark
-        else:
-            con.execute(f"CREATE VIEW p AS SELECT * FROM {parquet_scan(prev_parts)}")
-            counts = _changes(con, spec, snap, prev, keys, ver, memory_limit)
-            _write_fat_delta(con, snap, prev, keys, ver, out, counts)
-            watermark = _watermark(con, snap, ver)
-    finally:
-        con.close()
+    with logs.heartbeat("diff", "join"):
+        try:
+            con.execute(f"CREATE VIEW t AS SELECT * FROM {parquet_scan(snap_parts)}")
+            keys = [quote_ident(k) for k in spec.source.primary_key]
+            ver = quote_ident(spec.source.version_column)
+            if prev is None:
+                con.execute(
+                    f"COPY (SELECT 'insert' AS {OP}, *, CASE WHEN false THEN {ver} END AS "
+                    f"{OLD_VERSION} FROM t) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+                counts = {"insert": snap.rows}
+                watermark = snap.watermark
+            else:
+                con.execute(f"CREATE VIEW p AS SELECT * FROM {parquet_scan(prev_parts)}")
+                counts = _changes(con, spec, snap, prev, keys, ver, memory_limit)
+                _write_fat_delta(con, snap, prev, keys, ver, out, counts)
+                watermark = _watermark(con, snap, ver)
+        finally:
+            con.close()
     delta = Delta(
         from_id=prev.id if prev else None, to_id=snap.id,
         inserts=counts.get("insert", 0), updates=counts.get("update", 0),

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -113,3 +116,29 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+@contextmanager
+def heartbeat(phase: str, step: str, interval_seconds: float = 5.0) -> Iterator[None]:
+    """Log ``{phase, step, seconds}`` every ``interval_seconds`` while the block runs.
+
+    For steps that report no rows while they work (a DuckDB statement), so a long phase still
+    shows it is alive at least every few seconds.
+    """
+    done = threading.Event()
+    started = time.monotonic()
+    log = get("tablesync_job.progress")
+
+    def beat() -> None:
+        while not done.wait(interval_seconds):
+            log.info("progress", extra={"fields": {
+                "phase": phase, "step": step,
+                "seconds": round(time.monotonic() - started, 1)}})
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{phase}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

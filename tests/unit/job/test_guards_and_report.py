@@ -81,3 +81,20 @@ def test_retention_keeps_the_newest_and_the_last_applied(tmp_path: Path) -> None
     assert removed == ["s2"]
     assert layout.snapshot_ids() == ["s1", "s3", "s4"]
     assert layout.delta_ids() == ["s3..s4"]
+
+
+def test_heartbeat_logs_while_a_silent_step_runs(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import time
+
+    logger = logging.getLogger("tablesync_job")
+    logger.propagate = True
+    try:
+        with caplog.at_level(logging.INFO, logger="tablesync_job.progress"), \
+                logs.heartbeat("diff", "join", interval_seconds=0.05):
+            time.sleep(0.3)
+    finally:
+        logger.propagate = False
+    beats = [r for r in caplog.records if getattr(r, "fields", {}).get("step") == "join"]
+    assert len(beats) >= 3
+    assert all(r.fields["phase"] == "diff" for r in beats)  # type: ignore[attr-defined]
