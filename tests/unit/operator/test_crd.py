@@ -65,6 +65,9 @@ def test_printer_columns() -> None:
     assert columns["Lag"]["jsonPath"] == ".status.lagSeconds"
     assert columns["Drift"]["jsonPath"] == ".status.drift.lastRunRows"
     assert columns["Last Sync"]["type"] == "date"
+    # A failed run shows in the default view, not only in -o wide.
+    assert columns["Last Run"]["jsonPath"] == ".status.lastRun.reason"
+    assert columns["Last Run"].get("priority", 0) == 0
 
 
 def test_schema_is_structural_without_preserve_unknown_fields() -> None:
