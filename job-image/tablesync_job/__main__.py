@@ -134,21 +134,19 @@ def _apply_only(ctx: pipeline.RunContext, delta_ref: str | None, approve: str | 
                              "'tablesync-job diff' first")
         delta_ref = candidates[-1]
     delta, parts = pipeline.stored_delta(ctx, delta_ref, "--delta")
-    pipeline._describe_delta(ctx, delta)
+    pipeline.describe_delta(ctx, delta)
     pipeline.check_guards(ctx.spec, delta, approve)
     result = pipeline.phase_apply(ctx, delta, parts)
-    pipeline._succeeded(ctx.report, delta, result, approved=approve == delta.id)
+    pipeline.succeeded(ctx.report, delta, result, approved=approve == delta.id)
 
 
 def _finish(ctx: pipeline.RunContext, code: int) -> None:
     report = ctx.report
     text = report.to_json()
-    in_pod = write_termination_message(text)
+    write_termination_message(text)
     if report.sample is not None:
         out: dict[str, Any] = {**report.compact(), "sample": report.sample}
         print(logs.redact(json.dumps(out, indent=1, default=str)))
-    elif not in_pod or sys.stdout.isatty():
-        print(text)
     else:
         print(text)
     if report.result != "DryRun":

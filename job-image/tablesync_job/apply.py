@@ -290,24 +290,20 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
     safe = f"(d.{q(ver)} IS NULL OR d.{q(ver)} <= {bound})"
     where = f"s.{OP} = 'delete' AND {join} AND {safe}"
     if mode == "apply":
-        cur.execute(f"WITH gone AS (DELETE FROM {table} d USING {STAGE} s WHERE {where} "
-                    f"RETURNING 1) SELECT count(*) FROM gone")
-        result.deleted = int(cur.fetchone()[0])
-        survivors = 0
-        if result.deleted < staged.deletes:
-            cur.execute(f"SELECT count(*) FROM {STAGE} s JOIN {table} d ON {join} "
-                        f"WHERE s.{OP} = 'delete'")
-            survivors = int(cur.fetchone()[0])
+        remove = f"DELETE FROM {table} d USING {STAGE} s WHERE {where}"
+        live = ""  # a row still present survived
     else:
         soft = q(spec.destination.soft_delete_column)
         stamp = _cast(dest, spec.destination.soft_delete_column, quote_literal(delta.captured_at))
-        cur.execute(f"WITH gone AS (UPDATE {table} d SET {soft} = {stamp} FROM {STAGE} s "
-                    f"WHERE {where} AND d.{soft} IS NULL RETURNING 1) SELECT count(*) FROM gone")
-        result.deleted = int(cur.fetchone()[0])
-        survivors = 0
-        if result.deleted < staged.deletes:
-            cur.execute(f"SELECT count(*) FROM {STAGE} s JOIN {table} d ON {join} "
-                        f"WHERE s.{OP} = 'delete' AND d.{soft} IS NULL")
-            survivors = int(cur.fetchone()[0])
+        remove = (f"UPDATE {table} d SET {soft} = {stamp} FROM {STAGE} s "
+                  f"WHERE {where} AND d.{soft} IS NULL")
+        live = f" AND d.{soft} IS NULL"  # a row not stamped survived
+    cur.execute(f"WITH gone AS ({remove} RETURNING 1) SELECT count(*) FROM gone")
+    result.deleted = int(cur.fetchone()[0])
+    survivors = 0
+    if result.deleted < staged.deletes:
+        cur.execute(f"SELECT count(*) FROM {STAGE} s JOIN {table} d ON {join} "
+                    f"WHERE s.{OP} = 'delete'{live}")
+        survivors = int(cur.fetchone()[0])
     result.stale_skipped += survivors
     result.already_current += delta.deletes - result.deleted - survivors

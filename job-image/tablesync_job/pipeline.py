@@ -145,11 +145,11 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path],
     if store:
         ctx.layout.put_delta(delta, delta_parts)
     ctx.report.phase_seconds["diff"] = round(time.monotonic() - started, 3)
-    _describe_delta(ctx, delta)
+    describe_delta(ctx, delta)
     return delta, delta_parts
 
 
-def _describe_delta(ctx: RunContext, delta: Delta) -> None:
+def describe_delta(ctx: RunContext, delta: Delta) -> None:
     ctx.report.delta_id = delta.id
     ctx.report.from_snapshot_id = delta.from_id
     ctx.report.bootstrap = delta.bootstrap
@@ -233,9 +233,9 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None) -> R
     preflight(ctx)
     if approve and not dry_run:
         delta, parts = stored_delta(ctx, approve, "--approve")
-        _describe_delta(ctx, delta)
+        describe_delta(ctx, delta)
         result = phase_apply(ctx, delta, parts)
-        return _succeeded(report, delta, result, approved=True)
+        return succeeded(report, delta, result, approved=True)
     snap, parts = phase_dump(ctx, store=not dry_run)
     _fault("after-dump")
     delta, delta_parts = phase_diff(ctx, snap, parts, store=not dry_run)
@@ -248,10 +248,10 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None) -> R
         report.sample = sample(ctx, delta_parts)
         return report
     result = phase_apply(ctx, delta, delta_parts)
-    return _succeeded(report, delta, result, approved=False)
+    return succeeded(report, delta, result, approved=False)
 
 
-def _succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool) -> Report:
+def succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool) -> Report:
     report.result = "Succeeded"
     if delta.bootstrap:
         report.reason = "Bootstrapped"

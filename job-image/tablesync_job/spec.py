@@ -7,7 +7,6 @@ raises :class:`~tablesync_job.errors.InputError` naming the field, e.g. ``spec.s
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -219,9 +218,3 @@ class _Reader:
             raise self.error(path, f"is {value!r}; use a fraction from 0 to 1")
         return float(value)
 
-
-def to_json(spec: JobSpec) -> str:
-    """A compact JSON rendering, for the run record."""
-    from dataclasses import asdict
-
-    return json.dumps(asdict(spec), default=str)
