@@ -1,7 +1,7 @@
 """Apply benchmark: ``tablesync_job.apply.apply`` against 1000-row ``executemany`` upserts.
 
 Called by ``__main__``. One destination table of ``Sizes.apply_rows`` rows (WAL-logged,
-primary key, vacuumed, analyzed) is copied file by file into two identical databases. The
+primary key, vacuumed, analyzed) is copied file by file into identical databases, one for each measurement. The
 delta (``Sizes.apply_delta_rows`` rows: about 91 % updates, 4.5 % inserts, 4.5 % deletes) is a
 fat-delta Parquet file as ``diff`` writes it. Then, each in a child process:
 
@@ -10,6 +10,15 @@ fat-delta Parquet file as ``diff`` writes it. Then, each in a child process:
   version-guarded delete, in 1000-row batches, one transaction, into the second.
 
 Both destinations must end up equal. Target (issue 2): apply >= 3 x faster than the baseline.
+
+Beside them, for context, each on a copy of its own:
+
+* the same statements, one prepared ``execute`` a row without pipelining (a round trip each,
+  as psycopg 2's ``executemany`` does);
+* the floor: the smallest write Postgres can make to the delta's updated rows, ``UPDATE
+  prices SET version = version + 1`` joined to their keys in one statement. Every apply must
+  at least rewrite those rows, so no apply can be faster than the floor; the note prints it
+  next to the time the target asks for.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tablesync_job.apply import apply, check_destination
@@ -34,6 +44,7 @@ from .results import Result, Target
 from .settings import TARGETS, Sizes
 
 TEMPLATE, ENGINE, BASELINE = "bench_apply_template", "bench_apply_engine", "bench_apply_baseline"
+PER_ROW, FLOOR = "bench_apply_per_row", "bench_apply_floor"
 COLUMNS = ["id", "sku", "price", "currency", "title", "updated_at", "version"]
 
 UPSERT = (f"INSERT INTO prices ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
@@ -60,16 +71,24 @@ def apply_phase(uri: str, delta: Delta, parts: list[Path]) -> Timed:
     return Timed(sw.seconds, result.as_report())
 
 
-def executemany_phase(uri: str, parts: list[Path], batch_rows: int) -> Timed:
-    """In the child: the delta's rows as Python tuples (untimed), then timed batches."""
-    table = pq.read_table(parts)
+def _rows(parts: list[Path]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The delta as parameter tuples: (upserts, deletes)."""
     upserts: list[tuple[Any, ...]] = []
     deletes: list[tuple[Any, ...]] = []
-    for row in table.to_pylist():
+    for row in pq.read_table(parts).to_pylist():
         if row[OP] == "delete":
             deletes.append((row["id"], row[OLD_VERSION]))
         else:
             upserts.append(tuple(row[c] for c in COLUMNS))
+    return upserts, deletes
+
+
+def executemany_phase(uri: str, parts: list[Path], batch_rows: int) -> Timed:
+    """In the child: the delta's rows as Python tuples (untimed), then timed batches.
+
+    psycopg 3 pipelines each ``executemany`` batch (libpq pipeline mode).
+    """
+    upserts, deletes = _rows(parts)
     with psycopg.connect(uri) as conn, Stopwatch() as sw:
         with conn.cursor() as cur:
             for start in range(0, len(upserts), batch_rows):
@@ -78,6 +97,45 @@ def executemany_phase(uri: str, parts: list[Path], batch_rows: int) -> Timed:
                 cur.executemany(DELETE, deletes[start:start + batch_rows])
         conn.commit()
     return Timed(sw.seconds, {"upserts": len(upserts), "deletes": len(deletes)})
+
+
+def per_row_phase(uri: str, parts: list[Path]) -> Timed:
+    """In the child: one prepared ``execute`` a row, a round trip each, one transaction."""
+    upserts, deletes = _rows(parts)
+    with psycopg.connect(uri) as conn, Stopwatch() as sw:
+        with conn.cursor() as cur:
+            for params in upserts:
+                cur.execute(UPSERT, params, prepare=True)
+            for params in deletes:
+                cur.execute(DELETE, params, prepare=True)
+        conn.commit()
+    return Timed(sw.seconds, {"upserts": len(upserts), "deletes": len(deletes)})
+
+
+def floor_seconds(uri: str, parts: list[Path]) -> tuple[int, float]:
+    """(rows, seconds) of ``UPDATE ... SET version = version + 1`` of the delta's updated rows.
+
+    Their keys are COPYed into a temporary table first (untimed), then a CHECKPOINT as for the
+    others; planner settings as apply() sets them. The UPDATE is timed on the client around
+    the one statement, then rolled back.
+    """
+    table = pq.read_table(parts, columns=[OP, "id"])
+    keys = table.filter(pc.equal(table.column(OP), "update")).column("id").to_pylist()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE floor_keys (id bigint PRIMARY KEY)")
+        with conn.cursor().copy("COPY floor_keys (id) FROM STDIN") as copy:
+            for key in keys:
+                copy.write_row((key,))
+        conn.execute("ANALYZE floor_keys")
+        conn.execute("CHECKPOINT")
+        conn.execute("SET jit = off")  # and index look-ups, as apply() plans them
+        conn.execute("SET random_page_cost = 1.1")
+        conn.execute("BEGIN")
+        with Stopwatch() as sw:
+            conn.execute("UPDATE prices d SET version = d.version + 1 FROM floor_keys k "
+                         "WHERE d.id = k.id")
+        conn.execute("ROLLBACK")
+    return len(keys), sw.seconds
 
 
 def _fingerprint(uri: str) -> tuple[Any, ...]:
@@ -92,8 +150,10 @@ def run(env: BenchEnv, sizes: Sizes) -> list[Result]:
     data.create_prices(template, rows, unlogged=False)
     engine_uri = env.copy_database(TEMPLATE, ENGINE)
     baseline_uri = env.copy_database(TEMPLATE, BASELINE)
+    per_row_uri = env.copy_database(TEMPLATE, PER_ROW)
+    floor_uri = env.copy_database(TEMPLATE, FLOOR)
     env.drop_database(TEMPLATE)
-    for uri in (engine_uri, baseline_uri):
+    for uri in (engine_uri, baseline_uri, per_row_uri, floor_uri):
         data.settle(uri)
 
     work = env.dir("apply")
@@ -117,7 +177,12 @@ def run(env: BenchEnv, sizes: Sizes) -> list[Result]:
         raise RuntimeError(f"apply reported {got}, expected {expected}")
     if _fingerprint(engine_uri) != _fingerprint(baseline_uri):
         raise RuntimeError("apply and the executemany baseline left different destinations")
-    for name in (ENGINE, BASELINE):
+    data.execute(per_row_uri, "CHECKPOINT")
+    per_row = in_child(per_row_phase, per_row_uri, [delta_file])
+    if _fingerprint(per_row_uri) != _fingerprint(engine_uri):
+        raise RuntimeError("apply and the per-row baseline left different destinations")
+    floor_rows, floor = floor_seconds(floor_uri, [delta_file])
+    for name in (ENGINE, BASELINE, PER_ROW, FLOOR):
         env.drop_database(name)
 
     speedup = baseline.seconds / measured.seconds if measured.seconds else 0.0
@@ -131,4 +196,8 @@ def run(env: BenchEnv, sizes: Sizes) -> list[Result]:
         load_average=load,
         note=(f"{speedup:.1f}x faster; delta of {changes.updates:,} updates, "
               f"{changes.inserts:,} inserts, {changes.deletes:,} deletes into a "
-              f"{rows:,}-row destination"))]
+              f"{rows:,}-row destination; one execute a row without pipelining takes "
+              f"{per_row.seconds:.2f} s ({per_row.seconds / measured.seconds:.1f}x the apply); "
+              f"{need:g}x needs <= {baseline.seconds / need:.2f} s, "
+              f"and the floor, UPDATE ... SET version = version + 1 of the {floor_rows:,} "
+              f"updated rows alone, takes {floor:.2f} s"))]
