@@ -1,9 +1,10 @@
 """Apply benchmark: ``tablesync_job.apply.apply`` against 1000-row ``executemany`` upserts.
 
 Called by ``__main__``. One destination table of ``Sizes.apply_rows`` rows (WAL-logged,
-primary key, vacuumed, analyzed) is copied file by file into identical databases, one for each measurement. The
-delta (``Sizes.apply_delta_rows`` rows: about 91 % updates, 4.5 % inserts, 4.5 % deletes) is a
-fat-delta Parquet file as ``diff`` writes it. Then, each in a child process:
+primary key, vacuumed, analyzed) is copied file by file into identical databases, one for
+each measurement. The delta (``Sizes.apply_delta_rows`` rows: about 91 % updates, 4.5 %
+inserts, 4.5 % deletes) is a fat-delta Parquet file as ``diff`` writes it. Then, each in a
+child process:
 
 * phase: ``apply()`` into the first database (staging COPY, set-based upsert, deletes);
 * baseline: psycopg ``executemany`` of the same version-guarded upsert, then of the
