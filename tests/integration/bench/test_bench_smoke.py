@@ -27,4 +27,8 @@ def test_quick_bench_runs_every_phase_and_prints_its_row(tmp_path: Path) -> None
         rows = [line for line in final.splitlines() if line.startswith(phase + " ")]
         assert rows, f"no {phase} row in:\n{final}"
         assert "PASS" in rows[0] or "MISS" in rows[0]
+    # apply's note sets the target beside per-row round trips and the floor
+    (note,) = [line for line in final.splitlines()
+               if line.startswith("apply ") and "x faster" in line]
+    assert "without pipelining takes" in note and "the floor" in note, note
     assert (tmp_path / "results.json").read_text().count('"phase"') == 4
