@@ -129,7 +129,7 @@ def floor_seconds(uri: str, parts: list[Path]) -> tuple[int, float]:
                 copy.write_row((key,))
         conn.execute("ANALYZE floor_keys")
         conn.execute("CHECKPOINT")
-        conn.execute("SET jit = off")  # and index look-ups, as apply() plans them
+        conn.execute("SET jit = off")  # as apply() sets them: no JIT, index look-ups
         conn.execute("SET random_page_cost = 1.1")
         conn.execute("BEGIN")
         with Stopwatch() as sw:
