@@ -103,7 +103,7 @@ async def run(settings: Settings) -> int:
         await kopf.operator(
             registry=kopf.get_default_registry(),
             clusterwide=settings.clusterwide,
-            namespaces=list(settings.namespaces),
+            namespaces=settings.kopf_namespaces(),
             standalone=True,
             memo=memo,
         )

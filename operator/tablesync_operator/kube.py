@@ -122,6 +122,15 @@ class Kube:
     def get_tablesync(self, namespace: str, name: str) -> Obj | None:
         return self._get(_ns_path(_TS, namespace, PLURAL, name))
 
+    def list_tablesyncs(self, namespace: str | None) -> list[Obj]:
+        """The TableSyncs of one namespace, or of every namespace (None)."""
+        path = f"{_TS}/{PLURAL}" if namespace is None else _ns_path(_TS, namespace, PLURAL)
+        return list((self._get(path) or {}).get("items") or [])
+
+    def list_namespace_names(self) -> list[str]:
+        found = self._get(f"{_CORE}/namespaces")
+        return [str(ns["metadata"]["name"]) for ns in (found or {}).get("items") or []]
+
     def replace_tablesync_status(self, body: Mapping[str, Any]) -> Obj | _Conflict | None:
         """PUT the status subresource. ``body`` must carry metadata.resourceVersion: the write
         happens only if the object is unchanged since it was read (else CONFLICT)."""

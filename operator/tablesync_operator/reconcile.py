@@ -333,9 +333,37 @@ def observe(ctx: Context, event_type: str | None, namespace: str, name: str) -> 
         ctx.remember(namespace, name)
 
 
+def listed_tablesyncs(ctx: Context) -> set[tuple[str, str]]:
+    """Every TableSync in the watched namespaces, as (namespace, name), read from the API.
+
+    Why the resync lists rather than trusting the watch alone: kopf lists the namespaces
+    once, then starts its namespace watch from a second listing whose entries it ignores, so
+    a namespace created between the two (a few milliseconds after the operator starts) is
+    never watched until it changes. Raises KubeError.
+    """
+    settings, kube = ctx.settings, ctx.kube
+    if settings.clusterwide:
+        bodies = kube.list_tablesyncs(None)
+    else:
+        namespaces = settings.exact_namespaces()
+        if namespaces is None:
+            namespaces = [n for n in kube.list_namespace_names() if settings.watches(n)]
+        bodies = [body for ns in namespaces for body in kube.list_tablesyncs(ns)]
+    return {(str(b["metadata"]["namespace"]), str(b["metadata"]["name"])) for b in bodies}
+
+
 def resync_all(ctx: Context) -> None:
-    """One resync round: every known TableSync, one after another (errors are logged; the
-    next round retries)."""
+    """One resync round: every TableSync of the watched namespaces (listed, plus any the
+    watch has shown), one after another. Errors are logged; the next round retries."""
+    try:
+        listed = listed_tablesyncs(ctx)
+    except KubeError as err:
+        logger.warning("resync: could not list the TableSyncs (%s); visiting those seen", err)
+        listed = set()
+    for namespace, name in sorted(listed - set(ctx.known())):
+        logger.info("resync: found %s/%s, which the watch has not shown; serving it", namespace,
+                    name)
+        ctx.remember(namespace, name)
     for namespace, name in ctx.known():
         try:
             sync(ctx, namespace, name)

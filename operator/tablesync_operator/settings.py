@@ -8,6 +8,7 @@ they never mix with the job's own ``TABLESYNC_*`` variables.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import socket
 import uuid
@@ -38,8 +39,9 @@ class Settings:
     """Everything the operator is configured with. Immutable once the operator runs."""
 
     namespaces: tuple[str, ...] = ()
-    """Namespaces to watch; empty means the whole cluster. Entries may be kopf glob
-    patterns (``team-*``, ``!team-test``). ``TABLESYNC_OPERATOR_NAMESPACES``
+    """Namespaces to watch; empty means the whole cluster. Entries may be globs (``team-*``);
+    an entry ``!glob`` excludes from the entries before it (``team-*,!team-test``), or from
+    every namespace when it comes first. ``TABLESYNC_OPERATOR_NAMESPACES``
     (comma-separated)."""
 
     metrics_host: str = "0.0.0.0"
@@ -51,7 +53,8 @@ class Settings:
 
     resync_interval_seconds: float = 30.0
     """How often each TableSync is re-checked: lag refresh, missed schedules, Secrets that
-    appeared, a CronJob deleted behind our back. Measured in seconds.
+    appeared, a CronJob deleted behind our back, and a TableSync the watch did not show (the
+    resync lists them). Measured in seconds.
     ``TABLESYNC_OPERATOR_RESYNC_INTERVAL_SECONDS``."""
 
     job_image: str = DEFAULT_JOB_IMAGE
@@ -135,6 +138,44 @@ class Settings:
     def clusterwide(self) -> bool:
         """True when no namespaces are listed: watch every namespace."""
         return not self.namespaces
+
+    def kopf_namespaces(self) -> list[str]:
+        """``namespaces`` as kopf's namespace patterns: each ``!glob`` joins the pattern before
+        it (kopf reads ``"team-*, !team-test"`` as one pattern, but a lone ``"!team-test"`` as
+        "every namespace but team-test", and serves the union of its patterns)."""
+        patterns: list[str] = []
+        for entry in self.namespaces:
+            if entry.startswith("!") and patterns:
+                patterns[-1] = f"{patterns[-1]},{entry}"
+            else:
+                patterns.append(entry)
+        return patterns
+
+    def exact_namespaces(self) -> list[str] | None:
+        """The watched namespaces when every entry is a plain name, else None (globs)."""
+        if any(set(entry) & set("*?![,") for entry in self.namespaces):
+            return None
+        return list(self.namespaces)
+
+    def watches(self, namespace: str) -> bool:
+        """True if ``namespace`` is one the operator serves: kopf's rule (its
+        ``match_namespace``): globs left to right, the first inclusive glob matches, each
+        ``!glob`` un-matches, a later inclusive glob re-matches only what the first matched."""
+        if self.clusterwide:
+            return True
+        for pattern in self.kopf_namespaces():
+            globs = [g.strip() for g in pattern.split(",")]
+            if globs[0].startswith("!"):
+                globs.insert(0, "*")
+            matches = first = fnmatch.fnmatch(namespace, globs[0])
+            for glob in globs[1:]:
+                if glob.startswith("!"):
+                    matches = matches and not fnmatch.fnmatch(namespace, glob[1:])
+                else:
+                    matches = matches or (first and fnmatch.fnmatch(namespace, glob))
+            if matches:
+                return True
+        return False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -11,7 +11,7 @@ operator is scaled to zero for the session (``preinstalled_operator_stopped``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,9 +25,24 @@ from tests.e2e.operator.operator_kit import (
     OperatorProcess,
     install_crd,
     lane,
+    log_tail,
     rbac_manifests,
     restricted_kubeconfig,
 )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed operator test's report carries the tail of every operator log of the session
+    (the session's operator and any replica a test started), so a CI failure can be read."""
+    report = yield
+    home = getattr(item, "funcargs", {}).get("operator_home")
+    if report.failed and isinstance(home, Path):
+        for log in sorted(home.glob("*.log")):
+            report.sections.append((f"operator log {log.name} (tail)", log_tail(log)))
+    return report
 
 
 @pytest.fixture(scope="session")

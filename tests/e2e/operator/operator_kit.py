@@ -152,13 +152,14 @@ class OperatorProcess:
                 "TABLESYNC_OPERATOR_DEFAULT_BACKOFF_LIMIT": "0",
                 "TABLESYNC_OPERATOR_DEFAULT_ACTIVE_DEADLINE_SECONDS": "300",
                 "TABLESYNC_OPERATOR_VERBOSE": "true",
+                "TABLESYNC_OPERATOR_LOG_FORMAT": "full",  # timestamps, to read a failure by
             }
         )
         env.update(self.extra_env)
         return env
 
     def start(self, wait_leading: bool = True) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
+        assert not self.running(), "already running"
         log = self.log_path.open("ab")
         log.write(f"\n===== start {self.name} {time.strftime('%H:%M:%S')} =====\n".encode())
         log.flush()
@@ -180,6 +181,9 @@ class OperatorProcess:
             timeout_seconds,
             f"{self.name} to acquire the Lease (log: {self.log_path})",
         )
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def current_log(self) -> str:
         """The log since the last start."""
@@ -214,6 +218,15 @@ class OperatorProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def log_tail(path: Path, lines: int = 80, width: int = 300) -> str:
+    """The last ``lines`` lines of a log, each cut to ``width`` characters (kopf logs whole
+    objects on one line), for a failure report."""
+    if not path.exists():
+        return f"(no log at {path})"
+    tail = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(line if len(line) <= width else line[:width] + " …" for line in tail)
 
 
 def metric_value(text: str, metric: str, **labels: str) -> float | None:

@@ -122,7 +122,8 @@ def test_only_the_lease_holder_acts_and_the_standby_takes_over(
         assert counters(standby.metrics_text(), lane)["succeeded"] == 1
     finally:
         standby.stop()  # a clean stop releases the Lease: the session's operator leads again
-        tablesync_operator.start()
+        if not tablesync_operator.running():
+            tablesync_operator.start()
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ class FakeKube(Kube):
         self.calls: list[str] = []
         self._versions = itertools.count(1000)
         self.conflict_next_status_writes = 0
+        self.extra_namespaces: set[str] = set()  # namespaces without TableSyncs
 
     def _rv(self) -> str:
         return str(next(self._versions))
@@ -44,6 +45,15 @@ class FakeKube(Kube):
         self.calls.append(f"get_tablesync {name}")
         found = self.tablesyncs.get((namespace, name))
         return copy.deepcopy(found) if found else None
+
+    def list_tablesyncs(self, namespace: str | None) -> list[Obj]:
+        self.calls.append(f"list_tablesyncs {namespace}")
+        return [copy.deepcopy(b) for (ns, _), b in sorted(self.tablesyncs.items())
+                if namespace is None or ns == namespace]
+
+    def list_namespace_names(self) -> list[str]:
+        self.calls.append("list_namespaces")
+        return sorted({ns for ns, _ in self.tablesyncs} | self.extra_namespaces)
 
     def replace_tablesync_status(self, body: Mapping[str, Any]) -> Obj | _Conflict | None:
         self.calls.append("replace_status")

@@ -227,10 +227,70 @@ def test_the_resync_visits_every_tablesync_the_watch_showed(kube: FakeKube) -> N
     assert not any(key == (NS, NAME) for key, _ in metrics.STORE.snapshot())
 
 
+@pytest.mark.parametrize(
+    ("namespaces", "lists"),
+    [
+        ((), ["list_tablesyncs None"]),
+        ((NS, "other"), [f"list_tablesyncs {NS}", "list_tablesyncs other"]),
+        (("d*", "!dev"), ["list_namespaces", f"list_tablesyncs {NS}"]),
+    ],
+)
+def test_the_resync_serves_a_tablesync_the_watch_never_showed(
+    kube: FakeKube, namespaces: tuple[str, ...], lists: list[str]
+) -> None:
+    """kopf can miss a namespace created while it starts (it ignores its second listing);
+    the resync lists the TableSyncs of the watched namespaces and serves them anyway."""
+    import dataclasses
+
+    from tablesync_operator.reconcile import resync_all
+
+    kube.extra_namespaces = {"dev", "other"}
+    c = Context(
+        kube=kube,
+        settings=dataclasses.replace(SETTINGS, namespaces=namespaces),
+        clock=lambda: NOW,
+    )
+    assert c.known() == []  # no watch event at all
+    resync_all(c)
+    assert c.known() == [(NS, NAME)]
+    assert conditions(kube)["Ready"] == ("True", "Reconciled")
+    assert (NS, NAME) in kube.cronjobs
+    assert [call for call in kube.calls if call.startswith("list_")][: len(lists)] == lists
+
+
+def test_the_resync_skips_namespaces_it_does_not_watch(kube: FakeKube) -> None:
+    import dataclasses
+
+    from tablesync_operator.reconcile import resync_all
+
+    c = Context(
+        kube=kube,
+        settings=dataclasses.replace(SETTINGS, namespaces=("team-*", f"!{NS}")),
+        clock=lambda: NOW,
+    )
+    resync_all(c)
+    assert c.known() == []
+    assert kube.cronjobs == {}
+
+
+def test_a_failed_listing_still_visits_what_the_watch_showed(kube: FakeKube) -> None:
+    from tablesync_operator.kube import KubeError
+    from tablesync_operator.reconcile import observe, resync_all
+
+    def refuse(namespace: str | None) -> list[Any]:
+        raise KubeError("GET tablesyncs: 503 unavailable", 503)
+
+    kube.list_tablesyncs = refuse  # type: ignore[method-assign]
+    c = ctx(kube)
+    observe(c, "ADDED", NS, NAME)
+    resync_all(c)
+    assert conditions(kube)["Ready"] == ("True", "Reconciled")
+
+
 def test_a_tablesync_gone_between_event_and_resync_is_dropped(kube: FakeKube) -> None:
     from tablesync_operator.reconcile import observe, resync_all
 
     c = ctx(kube)
     observe(c, "ADDED", NS, "gone")
     resync_all(c)
-    assert c.known() == []
+    assert c.known() == [(NS, NAME)]  # "gone" dropped; the listed one served

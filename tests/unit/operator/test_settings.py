@@ -47,3 +47,30 @@ def test_environment_overrides() -> None:
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name.removeprefix("TABLESYNC_OPERATOR_")):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("raw", "patterns", "served", "not_served"),
+    [
+        ("team-*,!team-test", ["team-*,!team-test"], ["team-a"], ["team-test", "other"]),
+        ("!kube-system", ["!kube-system"], ["team-a", "other"], ["kube-system"]),
+        ("a,b", ["a", "b"], ["a", "b"], ["c"]),
+        ("x-*,!x-1,y", ["x-*,!x-1", "y"], ["x-2", "y"], ["x-1", "z"]),
+    ],
+)
+def test_namespace_patterns_follow_kopf(
+    raw: str, patterns: list[str], served: list[str], not_served: list[str]
+) -> None:
+    """A ``!glob`` entry narrows the entry before it; kopf alone would read a separate
+    ``!team-test`` pattern as "every namespace but team-test" and serve the union."""
+    settings = Settings.from_env({"TABLESYNC_OPERATOR_NAMESPACES": raw})
+    assert settings.kopf_namespaces() == patterns
+    assert all(settings.watches(ns) for ns in served)
+    assert not any(settings.watches(ns) for ns in not_served)
+    assert settings.exact_namespaces() == (["a", "b"] if raw == "a,b" else None)
+
+
+def test_the_whole_cluster_when_no_namespace_is_named() -> None:
+    settings = Settings.from_env({})
+    assert settings.clusterwide and settings.watches("anything")
+    assert settings.kopf_namespaces() == []
