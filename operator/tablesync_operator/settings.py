@@ -158,22 +158,18 @@ class Settings:
         return list(self.namespaces)
 
     def watches(self, namespace: str) -> bool:
-        """True if ``namespace`` is one the operator serves: kopf's rule (its
-        ``match_namespace``): globs left to right, the first inclusive glob matches, each
-        ``!glob`` un-matches, a later inclusive glob re-matches only what the first matched."""
+        """True if ``namespace`` is one the operator serves, by kopf's rule for the patterns
+        of ``kopf_namespaces`` (each is a glob, or ``*`` when it starts with ``!``, followed
+        only by ``!glob`` exclusions): any pattern whose glob matches and no exclusion does."""
         if self.clusterwide:
             return True
         for pattern in self.kopf_namespaces():
-            globs = [g.strip() for g in pattern.split(",")]
-            if globs[0].startswith("!"):
-                globs.insert(0, "*")
-            matches = first = fnmatch.fnmatch(namespace, globs[0])
-            for glob in globs[1:]:
-                if glob.startswith("!"):
-                    matches = matches and not fnmatch.fnmatch(namespace, glob[1:])
-                else:
-                    matches = matches or (first and fnmatch.fnmatch(namespace, glob))
-            if matches:
+            include, *excludes = pattern.split(",")
+            if include.startswith("!"):
+                include, excludes = "*", [include, *excludes]
+            if fnmatch.fnmatch(namespace, include) and not any(
+                fnmatch.fnmatch(namespace, exclude[1:]) for exclude in excludes
+            ):
                 return True
         return False
 

@@ -74,3 +74,20 @@ def test_the_whole_cluster_when_no_namespace_is_named() -> None:
     settings = Settings.from_env({})
     assert settings.clusterwide and settings.watches("anything")
     assert settings.kopf_namespaces() == []
+
+
+def test_watches_agrees_with_kopf_on_every_pattern() -> None:
+    """``Settings.watches`` mirrors kopf's private ``match_namespace`` (the resync must serve
+    exactly the namespaces kopf serves); this fails if a kopf release changes the rule."""
+    from kopf._cogs.structs.references import NamespaceName, match_namespace
+
+    names = ["team-a", "team-test", "team-pr-1", "other-pr-1", "other", "kube-system", "x-1",
+             "x-2", "y"]
+    for raw in ["team-*", "team-*,!team-test", "!kube-system", "a,b", "x-*,!x-1,y",
+                "team-*,!*-pr-*,*pr-1", "!team-*,team-a", "?-1"]:
+        settings = Settings.from_env({"TABLESYNC_OPERATOR_NAMESPACES": raw})
+        for name in names:
+            expected = any(
+                match_namespace(NamespaceName(name), p) for p in settings.kopf_namespaces()
+            )
+            assert settings.watches(name) == expected, (raw, name)
