@@ -11,6 +11,13 @@ driver's own binary-numeric decoding costs more than the whole rest of the dump.
 Infinite timestamps and dates are refused with a clear error (Arrow has no infinity).
 Rejected before anything is stored: a missing primary key or version column, a NULL key or
 version, a duplicated key.
+
+The snapshot's watermark (deletes compare against it, DESIGN.md section 4) for time-like
+versions is ``capturedAt``: as an instant for ``timestamptz``, and for ``timestamp`` and
+``date``, which hold wall-clock time, as the wall-clock time of the dump's session
+``TimeZone``, the one the writers' ``now()``/``localtimestamp`` use by default (server,
+database or role setting). Read as UTC, a zone behind UTC would delete an event lane's
+re-insert after T.
 """
 
 from __future__ import annotations
@@ -275,6 +282,8 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     key_names = list(spec.source.primary_key)
     version_name = spec.source.version_column
+    version_col = info.column(version_name)
+    version_type = version_col.type_name if version_col is not None else ""
     progress = logs.Progress("dump", total=info.estimated_rows)
     parts: list[Path] = []
     rows = 0
@@ -288,10 +297,12 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
             try:
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 # The first statement fixes the transaction's snapshot: capture its as-of time.
+                # ``wall``: the same instant as wall-clock time in the session's TimeZone.
                 cur.execute(
-                    "SELECT pg_is_in_recovery(), COALESCE(CASE WHEN pg_is_in_recovery() THEN "
-                    "pg_last_xact_replay_timestamp() END, now()) AS captured")
-                in_recovery, captured = cur.fetchone()
+                    "SELECT r, c, c::timestamp FROM (SELECT pg_is_in_recovery() AS r, "
+                    "COALESCE(CASE WHEN pg_is_in_recovery() THEN "
+                    "pg_last_xact_replay_timestamp() END, now()) AS c) AS captured")
+                in_recovery, captured, wall = cur.fetchone()
                 cur.execute(f"SELECT {_select_list(info)} FROM {qualified(info.table)}")
                 reader = cur.fetch_record_batch()
                 schema = pa.schema([_target_field(f, info) for f in reader.schema])
@@ -337,7 +348,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
     captured_iso = captured.isoformat()
     watermark: str | None = None
     if source.version_kind == "timestamp":
-        watermark = captured_iso
+        watermark = captured_iso if version_type == "timestamptz" else wall.isoformat()
     elif source.version_kind == "monotonic" and hi is not None:
         watermark = str(hi)
     snap = Snapshot(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import psycopg
+import pytest
+
 from tests.integration.job.lane import Lane, load_prices
 
 
@@ -76,3 +79,41 @@ def test_ignore_leaves_deleted_rows_in_place(lane: Lane) -> None:
     assert result.code == 0, result.stderr
     assert result.report["apply"]["deleted"] == 0
     assert lane.dst("SELECT count(*) FROM prices") == [(100,)]
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Tokyo"])
+def test_naive_timestamp_versions_are_read_in_the_source_time_zone(lane: Lane,
+                                                                     zone: str) -> None:
+    """A ``timestamp`` (no zone) version holds wall-clock time of the writers' TimeZone.
+
+    The delete watermark must be T's capturedAt in that zone: read as UTC, a zone behind UTC
+    (New York) would delete the event lane's re-insert, and one ahead (Tokyo) would keep
+    rows the source deleted.
+    """
+    for uri in (lane.source, lane.destination):
+        _exec_in(uri, f"ALTER DATABASE {{db}} SET TimeZone = '{zone}'")
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, title text, "
+              "updated_at timestamp NOT NULL DEFAULT localtimestamp)")
+    lane.src("INSERT INTO prices (id, title) SELECT g, 'x' FROM generate_series(1, 100) g")
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id IN (1, 2, 3)")
+    assert lane.run("dump").code == 0  # snapshot T without 1, 2, 3
+    # After T, the event lane re-inserts id 3, stamped with its (local) wall clock.
+    lane.dst("UPDATE prices SET title = 're-inserted', updated_at = localtimestamp "
+             "WHERE id = 3")
+    assert lane.run("diff").code == 0
+
+    result = lane.run("apply")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["deleted"] == 2, result.report
+    assert result.report["apply"]["staleSkipped"] == 1
+    assert lane.dst("SELECT id, title FROM prices WHERE id <= 3") == [(3, "re-inserted")]
+
+
+def _exec_in(uri: str, sql: str) -> None:
+    """Run ``sql`` with ``{db}`` replaced by the quoted name of ``uri``'s database."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        name = conn.execute("SELECT quote_ident(current_database())").fetchone()
+        assert name is not None
+        conn.execute(sql.replace("{db}", name[0]))
