@@ -76,7 +76,8 @@ class SourceTable:
 def check_source(spec: JobSpec, uri: str) -> SourceTable:
     """Connect to the source and check the table, key and version column exist.
 
-    Raises InputError naming the spec field (``spec.source.primaryKey`` ...) when they do not.
+    Raises InputError naming the spec field (``spec.source.primaryKey`` ...) when they do not,
+    and for ``versionKind: timestamp`` on a column that is not a date or timestamp.
     """
     with connect(uri, "source") as conn:
         info = describe_table(conn, spec.source.table, "source", "spec.source.table")
@@ -92,6 +93,11 @@ def check_source(spec: JobSpec, uri: str) -> SourceTable:
     kind = spec.source.version_kind
     if kind == "auto":
         kind = "timestamp" if version.type_name in _TIME_TYPES else "counter"
+    elif kind == "timestamp" and version.type_name not in _TIME_TYPES:
+        # its watermark is capturedAt, a point in time: it cannot be compared with a number
+        raise InputError(f"spec.source.versionKind: timestamp needs a date, timestamp or "
+                         f"timestamptz column, but {version.name!r} is {version.pg_type}; use "
+                         "monotonic (one sequence for the whole table) or counter (per row)")
     return SourceTable(info=info, version_kind=kind)
 
 

@@ -124,3 +124,15 @@ def test_destination_column_that_is_wider_is_fine(lane: Lane) -> None:
     lane.dst("ALTER TABLE prices ALTER COLUMN price TYPE numeric(20,4)")
     assert lane.run("run").code == 0
     assert lane.dst("SELECT price::text FROM prices WHERE id = 1") == [("1.9900",)]
+
+
+def test_timestamp_version_kind_on_a_number_column(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, v bigint NOT NULL)")
+    lane.src("INSERT INTO prices SELECT g, 1 FROM generate_series(1, 10) g")
+    lane.spec["spec"]["source"]["versionColumn"] = "v"
+    lane.spec["spec"]["source"]["versionKind"] = "timestamp"
+    result = lane.run("run")
+    assert result.code == 2
+    assert "spec.source.versionKind" in result.error_line
+    assert "'v' is bigint" in result.error_line
+    assert_untouched(lane)
