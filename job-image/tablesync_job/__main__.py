@@ -125,6 +125,7 @@ def _diff_only(ctx: pipeline.RunContext, snapshot_id: str | None) -> None:
 
 def _apply_only(ctx: pipeline.RunContext, delta_ref: str | None, approve: str | None) -> None:
     pipeline.preflight(ctx)
+    pipeline.resume_interrupted(ctx)
     if delta_ref is None:
         state = ctx.layout.get_state()
         start = delta_id(state.last_applied_snapshot_id if state else None, "")

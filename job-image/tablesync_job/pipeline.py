@@ -4,7 +4,11 @@ Called by ``__main__`` (``run`` and the one-phase subcommands). Each phase funct
 :class:`RunContext` and returns the stage's noun (Snapshot, Delta, ApplyResult). Crash safety:
 snapshots and deltas are stored before anything is applied; ``state.json`` advances only after
 the destination committed; a crash at any point leaves a state from which the next run
-recomputes the delta against the last *applied* snapshot and re-applies idempotently.
+recomputes the delta against the last *applied* snapshot and re-applies idempotently. A
+crash between the commit and the advance would leave T-1 behind the destination (a row T
+inserted and T' deleted would be in neither, and never deleted), so ``state.json`` names the
+delta being applied (``applying``) before the transaction starts, and the next run applies
+that delta again first (:func:`resume_interrupted`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +125,7 @@ def phase_dump(ctx: RunContext, store: bool = True) -> tuple[Snapshot, list[Path
 def last_applied(ctx: RunContext) -> Snapshot | None:
     """T-1: the snapshot named by state.json (None before the first apply)."""
     state = ctx.layout.get_state()
-    if state is None:
+    if state is None or state.last_applied_snapshot_id is None:
         return None
     prev = ctx.layout.get_snapshot(state.last_applied_snapshot_id)
     if prev is None:
@@ -190,6 +194,8 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     if snap is None:
         raise InputError(f"delta {delta.id}: snapshot {delta.to_id} is missing from storage")
     dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
+    state = ctx.layout.get_state() or State(None, None, None, None)
+    ctx.layout.put_state(replace(state, applying=delta.id))
     result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts)
     _fault("after-commit")
     ctx.layout.put_state(State(last_applied_snapshot_id=delta.to_id,
@@ -203,6 +209,30 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     if removed:
         log.info("retention", extra={"fields": {"removedSnapshots": removed}})
     return result
+
+
+def resume_interrupted(ctx: RunContext) -> None:
+    """Apply again the delta a dead run was applying (``state.json`` ``applying``), if any.
+
+    That run may or may not have committed; applying the delta again is idempotent either
+    way, and afterwards the state names the snapshot the destination holds. Its guards were
+    passed (or the delta approved) before it was first applied. Call after ``preflight``,
+    which takes the run lock: no live run can be applying. InputError if the delta is gone.
+    """
+    state = ctx.layout.get_state()
+    if state is None or state.applying is None:
+        return
+    delta = ctx.layout.get_delta(state.applying)
+    if delta is None:
+        raise InputError(f"state.json: an apply of delta {state.applying} was interrupted and "
+                         f"the delta is missing from {ctx.spec.storage.url}; whether it "
+                         "committed is unknown: delete state.json to bootstrap again")
+    parts = ctx.layout.fetch(ctx.layout.delta_prefix(delta.id), delta.parts,
+                             ctx.work_dir / "interrupted")
+    log.info("resuming an interrupted apply", extra={"fields": {"delta": delta.id}})
+    result = phase_apply(ctx, delta, parts)
+    log.info("resumed", extra={"fields": {"delta": delta.id, **result.as_report()}})
+    ctx.report.apply, ctx.report.phase_seconds = None, {}
 
 
 def stored_delta(ctx: RunContext, delta_ref: str, field_name: str) -> tuple[Delta, list[Path]]:
@@ -231,6 +261,8 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None) -> R
     """
     report = ctx.report
     preflight(ctx)
+    if not dry_run:
+        resume_interrupted(ctx)
     if approve and not dry_run:
         delta, parts = stored_delta(ctx, approve, "--approve")
         describe_delta(ctx, delta)

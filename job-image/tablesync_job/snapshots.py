@@ -117,12 +117,20 @@ class Delta:
 
 @dataclass
 class State:
-    """``state.json``: the last snapshot whose delta the destination committed."""
+    """``state.json``: the last snapshot whose delta the destination committed.
 
-    last_applied_snapshot_id: str
-    captured_at: str
-    applied_at: str
-    delta_id: str
+    ``applying`` names the delta an apply is under way for: written before the destination
+    transaction starts, cleared together with the advance after its commit. Found set by the
+    next run, it means a run died in between, committed or not; that run applies the same
+    delta again (idempotent) before anything else, so T-1 is the snapshot the destination
+    really holds. All fields but ``applying`` are None until the first apply committed.
+    """
+
+    last_applied_snapshot_id: str | None
+    captured_at: str | None
+    applied_at: str | None
+    delta_id: str | None
+    applying: str | None = None
 
 
 class Layout:
