@@ -6,7 +6,9 @@ Called by ``pipeline``. Rules from DESIGN.md sections 1 and 4:
 * Upsert, set-based: ``INSERT ... ON CONFLICT (pk) DO UPDATE ... WHERE dest.version <
   EXCLUDED.version``, so a stale snapshot value never overwrites a fresher event. Absolute
   values only; rows are taken in key order so concurrent writers lock in one order. A
-  destination row with a NULL version counts as oldest.
+  destination row with a NULL version counts as oldest. At an equal version the staged row
+  wins only where the spec says the version is not the whole story (:func:`_newer`):
+  ``compare: content`` when the content differs, ``deletes: soft`` when the row is stamped.
 * Deletes are version-safe: a row absent from T is deleted only if the destination's copy is
   not newer than T: ``dest.version <= watermark`` for timestamp and monotonic versions,
   ``dest.version <=`` T-1's version of that row for counters. ``soft`` stamps
@@ -255,7 +257,7 @@ def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.S
         f"WITH up AS (INSERT INTO {table} AS d ({insert_cols}) "
         f"SELECT {select_cols} FROM {STAGE} s WHERE s.{OP} <> 'delete' ORDER BY {order} "
         f"ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(sets)} "
-        f"WHERE d.{q(ver)} IS NULL OR d.{q(ver)} < EXCLUDED.{q(ver)} "
+        f"WHERE {_newer(spec, columns)} "
         f"RETURNING (xmax = 0) AS inserted) "
         f"SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up")
     inserted, updated = cur.fetchone()
@@ -271,6 +273,30 @@ def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.S
     equal, newer = cur.fetchone()
     result.already_current = int(equal) - result.inserted - result.updated
     result.stale_skipped = int(newer)
+
+
+def _newer(spec: JobSpec, columns: list[str]) -> str:
+    """When the staged row (``EXCLUDED``) replaces the destination's (``d``).
+
+    Its version is higher, or the destination's is NULL. With ``compare: content`` also at an
+    equal version when any other column differs (as text: json, xml and others have no
+    equality): the diff found a change that kept the version, and the source is the truth.
+    With ``deletes: soft`` also at an equal version when the destination row is stamped
+    deleted: the row came back.
+    """
+    q = quote_ident
+    ver = q(spec.source.version_column)
+    cond = f"d.{ver} IS NULL OR d.{ver} < EXCLUDED.{ver}"
+    keys = set(spec.source.primary_key) | {spec.source.version_column}
+    others = [q(c) for c in columns if c not in keys]
+    if spec.source.compare == "content" and others:
+        mine = ", ".join(f"d.{c}::text" for c in others)
+        theirs = ", ".join(f"EXCLUDED.{c}::text" for c in others)
+        cond += f" OR (d.{ver} = EXCLUDED.{ver} AND ROW({mine}) IS DISTINCT FROM ROW({theirs}))"
+    if spec.destination.deletes == "soft":
+        soft = q(spec.destination.soft_delete_column)
+        cond += f" OR (d.{ver} = EXCLUDED.{ver} AND d.{soft} IS NOT NULL)"
+    return cond
 
 
 def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Staged,

@@ -117,3 +117,21 @@ def _exec_in(uri: str, sql: str) -> None:
         name = conn.execute("SELECT quote_ident(current_database())").fetchone()
         assert name is not None
         conn.execute(sql.replace("{db}", name[0]))
+
+
+def test_a_soft_deleted_row_that_returns_with_the_same_version_is_unstamped(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, v int NOT NULL, title text)")
+    lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
+    lane.spec["spec"]["source"]["versionColumn"] = "v"
+    lane.spec["spec"]["destination"]["deletes"] = "soft"
+    lane.src("INSERT INTO prices SELECT g, 1, 'a' FROM generate_series(1, 100) g")
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id = 3")
+    assert lane.run("run").report["apply"]["deleted"] == 1
+    lane.src("INSERT INTO prices VALUES (3, 1, 'a')")  # restored as it was
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["updated"] == 1
+    assert lane.dst("SELECT deleted_at FROM prices WHERE id = 3") == [(None,)]
