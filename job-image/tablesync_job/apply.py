@@ -9,10 +9,11 @@ Called by ``pipeline``. Rules from DESIGN.md sections 1 and 4:
   destination row with a NULL version counts as oldest. At an equal version the staged row
   wins only where the spec says the version is not the whole story (:func:`_newer`):
   ``compare: content`` when the content differs, ``deletes: soft`` when the row is stamped.
-* Deletes are version-safe: a row absent from T is deleted only if the destination's copy is
-  not newer than T: ``dest.version <= watermark`` for timestamp and monotonic versions,
-  ``dest.version <=`` T-1's version of that row for counters. ``soft`` stamps
-  ``destination.softDeleteColumn`` with T's capturedAt instead; ``ignore`` leaves rows alone.
+* Deletes (before the upsert) are version-safe: a row absent from T is deleted only if the
+  destination's copy is not newer than T: ``dest.version <= watermark`` for timestamp and
+  monotonic versions, ``dest.version <=`` T-1's version of that row for counters. ``soft``
+  stamps ``destination.softDeleteColumn`` with T's capturedAt instead; ``ignore`` leaves rows
+  alone.
 * Outcome per row: inserted, updated, deleted, alreadyCurrent (the destination already held
   this version: the event lane delivered it), staleSkipped (the destination held something
   newer). ON CONFLICT locks every conflicting row, so the counts taken after the upsert in the
@@ -204,9 +205,12 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta,
             reader = pa.RecordBatchReader.from_batches(schema, batches)
             cur.adbc_ingest(STAGE, reader, mode="create", temporary=True)
             _plan_settings(cur, spec)
-            _upsert(cur, spec, dest, delta, schema, staged, result)
-            _fault("mid-apply")
+            # Deletes first: a key Postgres finds equal to a deleted one (numeric 1 and 1.00,
+            # a case-insensitive collation) but DuckDB does not is then deleted and inserted,
+            # where the other order would update the row and then delete it.
             _delete(cur, spec, dest, delta, staged, result)
+            _fault("mid-apply")
+            _upsert(cur, spec, dest, delta, schema, staged, result)
             conn.commit()
             cur.close()
     finally:
@@ -271,8 +275,8 @@ def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.S
         f"count(*) FILTER (WHERE d.{q(ver)} > {s_ver}) "
         f"FROM {STAGE} s JOIN {table} d ON {join} WHERE s.{OP} <> 'delete'")
     equal, newer = cur.fetchone()
-    result.already_current = int(equal) - result.inserted - result.updated
-    result.stale_skipped = int(newer)
+    result.already_current += int(equal) - result.inserted - result.updated
+    result.stale_skipped += int(newer)
 
 
 def _newer(spec: JobSpec, columns: list[str]) -> str:

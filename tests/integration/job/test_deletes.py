@@ -135,3 +135,27 @@ def test_a_soft_deleted_row_that_returns_with_the_same_version_is_unstamped(lane
     assert result.code == 0, result.stderr
     assert result.report["apply"]["updated"] == 1
     assert lane.dst("SELECT deleted_at FROM prices WHERE id = 3") == [(None,)]
+
+
+@pytest.mark.parametrize("key_type, old, new", [
+    ("numeric", "1", "1.00"),  # equal numbers, different text
+    ("text COLLATE ci", "'ABC'", "'abc'"),  # equal under a case-insensitive collation
+])
+def test_a_key_postgres_finds_equal_to_a_deleted_one_is_kept(lane: Lane, key_type: str,
+                                                             old: str, new: str) -> None:
+    """DuckDB sees a delete of ``old`` and an insert of ``new``; Postgres sees one row."""
+    lane.both("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', "
+              "deterministic = false)")
+    lane.both(f"CREATE TABLE prices (k {key_type} PRIMARY KEY, updated_at timestamptz NOT NULL, "
+              "x int)")
+    lane.spec["spec"]["source"]["primaryKey"] = ["k"]
+    lane.src(f"INSERT INTO prices SELECT CAST(g AS {key_type.split()[0]}), now(), g "
+             "FROM generate_series(2, 100) g")
+    lane.src(f"INSERT INTO prices VALUES ({old}, now(), 1)")
+    assert lane.run("run").code == 0
+    lane.src(f"UPDATE prices SET k = {new}, x = 999, updated_at = now() WHERE k = {old}")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert lane.table_text("destination", order="x") == lane.table_text("source", order="x")
