@@ -229,12 +229,15 @@ def _plan_settings(cur: Any, spec: JobSpec) -> None:
     capped at 1.1 (SET LOCAL, this transaction only): with the default 4 the planner reads a
     10M-row destination sequentially to match a 100k-row delta, where index look-ups of
     cached pages are several times faster; large deltas still get hash joins. JIT is off: it
-    costs more to compile than it saves on these short statements.
+    costs more to compile than it saves on these short statements. DateStyle and IntervalStyle
+    are the dump's, for the values that travel as text and are cast back here.
     """
     columns = [OP, *spec.source.primary_key, spec.source.version_column, OLD_VERSION]
     cur.execute(f"ANALYZE {STAGE} ({', '.join(quote_ident(c) for c in columns)})")
     cur.execute("SELECT set_config('random_page_cost', least(current_setting("
-                "'random_page_cost')::float8, 1.1)::text, true), set_config('jit', 'off', true)")
+                "'random_page_cost')::float8, 1.1)::text, true), set_config('jit', 'off', true), "
+                "set_config('DateStyle', 'ISO, YMD', true), "
+                "set_config('IntervalStyle', 'postgres', true)")
 
 
 def _cast(dest: TableInfo, column: str, expr: str) -> str:

@@ -5,7 +5,9 @@ Called by ``pipeline``. Reads in one ``REPEATABLE READ, READ ONLY`` transaction 
 work directory; ``snapshots.Layout.put_snapshot`` uploads them. Exact types (DESIGN.md
 section 4): numeric(p, s) becomes decimal128/256(p, s), never float; unconstrained numeric and
 types Parquet cannot carry exactly (interval, money, inet, enums, ...) travel as their Postgres
-text form and are cast back by ``apply``. numeric wider than 38 digits travels as text too.
+text form and are cast back by ``apply``. numeric wider than 38 digits travels as text too,
+and so do arrays: the driver's Arrow lists flatten a multi-dimensional array and drop a lower
+bound other than 1 (``'[0:2]={7,8,9}'``).
 Every numeric is read as its exact text (``::text``) and parsed into decimal here: the
 driver's own binary-numeric decoding costs more than the whole rest of the dump.
 Infinite timestamps and dates are refused with a clear error (Arrow has no infinity).
@@ -53,8 +55,6 @@ log = logs.get("tablesync_job.dump")
 # typnames Arrow and Parquet carry exactly; anything else is dumped as text.
 _NATIVE = {"int2", "int4", "int8", "float4", "float8", "numeric", "text", "varchar", "bpchar",
            "bool", "date", "timestamp", "timestamptz", "time", "uuid", "json", "jsonb", "bytea"}
-_NATIVE_ARRAYS = {"_int2", "_int4", "_int8", "_float4", "_float8", "_text", "_varchar", "_bool",
-                  "_date", "_timestamp", "_timestamptz"}
 _TIME_TYPES = {"timestamp", "timestamptz", "date"}
 
 ROWS_PER_PART = 4_000_000
@@ -105,7 +105,7 @@ def _select_list(info: TableInfo) -> str:
     exprs = []
     for col in info.columns:
         name = quote_ident(col.name)
-        native = col.type_name in _NATIVE or col.type_name in _NATIVE_ARRAYS
+        native = col.type_name in _NATIVE
         # numeric: exact text, parsed by _convert (see the module docstring)
         as_text = not native or col.type_name == "numeric"
         exprs.append(f"{name}::text AS {name}" if as_text else name)
@@ -302,6 +302,10 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
             cur = conn.cursor()
             try:
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                # Values that travel as text (ranges, intervals, ...) in a form the apply reads
+                # the same whatever its session's styles (a DMY DateStyle swaps day and month).
+                cur.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+                cur.execute("SET LOCAL IntervalStyle = 'postgres'")
                 # The first statement fixes the transaction's snapshot: capture its as-of time.
                 # ``wall``: the same instant as wall-clock time in the session's TimeZone.
                 cur.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import psycopg
+
 from tests.integration.job.lane import Lane
 
 TYPES_DDL = """
@@ -80,3 +82,32 @@ def test_infinite_timestamp_is_refused_with_the_column_named(lane: Lane) -> None
     assert "'valid_to'" in result.error_line and "infinity" in result.error_line
     assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
     assert lane.state() is None
+
+
+def test_arrays_keep_dimensions_and_bounds_and_text_values_ignore_session_styles(
+        lane: Lane) -> None:
+    """Values that travel as text are read back the same whatever the two servers' styles."""
+    for uri, styles in ((lane.source, "DateStyle = 'SQL, DMY'"),
+                        (lane.destination, "IntervalStyle = 'sql_standard'")):
+        with psycopg.connect(uri, autocommit=True) as conn:
+            name = conn.execute("SELECT quote_ident(current_database())").fetchone()
+            assert name is not None
+            conn.execute(f"ALTER DATABASE {name[0]} SET {styles}")
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL, "
+              "grid int[], shifted text[], days daterange, spans tsrange, gap interval)")
+    lane.src("INSERT INTO prices VALUES (1, now(), '{{1,2},{3,4}}', '[0:2]={a,b,c}', "
+             "'[2020-01-02,2020-03-04)', '[2020-01-02 10:00,2020-03-04 11:30)', "
+             "'-1 days +04:05:06'), (2, now(), NULL, '{}', 'empty', NULL, '1 year -2 mons')")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    with psycopg.connect(lane.source) as conn:  # rendered in one session, one style
+        conn.execute("SET DateStyle = 'ISO, YMD'")
+        src = conn.execute("SELECT p::text FROM prices p ORDER BY id").fetchall()
+    with psycopg.connect(lane.destination) as conn:
+        conn.execute("SET DateStyle = 'ISO, YMD'")
+        conn.execute("SET IntervalStyle = 'postgres'")
+        dst = conn.execute("SELECT p::text FROM prices p ORDER BY id").fetchall()
+    assert dst == src
+    assert "{{1,2},{3,4}}" in dst[0][0] and "[0:2]={a,b,c}" in dst[0][0]
