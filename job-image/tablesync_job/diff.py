@@ -207,15 +207,24 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
         f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
 
 
+# Arrow types whose order in DuckDB is the order of the Postgres values they came from.
+_ORDERED_ARROW_TYPES = ("int", "uint", "decimal", "double", "float", "timestamp", "date")
+
+
 def _watermark(con: duckdb.DuckDBPyConnection, snap: Snapshot, ver: str) -> str | None:
     """The version a delete is checked against (DESIGN.md section 4, version-safe deletes).
 
     timestamp: T's capturedAt. monotonic: the highest version in T or T-1. counter: None
-    (each delete is checked against its own T-1 version instead).
+    (each delete is checked against its own T-1 version instead). None also for a monotonic
+    version that travels as text (pg_lsn, unconstrained numeric, text): DuckDB's order of the
+    text is not Postgres's order of the values ('99' > '100'); the per-row check is the safe
+    one then.
     """
     if snap.version_kind == "timestamp":
         return snap.watermark
-    if snap.version_kind == "monotonic":
+    column = next((c for c in snap.columns if c.name == snap.version_column), None)
+    ordered = column is not None and column.arrow_type.startswith(_ORDERED_ARROW_TYPES)
+    if snap.version_kind == "monotonic" and ordered:
         row: Any = con.execute(
             f"SELECT CAST(max(v) AS VARCHAR) FROM (SELECT max({ver}) AS v FROM t "
             f"UNION ALL SELECT max({ver}) FROM p)").fetchone()

@@ -159,3 +159,21 @@ def test_a_key_postgres_finds_equal_to_a_deleted_one_is_kept(lane: Lane, key_typ
 
     assert result.code == 0, result.stderr
     assert lane.table_text("destination", order="x") == lane.table_text("source", order="x")
+
+
+@pytest.mark.parametrize("version_type, value", [("numeric", "g"),
+                                                  ("pg_lsn", "('0/' || to_hex(g))::pg_lsn")])
+def test_a_monotonic_version_that_travels_as_text_deletes_by_its_postgres_order(
+        lane: Lane, version_type: str, value: str) -> None:
+    """As text, '99' sorts after '100' and '0/F' after '0/10': no string maximum as watermark."""
+    lane.both(f"CREATE TABLE prices (id int PRIMARY KEY, v {version_type} NOT NULL, x text)")
+    lane.spec["spec"]["source"].update(versionColumn="v", versionKind="monotonic")
+    lane.src(f"INSERT INTO prices SELECT g, {value}, 'a' FROM generate_series(1, 100) g")
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id = 100")  # the highest version
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["deleted"] == 1
+    assert lane.dst("SELECT count(*) FROM prices WHERE id = 100") == [(0,)]
