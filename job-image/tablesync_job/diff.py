@@ -159,12 +159,7 @@ def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev
     on = " AND ".join(f"t.{k} = p.{k}" for k in keys)
     first = keys[0]
     if spec.source.compare == "content":
-        shared = [quote_ident(c.name) for c in snap.columns
-                  if c.name in {pc.name for pc in prev.columns}]
-        t_cols = ", ".join(f"{c}" for c in shared)
-        changed = " OR ".join(f"t.{c} IS DISTINCT FROM p.{c}" for c in shared)
-        t_side, p_side = f"SELECT {t_cols} FROM t", f"SELECT {t_cols} FROM p"
-        width = len(shared)
+        changed, t_side, p_side, width = _content_sides(snap, prev)
     else:
         key_cols = ", ".join(keys)
         changed = f"t.{ver} IS DISTINCT FROM p.{ver}"
@@ -183,6 +178,30 @@ def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev
             f"WHERE t.{first} IS NULL OR p.{first} IS NULL OR ({changed})")
     return {op: int(n) for op, n in
             con.execute("SELECT op, count(*) FROM changes GROUP BY op").fetchall()}
+
+
+def _content_sides(snap: Snapshot, prev: Snapshot) -> tuple[str, str, str, int]:
+    """(changed condition, T side, T-1 side, width) of the content comparison.
+
+    Every column of T counts: one T-1 lacks (added since) differs where T's value is not
+    NULL; one whose type changed is compared as text (DuckDB would cast one side to the
+    other's type and may fail); a column T lacks (dropped) is left out.
+    """
+    before = {c.name: c.arrow_type for c in prev.columns}
+    t_cols, p_cols, conditions = [], [], []
+    for col in snap.columns:
+        c = quote_ident(col.name)
+        t_cols.append(c)
+        if col.name not in before:
+            conditions.append(f"t.{c} IS NOT NULL")
+            continue
+        p_cols.append(c)
+        if before[col.name] == col.arrow_type:
+            conditions.append(f"t.{c} IS DISTINCT FROM p.{c}")
+        else:
+            conditions.append(f"CAST(t.{c} AS VARCHAR) IS DISTINCT FROM CAST(p.{c} AS VARCHAR)")
+    return (" OR ".join(conditions), f"SELECT {', '.join(t_cols)} FROM t",
+            f"SELECT {', '.join(p_cols)} FROM p", len(t_cols))
 
 
 def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snapshot,

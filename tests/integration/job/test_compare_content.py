@@ -41,3 +41,19 @@ def test_equal_content_is_already_current_and_a_newer_version_is_kept(lane: Lane
                                       "alreadyCurrent": 1, "staleSkipped": 1}
     assert lane.dst("SELECT id, title FROM prices WHERE id <= 3 ORDER BY id") == [
         (1, "changed"), (2, "newer"), (3, "changed")]
+
+
+def test_a_column_added_or_retyped_since_the_last_snapshot_is_compared(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL, c int)")
+    lane.src("INSERT INTO prices SELECT g, now(), g FROM generate_series(1, 100) g")
+    lane.spec["spec"]["source"]["compare"] = "content"
+    assert lane.run("run").code == 0
+    lane.both("ALTER TABLE prices ADD COLUMN extra text, ALTER COLUMN c TYPE text")
+    lane.src("UPDATE prices SET extra = 'x' WHERE id = 3")  # only in the new column
+    lane.src("UPDATE prices SET c = 'abc' WHERE id = 4")  # in the retyped one
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["delta"]["update"] == 2
+    assert lane.table_text("destination") == lane.table_text("source")
