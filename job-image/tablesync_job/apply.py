@@ -129,7 +129,7 @@ def check_destination(spec: JobSpec, uri: str,
     ``source_columns`` are (name, ``format_type``) pairs. Every source column must exist in
     the destination with a type that takes its values unchanged (:func:`lossless`), the
     primary key must be a unique key there (ON CONFLICT needs it), and ``softDeleteColumn``
-    must exist for ``deletes: soft``.
+    must exist for ``deletes: soft``, in the destination only.
     """
     with connect(uri, "destination") as conn:
         info = describe_table(conn, spec.destination.table, "destination",
@@ -149,10 +149,13 @@ def check_destination(spec: JobSpec, uri: str,
         raise InputError(f"spec.destination.table: {info.table} has no primary key or unique "
                          f"index on ({', '.join(spec.source.primary_key)}); create one "
                          "(the upsert needs it)")
-    if spec.destination.deletes == "soft" and spec.destination.soft_delete_column not in have:
+    soft = spec.destination.soft_delete_column
+    if spec.destination.deletes == "soft" and soft not in have:
         raise InputError(f"spec.destination.softDeleteColumn: {info.table} has no column "
-                         f"{spec.destination.soft_delete_column!r}; add a timestamptz column "
-                         "or change deletes")
+                         f"{soft!r}; add a timestamptz column or change deletes")
+    if spec.destination.deletes == "soft" and soft in {name for name, _ in source_columns}:
+        raise InputError(f"spec.destination.softDeleteColumn: {soft!r} is also a source column, "
+                         "whose values the sync writes; name a destination-only column")
     return info
 
 

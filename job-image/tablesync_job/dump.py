@@ -82,6 +82,13 @@ def check_source(spec: JobSpec, uri: str) -> SourceTable:
     with connect(uri, "source") as conn:
         info = describe_table(conn, spec.source.table, "source", "spec.source.table")
     names = [c.name for c in info.columns]
+    folded: dict[str, str] = {}
+    for name in names:
+        other = folded.setdefault(name.lower(), name)
+        if other != name:  # DuckDB, which diffs the snapshots, folds identifiers' case
+            raise InputError(f"spec.source.table: columns {other!r} and {name!r} of "
+                             f"{info.table} differ only in case, which the diff cannot tell "
+                             "apart; rename one")
     for i, key in enumerate(spec.source.primary_key):
         if info.column(key) is None:
             raise InputError(f"spec.source.primaryKey[{i}]: column {key!r} does not exist in "

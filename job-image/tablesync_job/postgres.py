@@ -52,6 +52,10 @@ def map_error(err: Exception, role: str, what: str) -> TableSyncError:
                           f"password in {var}")
     if sqlstate == "3D000" or ("database" in lowered and "does not exist" in lowered):
         return InputError(f"{role} database does not exist ({text}): fix {var}")
+    if isinstance(err, psycopg.ProgrammingError) or (not sqlstate and "invalid " in lowered):
+        # libpq could not read the URI, or refused one of its options (sslmode=bogus)
+        return InputError(f"{var} is not a usable libpq URI ({text}): fix it, e.g. "
+                          "postgresql://user:password@host:5432/dbname?sslmode=require")
     if sqlstate[:2] in _TRANSIENT_CLASSES or not sqlstate:
         return TransientError(f"{role} database: {what} failed ({text}); a retry may help")
     return InputError(f"{role} database: {what} failed ({text}) [SQLSTATE {sqlstate}]")

@@ -120,6 +120,8 @@ def parse(doc: Any, origin: str = "manifest") -> JobSpec:
     else:
         meta, spec = {}, doc
     r = _Reader(origin)
+    if not isinstance(meta, dict):
+        raise r.error("metadata", "must be an object (name, namespace)")
     spec = r.obj(spec, "spec")
     name = str(meta.get("name") or "tablesync")
     namespace = str(meta.get("namespace") or "default")

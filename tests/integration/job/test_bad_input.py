@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
+
 from tests.integration.job.lane import Lane, load_prices
 
 
@@ -135,4 +137,36 @@ def test_timestamp_version_kind_on_a_number_column(lane: Lane) -> None:
     assert result.code == 2
     assert "spec.source.versionKind" in result.error_line
     assert "'v' is bigint" in result.error_line
+    assert_untouched(lane)
+
+
+@pytest.mark.parametrize("uri", ["not a uri", "postgresql://u@127.0.0.1:1/db?sslmode=bogus"])
+def test_a_malformed_uri_is_an_input_error(lane: Lane, uri: str) -> None:
+    load_prices(lane, 1)
+    result = lane.run("run", env={"TABLESYNC_SOURCE_URI": uri})
+    assert result.code == 2, result.error_line
+    assert "TABLESYNC_SOURCE_URI is not a usable libpq URI" in result.error_line
+    assert_untouched(lane)
+
+
+def test_a_soft_delete_column_that_is_also_a_source_column(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL, "
+              "deleted_at timestamptz)")
+    lane.src("INSERT INTO prices VALUES (1, now(), NULL)")
+    lane.spec["spec"]["destination"]["deletes"] = "soft"
+    result = lane.run("run")
+    assert result.code == 2
+    assert "spec.destination.softDeleteColumn: 'deleted_at' is also a source column" in \
+        result.error_line
+    assert_untouched(lane)
+
+
+def test_columns_that_differ_only_in_case(lane: Lane) -> None:
+    lane.both('CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL, '
+              '"Price" int, price int)')
+    lane.src("INSERT INTO prices VALUES (1, now(), 1, 2)")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "'Price' and 'price'" in result.error_line and "spec.source.table" in \
+        result.error_line
     assert_untouched(lane)

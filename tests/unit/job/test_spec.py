@@ -70,6 +70,11 @@ def test_missing_sections_are_named() -> None:
         parse(doc)
 
 
+def test_metadata_that_is_not_an_object_is_named() -> None:
+    with pytest.raises(InputError, match=r"metadata: must be an object"):
+        parse({**MANIFEST, "metadata": "x"})
+
+
 def test_wrong_kind_is_refused() -> None:
     with pytest.raises(InputError, match="kind is 'CronJob'"):
         parse({**MANIFEST, "kind": "CronJob"})
