@@ -124,10 +124,11 @@ def _target_field(field: pa.Field, info: TableInfo) -> pa.Field:
     col = info.column(field.name)
     meta = {b"POSTGRESQL:type": (col.pg_type if col else "").encode()}
     if col is not None and col.type_name == "numeric":
-        if col.precision and col.precision <= 38:
+        if col.precision and col.precision <= 38 and 0 <= (col.scale or 0) <= col.precision:
             return pa.field(field.name, pa.decimal128(col.precision, col.scale or 0), metadata=meta)
         # Wider (and unconstrained) numerics travel as exact text: DuckDB's DECIMAL stops at
-        # 38 digits and would read a decimal256 as DOUBLE.
+        # 38 digits and would read a decimal256 as DOUBLE. So do a negative scale and one
+        # above the precision (Postgres 15), which DuckDB's DECIMAL cannot hold.
         return pa.field(field.name, pa.string(), metadata=meta)
     return field.with_metadata(meta)
 

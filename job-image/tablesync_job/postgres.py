@@ -61,6 +61,12 @@ def map_error(err: Exception, role: str, what: str) -> TableSyncError:
     return InputError(f"{role} database: {what} failed ({text}) [SQLSTATE {sqlstate}]")
 
 
+def _numeric_scale(typmod: int) -> int:
+    """The scale of ``numeric(p, s)`` from its typmod: 11 bits, signed since Postgres 15."""
+    bits = (typmod - 4) & 0x7FF
+    return (bits ^ 0x400) - 0x400
+
+
 @contextmanager
 def connect(uri: str, role: str) -> Iterator[psycopg.Connection[Any]]:
     """A psycopg connection (autocommit) with errors mapped by :func:`map_error`."""
@@ -175,7 +181,7 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
         ColumnInfo(name=name, pg_type=fmt, type_name=typname, not_null=notnull,
                    precision=((typmod - 4) >> 16) & 0xFFFF if typname == "numeric" and typmod > 0
                    else None,
-                   scale=(typmod - 4) & 0xFFFF if typname == "numeric" and typmod > 0 else None)
+                   scale=_numeric_scale(typmod) if typname == "numeric" and typmod > 0 else None)
         for name, fmt, typname, notnull, typmod in conn.execute(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname, a.attnotnull, "
             "a.atttypmod FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "

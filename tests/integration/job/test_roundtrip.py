@@ -111,3 +111,14 @@ def test_arrays_keep_dimensions_and_bounds_and_text_values_ignore_session_styles
         dst = conn.execute("SELECT p::text FROM prices p ORDER BY id").fetchall()
     assert dst == src
     assert "{{1,2},{3,4}}" in dst[0][0] and "[0:2]={a,b,c}" in dst[0][0]
+
+
+def test_numeric_with_a_negative_scale_or_one_above_its_precision(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL, "
+              "hundreds numeric(3,-2), tiny numeric(2,5))")
+    lane.src("INSERT INTO prices VALUES (1, now(), 12345, 0.00012), (2, now(), -99900, NULL)")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
