@@ -72,8 +72,8 @@ def _dispatch(ctx: pipeline.RunContext, args: argparse.Namespace) -> int:
     report = ctx.report
     try:
         if args.command == "run":
-            approve = args.approve or os.environ.get("TABLESYNC_APPROVE_DELTA") or None
-            pipeline.run(ctx, dry_run=args.dry_run, approve=approve)
+            pipeline.run(ctx, dry_run=args.dry_run, approve=args.approve,
+                         standing=os.environ.get("TABLESYNC_APPROVE_DELTA") or None)
         elif args.command == "dump":
             pipeline.preflight(ctx)
             snap, _ = pipeline.phase_dump(ctx)

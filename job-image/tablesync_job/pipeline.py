@@ -254,15 +254,29 @@ def stored_delta(ctx: RunContext, delta_ref: str, field_name: str) -> tuple[Delt
 
 # the whole run --------------------------------------------------------------------------------
 
-def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None) -> Report:
+def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
+        standing: str | None = None) -> Report:
     """dump -> diff -> guards -> apply. With ``approve`` (``FROM..TO``) apply that stored delta.
 
-    Returns the report; raises the job's errors (the caller fills the report from them).
+    ``standing`` is the operator's approval (``TABLESYNC_APPROVE_DELTA``), which stays in the
+    CronJob until the operator has seen a run apply it: used like ``approve`` while it starts
+    at the last applied snapshot, ignored (with a warning) once it no longer does, so a run
+    after the approved one is a normal run. ``approve`` itself is strict: stale, it is an
+    InputError. Returns the report; raises the job's errors (the caller fills the report
+    from them).
     """
     report = ctx.report
     preflight(ctx)
     if not dry_run:
         resume_interrupted(ctx)
+    if standing and not approve:
+        state = ctx.layout.get_state()
+        current = state.last_applied_snapshot_id if state else None
+        if parse_delta_id(standing, "TABLESYNC_APPROVE_DELTA")[0] == current:
+            approve = standing
+        else:
+            log.warning("approval no longer applies", extra={"fields": {
+                "approved": standing, "lastApplied": current}})
     if approve and not dry_run:
         delta, parts = stored_delta(ctx, approve, "--approve")
         describe_delta(ctx, delta)

@@ -32,9 +32,12 @@ def test_truncated_source_trips_the_guard_and_approval_applies_exactly_that_delt
     assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
     state = lane.state()
     assert state is not None and delta.endswith(state["last_applied_snapshot_id"])
-    follow_up = lane.run("run")
-    assert follow_up.code == 0
+    # The operator removes the approval from the CronJob once it saw it applied; a run
+    # before that still has it, and runs normally.
+    follow_up = lane.run("run", env={"TABLESYNC_APPROVE_DELTA": delta})
+    assert follow_up.code == 0, follow_up.stderr
     assert follow_up.report["apply"]["inserted"] == 1
+    assert "approval no longer applies" in follow_up.stderr
 
 
 def test_a_shrunken_snapshot_trips_the_shrink_guard(lane: Lane) -> None:
