@@ -205,10 +205,15 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     ctx.report.apply = result.as_report()
     ctx.report.snapshot_id, ctx.report.captured_at = snap.id, snap.captured_at
     ctx.report.rows = snap.rows
-    removed = ctx.layout.apply_retention(ctx.spec.storage.keep_snapshots, delta.to_id)
+    retention(ctx, delta.to_id)
+    return result
+
+
+def retention(ctx: RunContext, last_applied: str | None) -> None:
+    """Keep the newest ``keepSnapshots`` snapshots and ``last_applied``; log what went."""
+    removed = ctx.layout.apply_retention(ctx.spec.storage.keep_snapshots, last_applied)
     if removed:
         log.info("retention", extra={"fields": {"removedSnapshots": removed}})
-    return result
 
 
 def resume_interrupted(ctx: RunContext) -> None:
@@ -286,7 +291,13 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
     _fault("after-dump")
     delta, delta_parts = phase_diff(ctx, snap, parts, store=not dry_run)
     _fault("after-diff")
-    check_guards(ctx.spec, delta, approve)
+    try:
+        check_guards(ctx.spec, delta, approve)
+    except GuardTripped:
+        if not dry_run:  # a guard that trips run after run must not pile up snapshots
+            state = ctx.layout.get_state()
+            retention(ctx, state.last_applied_snapshot_id if state else None)
+        raise
     if dry_run:
         report.result, report.reason = "DryRun", "DryRun"
         report.message = (f"dry run: delta {delta.id} has {delta.inserts} inserts, "

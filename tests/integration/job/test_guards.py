@@ -60,3 +60,21 @@ def test_an_approval_for_another_delta_is_refused(lane: Lane) -> None:
     result = lane.run("run", "--approve", other)
     assert result.code == 2
     assert "--approve" in result.error_line
+
+
+def test_a_guard_that_keeps_tripping_does_not_pile_up_snapshots(lane: Lane) -> None:
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0  # keepSnapshots is 3
+    applied = lane.state()
+    assert applied is not None
+    lane.src("TRUNCATE prices")
+
+    tripped = [lane.run("run") for _ in range(4)]
+
+    assert [r.code for r in tripped] == [3, 3, 3, 3]
+    kept = sorted(p.name for p in (lane.work / "store" / "snapshots").iterdir())
+    assert len(kept) == 4  # the newest 3 and the last applied one
+    assert applied["last_applied_snapshot_id"] in kept
+    assert tripped[-1].report["snapshotId"] in kept
+    approved = lane.run("run", "--approve", tripped[-1].report["deltaId"])
+    assert approved.code == 0, approved.stderr
