@@ -194,9 +194,16 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     if snap is None:
         raise InputError(f"delta {delta.id}: snapshot {delta.to_id} is missing from storage")
     dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
-    state = ctx.layout.get_state() or State(None, None, None, None)
-    ctx.layout.put_state(replace(state, applying=delta.id))
-    result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts)
+    state = ctx.layout.get_state()
+    ctx.layout.put_state(replace(state or State(None, None, None, None), applying=delta.id))
+    try:
+        result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts)
+    except InputError:
+        # a statement or the commit failed: rolled back, nothing to resume (the next run
+        # diffs afresh, and sees a fixed source); after a TransientError (the connection may
+        # have dropped in the commit) or anything unforeseen, the marker stays
+        ctx.layout.put_state(state)
+        raise
     _fault("after-commit")
     ctx.layout.put_state(State(last_applied_snapshot_id=delta.to_id,
                                captured_at=delta.captured_at, applied_at=now_iso(),

@@ -196,8 +196,12 @@ class Layout:
         raw = self.storage.get_bytes("state.json")
         return State(**json.loads(raw)) if raw else None
 
-    def put_state(self, state: State) -> None:
-        self.storage.put_bytes("state.json", _dump_json(asdict(state)))
+    def put_state(self, state: State | None) -> None:
+        """Write ``state.json``; None deletes it (no apply committed yet)."""
+        if state is None:
+            self.storage.delete("state.json")
+        else:
+            self.storage.put_bytes("state.json", _dump_json(asdict(state)))
 
     def put_run(self, run_id: str, record: dict[str, Any]) -> None:
         self.storage.put_bytes(f"runs/{run_id}.json", _dump_json(record))

@@ -30,6 +30,7 @@ class Storage(Protocol):
     def download_file(self, key: str, local: Path) -> None: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete_prefix(self, prefix: str) -> None: ...
+    def delete(self, key: str) -> None: ...
     def local_path(self, key: str) -> Path | None: ...
 
 
@@ -92,6 +93,9 @@ class FileStorage:
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
@@ -207,6 +211,9 @@ class S3Storage:
             batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
             self._call(self._client.delete_objects, Bucket=self.bucket,
                        Delete={"Objects": batch, "Quiet": True})
+
+    def delete(self, key: str) -> None:
+        self._call(self._client.delete_object, Bucket=self.bucket, Key=self._key(key))
 
     def local_path(self, key: str) -> Path | None:
         return None

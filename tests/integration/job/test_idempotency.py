@@ -133,3 +133,23 @@ def test_a_second_concurrent_run_backs_off(lane: Lane) -> None:
     assert "another run is applying to public.prices" in result.error_line
     assert lane.state() is None
     assert lane.run("run").code == 0  # the lock went with the session
+
+
+@pytest.mark.parametrize("bootstrap", [False, True])
+def test_an_apply_the_destination_refused_is_not_resumed(lane: Lane, bootstrap: bool) -> None:
+    """Rolled back for sure: the next run diffs afresh and applies the fixed source."""
+    load_prices(lane, 100)
+    lane.dst("ALTER TABLE prices ADD CONSTRAINT positive CHECK (price > 0)")
+    if not bootstrap:
+        assert lane.run("run").code == 0
+    before = lane.state()
+    lane.src("UPDATE prices SET price = -1, updated_at = now() WHERE id = 5")
+
+    refused = lane.run("run")
+
+    assert refused.code == 2, refused.stderr
+    assert lane.state() == before  # no interrupted apply to resume
+    lane.src("UPDATE prices SET price = 2, updated_at = now() WHERE id = 5")  # fixed
+    fixed = lane.run("run")
+    assert fixed.code == 0, fixed.stderr
+    assert lane.table_text("destination") == lane.table_text("source")

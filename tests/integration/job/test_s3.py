@@ -73,3 +73,19 @@ def test_report_goes_to_the_termination_log_and_fits_4_kib(lane: Lane) -> None:
     assert report["result"] == "Succeeded" and report["bootstrap"] is True
     assert set(report["apply"]) == {"inserted", "updated", "deleted", "alreadyCurrent",
                                     "staleSkipped"}
+
+
+def test_a_refused_bootstrap_leaves_no_state_in_minio(s3_lane: Lane, minio: MinioServer) -> None:
+    lane = s3_lane
+    load_prices(lane, 10)
+    lane.dst("ALTER TABLE prices ADD CONSTRAINT positive CHECK (price > 1)")
+    lane.src("UPDATE prices SET price = 0 WHERE id = 5")
+    bucket = lane.storage_url.split("/")[2]
+
+    refused = lane.run("run")
+
+    assert refused.code == 2, refused.stderr
+    assert "prices/state.json" not in _keys(minio, bucket)
+    lane.src("UPDATE prices SET price = 2 WHERE id = 5")
+    assert lane.run("run").code == 0
+    assert lane.table_text("destination") == lane.table_text("source")
