@@ -17,7 +17,7 @@ from typing import Any
 from . import logs, pipeline
 from . import spec as spec_mod
 from .errors import EXIT_OK, EXIT_TRANSIENT, GuardTripped, InputError, TableSyncError
-from .report import now_iso, write_termination_message
+from .report import Report, now_iso, write_termination_message
 from .snapshots import delta_id
 
 log = logs.get("tablesync_job.main")
@@ -57,10 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         spec = spec_mod.load(args.spec)
+        ctx = pipeline.make_context(spec)  # opens the storage adapter: checks its settings
     except InputError as err:
-        print(f"tablesync-job: {err.message}", file=sys.stderr)
+        # Before there is a context: still one line on stderr and a report for the operator.
+        report = Report(run_id=os.environ.get("TABLESYNC_RUN_ID") or "", reason=err.reason,
+                        message=err.message, error=err.message, finished_at=now_iso())
+        text = report.to_json()
+        write_termination_message(text)
+        print(text)
+        print(f"tablesync-job: {logs.redact(err.message)}", file=sys.stderr)
         return err.exit_code
-    ctx = pipeline.make_context(spec)
     try:
         code = _dispatch(ctx, args)
     finally:

@@ -15,6 +15,7 @@ sort by time (``YYYYmmddTHHMMSS.ffffffZ``). Used by ``pipeline`` and the stages.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,9 @@ from .errors import InputError
 from .storage import Storage
 
 BOOTSTRAP = "bootstrap"  # the FROM of the first delta, which has no T-1
+
+
+SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{4}")
 
 
 def new_snapshot_id(now: datetime | None = None) -> str:
@@ -183,6 +187,11 @@ class Layout:
         for part in parts:
             in_place = self.storage.local_path(f"{prefix}/{part}")
             if in_place is not None:
+                if not in_place.is_file():
+                    raise InputError(f"spec.storage.url: {self.storage.url}/{prefix}/{part} is "
+                                     "missing; the stored snapshot or delta is incomplete: "
+                                     "delete state.json under spec.storage.url to bootstrap "
+                                     "again")
                 local.append(in_place)
                 continue
             into.mkdir(parents=True, exist_ok=True)
@@ -210,20 +219,35 @@ class Layout:
     def apply_retention(self, keep_snapshots: int, last_applied: str | None) -> list[str]:
         """Delete all but the newest ``keep_snapshots`` snapshots, never ``last_applied``.
 
-        Deltas that start or end at a deleted snapshot go too. Returns the deleted ids.
+        Deltas that start or end at a deleted snapshot go too, and so do the leftovers of
+        runs that died while uploading: snapshot and delta folders without a manifest, older
+        than the newest snapshot (only one run at a time writes, under the run lock).
+        Returns the deleted snapshot ids.
         """
         ids = self.snapshot_ids()
         keep = set(ids[-keep_snapshots:])
         if last_applied:
             keep.add(last_applied)
         doomed = [i for i in ids if i not in keep]
-        for delta in self.delta_ids():
-            src, dst = parse_delta_id(delta, "deltas/")
-            if (src and src in doomed) or dst in doomed or dst not in ids:
+        newest = ids[-1] if ids else ""
+        complete = set(self.delta_ids())
+        for delta in self._folders("deltas/"):
+            try:
+                src, dst = parse_delta_id(delta, "deltas/")
+            except InputError:
+                continue  # not ours
+            partial = delta not in complete and dst < newest and SNAPSHOT_ID.fullmatch(dst)
+            if (src and src in doomed) or dst in doomed or dst not in ids or partial:
                 self.storage.delete_prefix(self.delta_prefix(delta) + "/")
-        for snap_id in doomed:
+        partial_snaps = [i for i in self._folders("snapshots/")
+                         if i not in ids and i < newest and SNAPSHOT_ID.fullmatch(i)]
+        for snap_id in doomed + partial_snaps:
             self.storage.delete_prefix(self.snapshot_prefix(snap_id) + "/")
-        return doomed
+        return doomed + partial_snaps
+
+    def _folders(self, prefix: str) -> list[str]:
+        """The names of the folders under ``prefix`` that hold any file."""
+        return sorted({k.split("/")[1] for k in self.storage.list(prefix) if k.count("/") >= 2})
 
 
 def _dump_json(data: dict[str, Any]) -> bytes:

@@ -34,6 +34,19 @@ class Storage(Protocol):
     def local_path(self, key: str) -> Path | None: ...
 
 
+def _check_endpoint(endpoint: str, field: str) -> None:
+    """InputError naming ``field`` unless ``endpoint`` is http(s)://host[:port][/path]."""
+    parts = urlsplit(endpoint)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok \
+            or any(c.isspace() for c in endpoint):
+        raise InputError(f"{field}: {endpoint!r} is not an endpoint URL; use "
+                         "http(s)://host[:port], e.g. http://minio.storage:9000")
+
+
 def open_storage(url: str, endpoint: str | None = None) -> Storage:
     """The adapter for ``url``; ``endpoint`` overrides ``AWS_ENDPOINT_URL`` for s3://."""
     parts = urlsplit(url)
@@ -127,30 +140,55 @@ class S3Storage:
         self.url = url
         self.bucket = bucket
         self.prefix = prefix
-        self.endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
-        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            if not os.environ.get(var):
-                raise InputError(f"{var} is not set: s3:// storage needs credentials "
-                                 "(spec.storage.credentialsSecretRef in the cluster)")
-        self._client: Any = boto3.client(
-            "s3",
-            endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
-            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            or "us-east-1",
-            config=Config(retries={"max_attempts": 5, "mode": "standard"},
-                          s3={"addressing_style": "path"},
-                          connect_timeout=10, read_timeout=120),
-        )
+        field = "spec.storage.endpoint" if endpoint else "AWS_ENDPOINT_URL"
+        endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
+        self.endpoint = endpoint or "AWS S3"
+        if endpoint is not None:
+            _check_endpoint(endpoint, field)
+        # Credentials: boto3's chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the
+        # credentials Secret, or ambient: web identity, a shared file, instance metadata).
+        try:
+            self._client: Any = boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+                or "us-east-1",
+                config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                              s3={"addressing_style": "path"},
+                              connect_timeout=10, read_timeout=120),
+            )
+        except ValueError as err:  # botocore's "Invalid endpoint"
+            raise InputError(f"{field}: {err}; use http(s)://host[:port]") from None
         self._transfer = TransferConfig(multipart_threshold=64 * 2**20,
                                         multipart_chunksize=64 * 2**20, max_concurrency=4)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _fail(self, err: Exception) -> TableSyncError:
-        from botocore.exceptions import ClientError
+    def _fail(self, err: Exception, key: str | None = None) -> TableSyncError:
+        """InputError for what fixing the spec, Secret or bucket cures; else TransientError.
 
+        ``key``: the object asked for, when a 404 means that object is missing (not the
+        bucket).
+        """
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import ClientError, EndpointResolutionError, NoCredentialsError
+
+        if isinstance(err, NoCredentialsError):
+            return InputError("spec.storage: no S3 credentials found: set "
+                              "spec.storage.credentialsSecretRef (AWS_ACCESS_KEY_ID, "
+                              "AWS_SECRET_ACCESS_KEY) or give the job an identity "
+                              "(job.serviceAccountName)")
+        if isinstance(err, EndpointResolutionError):
+            return InputError(f"spec.storage.endpoint: {err}; use http(s)://host[:port]")
+        if isinstance(err, S3UploadFailedError) and isinstance(err.__context__, ClientError):
+            err = err.__context__  # boto3's transfer wraps the refusal (AccessDenied, ...)
         if isinstance(err, ClientError):
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            if key is not None and code in ("404", "NoSuchKey"):
+                return InputError(f"spec.storage.url: {self.url}/{key} is missing; the stored "
+                                  "snapshot or delta is incomplete: delete state.json under "
+                                  "spec.storage.url to bootstrap again")
             code = str(err.response.get("Error", {}).get("Code", ""))
             template = _INPUT_CODES.get(code)
             if template:
@@ -160,13 +198,14 @@ class S3Storage:
         return TransientError(f"storage {self.endpoint} unreachable: {type(err).__name__}: {err}; "
                               "check spec.storage.endpoint; a retry may help")
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, fn: Any, *args: Any, key: str | None = None, **kwargs: Any) -> Any:
+        from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return fn(*args, **kwargs)
-        except (ClientError, BotoCoreError) as err:
-            raise self._fail(err) from None
+        except (ClientError, BotoCoreError, S3UploadFailedError) as err:
+            raise self._fail(err, key) from None
 
     def check(self) -> None:
         self._call(self._client.head_bucket, Bucket=self.bucket)
@@ -193,7 +232,7 @@ class S3Storage:
 
     def download_file(self, key: str, local: Path) -> None:
         self._call(self._client.download_file, self.bucket, self._key(key), str(local),
-                   Config=self._transfer)
+                   Config=self._transfer, key=key)
 
     def list(self, prefix: str) -> list[str]:
         paginator = self._client.get_paginator("list_objects_v2")

@@ -1,0 +1,150 @@
+"""Storage: credentials from boto3's chain, and what a broken store or endpoint tells the user.
+
+Each failure is one line naming what is wrong (exit 2, a report on stdout), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from tests.integration.job.lane import Lane, load_prices
+from tests.support.services import MinioServer
+
+NO_STATIC_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def _without_static_keys(lane: Lane, **extra: str) -> None:
+    lane.env = {k: v for k, v in lane.env.items() if k not in NO_STATIC_KEYS}
+    lane.env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
+                    AWS_SHARED_CREDENTIALS_FILE="/nonexistent", **extra)
+
+
+def test_ambient_credentials_from_a_shared_file_are_used(s3_lane: Lane) -> None:
+    load_prices(s3_lane, 10)
+    creds = s3_lane.work / "aws-credentials"
+    creds.write_text("[default]\naws_access_key_id = minioadmin\n"
+                     "aws_secret_access_key = minioadmin\n")
+    _without_static_keys(s3_lane)
+    s3_lane.env["AWS_SHARED_CREDENTIALS_FILE"] = str(creds)
+
+    result = s3_lane.run("run")
+
+    assert result.code == 0, result.stderr
+
+
+def test_no_credentials_at_all_is_an_input_error(s3_lane: Lane) -> None:
+    load_prices(s3_lane, 10)
+    _without_static_keys(s3_lane)
+
+    result = s3_lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert "no S3 credentials found" in result.error_line
+    assert "spec.storage.credentialsSecretRef" in result.error_line
+    assert "Traceback" not in result.stderr
+
+
+def test_credentials_that_may_not_write_are_an_input_error(s3_lane: Lane,
+                                                           minio: MinioServer) -> None:
+    load_prices(s3_lane, 10)
+    sts = boto3.client("sts", endpoint_url=minio.endpoint, aws_access_key_id=minio.access_key,
+                       aws_secret_access_key=minio.secret_key, region_name="us-east-1")
+    read_only = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": [
+        "s3:ListBucket", "s3:GetObject", "s3:GetBucketLocation"],
+        "Resource": ["arn:aws:s3:::*"]}]}
+    creds = sts.assume_role(RoleArn="arn:xxx:xxx:xxx:xxxx", RoleSessionName="read-only",
+                            Policy=json.dumps(read_only))["Credentials"]
+
+    result = s3_lane.run("run", env={"AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+                                     "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+                                     "AWS_SESSION_TOKEN": creds["SessionToken"]})
+
+    assert result.code == 2, result.stderr
+    assert "access to bucket" in result.error_line and "denied" in result.error_line
+
+
+def test_a_malformed_endpoint_is_named(s3_lane: Lane) -> None:
+    load_prices(s3_lane, 10)
+    for endpoint in ("http://minio .local:9000", "http://127.0.0.1:90o0"):
+        s3_lane.spec["spec"]["storage"]["endpoint"] = endpoint
+
+        result = s3_lane.run("run")
+
+        assert result.code == 2, result.stderr
+        assert result.error_line.startswith("tablesync-job: spec.storage.endpoint:")
+        assert result.report["reason"] == "InputError"
+        assert "Traceback" not in result.stderr
+
+
+def _drop_a_part_of_the_last_applied_snapshot(lane: Lane, minio: MinioServer | None) -> None:
+    state = _state(lane, minio)
+    snap = f"snapshots/{state['last_applied_snapshot_id']}/part-00000.parquet"
+    if minio is None:
+        (Path(lane.storage_url[len("file://"):]) / snap).unlink()
+    else:
+        bucket, _, prefix = lane.storage_url[len("s3://"):].partition("/")
+        client: Any = minio.client()
+        client.delete_object(Bucket=bucket, Key=f"{prefix}/{snap}")
+
+
+def _state(lane: Lane, minio: MinioServer | None) -> dict[str, Any]:
+    if minio is None:
+        state = lane.state()
+        assert state is not None
+        return state
+    bucket, _, prefix = lane.storage_url[len("s3://"):].partition("/")
+    client: Any = minio.client()
+    body = client.get_object(Bucket=bucket, Key=f"{prefix}/state.json")["Body"].read()
+    return dict(json.loads(body))
+
+
+def test_a_part_missing_from_the_last_applied_snapshot_is_named(lane: Lane) -> None:
+    load_prices(lane, 10)
+    assert lane.run("run").code == 0
+    _drop_a_part_of_the_last_applied_snapshot(lane, None)
+
+    result = lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert "part-00000.parquet is missing" in result.error_line
+    assert "delete state.json" in result.error_line
+
+
+def test_a_part_missing_in_minio_is_named_not_the_bucket(s3_lane: Lane,
+                                                          minio: MinioServer) -> None:
+    load_prices(s3_lane, 10)
+    assert s3_lane.run("run").code == 0
+    _drop_a_part_of_the_last_applied_snapshot(s3_lane, minio)
+
+    result = s3_lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert "part-00000.parquet is missing" in result.error_line
+    assert "does not exist" not in result.error_line
+
+
+def test_leftovers_of_a_run_that_died_while_uploading_are_removed(lane: Lane) -> None:
+    load_prices(lane, 10)
+    store = Path(lane.storage_url[len("file://"):])
+    old = "20200101T000000.000000Z-0000"
+    for folder in (f"snapshots/{old}", f"deltas/bootstrap..{old}", "snapshots/not-ours"):
+        (store / folder).mkdir(parents=True)
+        (store / folder / "part-00000.parquet").write_bytes(b"partial")
+
+    assert lane.run("run").code == 0
+
+    assert not (store / "snapshots" / old).exists()
+    assert not (store / "deltas" / f"bootstrap..{old}").exists()
+    assert (store / "snapshots" / "not-ours").exists()  # not named like ours: left alone
+
+
+def test_a_spec_error_still_leaves_a_report(lane: Lane) -> None:
+    lane.spec["spec"]["storage"]["url"] = "ftp://nowhere/x"
+    result = lane.run("run")
+    assert result.code == 2
+    assert result.report["result"] == "Failed" and result.report["reason"] == "InputError"
+    assert "spec.storage.url" in result.report["message"]
