@@ -74,6 +74,14 @@ class ApplyResult:
     def drift(self) -> int:
         return self.inserted + self.updated + self.deleted
 
+    def plus(self, other: ApplyResult) -> ApplyResult:
+        """Both applies' counts and seconds added up."""
+        return ApplyResult(self.inserted + other.inserted, self.updated + other.updated,
+                           self.deleted + other.deleted,
+                           self.already_current + other.already_current,
+                           self.stale_skipped + other.stale_skipped,
+                           round(self.seconds + other.seconds, 3))
+
     def as_report(self) -> dict[str, int]:
         return {"inserted": self.inserted, "updated": self.updated, "deleted": self.deleted,
                 "alreadyCurrent": self.already_current, "staleSkipped": self.stale_skipped}

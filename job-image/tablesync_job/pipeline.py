@@ -55,6 +55,7 @@ class RunContext:
     _source: SourceTable | None = None
     _dest: TableInfo | None = None
     _lock: RunLock | None = None
+    resumed: ApplyResult | None = None  # the interrupted apply this run finished first
 
     def __post_init__(self) -> None:
         logs.register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"))
@@ -209,7 +210,9 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
                                captured_at=delta.captured_at, applied_at=now_iso(),
                                delta_id=delta.id))
     ctx.report.phase_seconds["apply"] = round(time.monotonic() - started, 3)
-    ctx.report.apply = result.as_report()
+    # A run that first finished an interrupted apply reports both: its drift is both's.
+    ctx.report.apply = (result if ctx.resumed is None or ctx.resumed is result
+                        else result.plus(ctx.resumed)).as_report()
     ctx.report.snapshot_id, ctx.report.captured_at = snap.id, snap.captured_at
     ctx.report.rows = snap.rows
     retention(ctx, delta.to_id)
@@ -242,9 +245,8 @@ def resume_interrupted(ctx: RunContext) -> None:
     parts = ctx.layout.fetch(ctx.layout.delta_prefix(delta.id), delta.parts,
                              ctx.work_dir / "interrupted")
     log.info("resuming an interrupted apply", extra={"fields": {"delta": delta.id}})
-    result = phase_apply(ctx, delta, parts)
-    log.info("resumed", extra={"fields": {"delta": delta.id, **result.as_report()}})
-    ctx.report.apply, ctx.report.phase_seconds = None, {}
+    ctx.resumed = phase_apply(ctx, delta, parts)
+    log.info("resumed", extra={"fields": {"delta": delta.id, **ctx.resumed.as_report()}})
 
 
 def stored_delta(ctx: RunContext, delta_ref: str, field_name: str) -> tuple[Delta, list[Path]]:

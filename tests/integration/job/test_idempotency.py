@@ -67,7 +67,12 @@ def test_a_crash_at_any_point_then_a_rerun_converges(lane: Lane, point: str) -> 
     assert len(dest) == len(set(dest))
     if point in ("mid-apply", "after-commit"):  # the interrupted delta was applied first
         assert "resuming an interrupted apply" in rerun.stderr
-        assert rerun.report["reason"] == "NoChanges"
+        assert rerun.report["reason"] == "NoChanges"  # nothing new since
+        if point == "mid-apply":  # rolled back: the rerun's drift is the delta's changes
+            assert rerun.report["apply"]["updated"] > 0
+        else:  # committed: the rerun found the delta's rows already current
+            assert rerun.report["apply"]["updated"] == 0
+            assert rerun.report["apply"]["alreadyCurrent"] > 0
     state = lane.state()
     assert state is not None and state["applying"] is None
 
