@@ -306,6 +306,13 @@ class OverrunFigures:
     missed_schedules: int = 0
     last_missed_schedule_time: str | None = None
     schedules_checked_until: str | None = None
+    """Watermark: fire times up to this instant are judged (fired or missed) and never again."""
+    checked_schedule: str | None = None
+    """``spec.schedule`` whose fire times the watermark judged; None while missed schedules
+    are not counted (suspended, stalled) or before any judging: counting then restarts from
+    the next refresh, so no slot the CronJob did not have is judged (see ``refresh``)."""
+    checked_time_zone: str | None = None
+    """``spec.timeZone`` that went with ``checked_schedule`` (None: UTC, or not counting)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -319,6 +326,8 @@ class OverrunFigures:
             "lastPhaseSeconds": dict(self.last_phase_seconds) if self.last_phase_seconds else None,
             "lastMissedScheduleTime": self.last_missed_schedule_time,
             "schedulesCheckedUntil": self.schedules_checked_until,
+            "checkedSchedule": self.checked_schedule,
+            "checkedTimeZone": self.checked_time_zone,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -341,6 +350,8 @@ class OverrunFigures:
             missed_schedules=int(d.get("missedSchedules") or 0),
             last_missed_schedule_time=d.get("lastMissedScheduleTime"),
             schedules_checked_until=d.get("schedulesCheckedUntil"),
+            checked_schedule=d.get("checkedSchedule"),
+            checked_time_zone=d.get("checkedTimeZone"),
         )
 
 
@@ -1030,31 +1041,51 @@ def refresh(
     """Recompute lag (and Lagging) and look for schedules that fired no Job.
 
     ``scheduled_times`` are the slots of the CronJob's Jobs; with the CronJob's
-    ``lastScheduleTime`` they are what fired. ``count_missed`` is False while the CronJob is
-    suspended or not reconciled: the watermark then advances without counting.
+    ``lastScheduleTime`` they are what fired. A fire time is judged once, after the grace
+    of ``startingDeadlineSeconds`` + ``MISSED_SLACK_SECONDS``; ``overrun.schedulesCheckedUntil``
+    is the watermark up to which fire times were judged.
+
+    ``count_missed`` is False while the CronJob is suspended or not reconciled: the watermark
+    then moves to ``now`` (nothing fires, so no slot up to now may be judged later) and the
+    schedule it was kept for is forgotten. When counting, a watermark kept for another
+    ``spec.schedule`` / ``spec.timeZone`` (changed, or counting just resumed) restarts at
+    ``now``: the caller has just applied the CronJob for this spec, so slots of this schedule
+    before ``now`` were never the CronJob's. Slots in the restart gap go unjudged (an
+    undercount, never a false ``ScheduleMissed``).
     """
     events: list[StatusEvent] = []
     st = _lag(st, ts, now, created_at)
     o = st.overrun
     checked = parse_time(o.schedules_checked_until)
-    if checked is None:
-        # Start from the CronJob's last schedule (or its creation): earlier Jobs may be gone
-        # with the history limits, so their slots could not be told from missed ones.
-        cj_created = parse_time(((cronjob or {}).get("metadata") or {}).get("creationTimestamp"))
-        cj_last = parse_time(((cronjob or {}).get("status") or {}).get("lastScheduleTime"))
-        checked = cj_last or cj_created or now
-    fired = list(scheduled_times)
-    last_schedule = parse_time(((cronjob or {}).get("status") or {}).get("lastScheduleTime"))
-    if last_schedule is not None:
-        fired.append(last_schedule)
-    grace = ts.spec.starting_deadline() + MISSED_SLACK_SECONDS
-    missed, until = cron.missed_schedules(
-        ts.spec.schedule, ts.spec.time_zone, checked, now, grace, fired
-    )
+    missed: list[datetime] = []
+    checked_for: tuple[str | None, str | None] = (None, None)
     if not count_missed:
-        missed = []
+        until = now if checked is None else max(checked, now)
+    else:
+        checked_for = (ts.spec.schedule, ts.spec.time_zone)
+        if checked is None:
+            # Start from the CronJob's last schedule (or its creation): earlier Jobs may be
+            # gone with the history limits, so their slots could not be told from missed ones.
+            cj_meta = (cronjob or {}).get("metadata") or {}
+            cj_created = parse_time(cj_meta.get("creationTimestamp"))
+            cj_last = parse_time(((cronjob or {}).get("status") or {}).get("lastScheduleTime"))
+            checked = cj_last or cj_created or now
+        elif (o.checked_schedule, o.checked_time_zone) != checked_for:
+            checked = max(checked, now)
+        fired = list(scheduled_times)
+        last_schedule = parse_time(((cronjob or {}).get("status") or {}).get("lastScheduleTime"))
+        if last_schedule is not None:
+            fired.append(last_schedule)
+        grace = ts.spec.starting_deadline() + MISSED_SLACK_SECONDS
+        missed, until = cron.missed_schedules(
+            ts.spec.schedule, ts.spec.time_zone, checked, now, grace, fired
+        )
     o = dataclasses.replace(
-        o, schedules_checked_until=format_time(until), budget_seconds=ts.spec.budget_seconds()
+        o,
+        schedules_checked_until=format_time(until),
+        checked_schedule=checked_for[0],
+        checked_time_zone=checked_for[1],
+        budget_seconds=ts.spec.budget_seconds(),
     )
     if missed:
         o = dataclasses.replace(

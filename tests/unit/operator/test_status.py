@@ -330,25 +330,114 @@ def test_missed_schedules_turn_overrun_on() -> None:
     assert cond(nxt, "Overrun").status == "False"
 
 
+def judged_until(
+    s: st.TableSyncStatus, until: str, body: dict[str, Any] | None = None
+) -> st.TableSyncStatus:
+    """``s`` with its missed-schedule watermark at ``until``, kept for the schedule of ``body``."""
+    spec = ts(body).spec
+    return dataclasses.replace(
+        s,
+        overrun=dataclasses.replace(
+            s.overrun,
+            schedules_checked_until=until,
+            checked_schedule=spec.schedule,
+            checked_time_zone=spec.time_zone,
+        ),
+    )
+
+
 def test_a_fired_schedule_is_not_missed_and_suspension_counts_nothing() -> None:
     body = tablesync(startingDeadlineSeconds=10)
-    s = dataclasses.replace(
-        ready(body=body), overrun=st.OverrunFigures(schedules_checked_until="2026-11-21T11:00:30Z")
-    )
+    s = judged_until(ready(body=body), "2026-11-21T11:00:30Z", body)
     from .test_schedule import at
 
+    missed, _ = refreshed(s, timedelta(minutes=31), body)
+    assert missed.overrun.missed_schedules == 1  # the 11:30 slot, judged at 11:30:30
     fired, _ = refreshed(s, timedelta(minutes=31), body, fired=[at("2026-11-21T11:30:00")])
     assert fired.overrun.missed_schedules == 0
     suspended, events = refreshed(s, timedelta(minutes=31), body, count=False)
     assert suspended.overrun.missed_schedules == 0 and events == []
-    assert suspended.overrun.schedules_checked_until == "2026-11-21T11:30:30Z"
+    # Nothing fires while suspended: the watermark moves to now, and forgets the schedule.
+    assert suspended.overrun.schedules_checked_until == "2026-11-21T11:31:00Z"
+    assert suspended.overrun.checked_schedule is None
+
+
+def test_unsuspending_never_judges_slots_of_the_suspension() -> None:
+    """Regression (review 2): the last ``grace`` seconds of a suspension were judged after
+    ``suspend: false`` and counted as missed."""
+    suspended, resumed = tablesync(suspend=True), tablesync(suspend=False)  # */30, grace 320 s
+    s = judged_until(ready(body=resumed), "2026-11-21T11:00:30Z", resumed)
+    s, events = refreshed(s, timedelta(minutes=32), suspended, count=False)
+    assert s.overrun.missed_schedules == 0 and events == []
+    # Resumed at 11:33: the 11:30 slot fell in the suspension (the CronJob fired nothing).
+    s, _ = refreshed(s, timedelta(minutes=33), resumed)
+    s, events = refreshed(s, timedelta(minutes=37), resumed)
+    assert s.overrun.missed_schedules == 0 and events == []
+    assert cond(s, "Overrun").reason == "NoRunYet"
+    # Counting resumed: the 12:00 slot that fires no Job is missed.
+    s, events = refreshed(s, timedelta(minutes=66), resumed)
+    assert (s.overrun.missed_schedules, s.overrun.last_missed_schedule_time) == (
+        1,
+        "2026-11-21T12:00:00Z",
+    )
+    assert [e.reason for e in events] == ["ScheduleMissed"]
+
+
+def test_a_slot_between_the_last_suspended_refresh_and_the_unsuspend_is_not_judged() -> None:
+    suspended, resumed = tablesync(suspend=True), tablesync(suspend=False)
+    s = judged_until(ready(body=resumed), "2026-11-21T11:00:30Z", resumed)
+    # Last refresh while suspended at 11:29:45; the 11:30 slot passes suspended; resumed
+    # (and the CronJob unsuspended) at 11:30:15.
+    s, _ = refreshed(s, timedelta(minutes=29, seconds=45), suspended, count=False)
+    s, _ = refreshed(s, timedelta(minutes=30, seconds=15), resumed)
+    assert s.overrun.schedules_checked_until == "2026-11-21T11:30:15Z"
+    assert s.overrun.checked_schedule == "*/30 * * * *"
+    s, events = refreshed(s, timedelta(minutes=40), resumed)
+    assert s.overrun.missed_schedules == 0 and events == []
+
+
+def test_a_schedule_change_judges_only_slots_of_the_new_schedule_after_the_change() -> None:
+    """Regression (review 2): ``0 * * * *`` -> ``*/5 * * * *`` judged a */5 slot from before
+    the change, which the old CronJob never had."""
+    hourly, five = tablesync(schedule="0 * * * *"), tablesync(schedule="*/5 * * * *")
+    s = judged_until(ready(body=hourly), "2026-11-21T11:00:30Z", hourly)
+    s, _ = refreshed(s, timedelta(minutes=10), hourly)  # watermark 11:04:40 (grace 320 s)
+    # The schedule becomes */5 (grace 170 s); the CronJob is updated at 11:11.
+    s, events = refreshed(s, timedelta(minutes=11), five)
+    assert s.overrun.missed_schedules == 0 and events == []
+    assert (s.overrun.schedules_checked_until, s.overrun.checked_schedule) == (
+        "2026-11-21T11:11:00Z",
+        "*/5 * * * *",
+    )
+    # The new schedule's slots after the change are judged: 11:15 and 11:20 missed.
+    s, events = refreshed(s, timedelta(minutes=23), five)
+    assert (s.overrun.missed_schedules, s.overrun.last_missed_schedule_time) == (
+        2,
+        "2026-11-21T11:20:00Z",
+    )
+
+
+def test_a_time_zone_change_judges_no_slot_from_before_the_change() -> None:
+    utc = tablesync(schedule="0 * * * *")
+    kolkata = tablesync(schedule="0 * * * *", timeZone="Asia/Kolkata")  # UTC+05:30
+    s = judged_until(ready(body=utc), "2026-11-21T11:00:30Z", utc)
+    s, _ = refreshed(s, timedelta(minutes=10), utc)  # watermark 11:04:40
+    # The zone changes at 11:36: 11:30 UTC is a Kolkata slot the UTC CronJob never had.
+    s, events = refreshed(s, timedelta(minutes=36), kolkata)
+    assert s.overrun.missed_schedules == 0 and events == []
+    assert (s.overrun.checked_schedule, s.overrun.checked_time_zone) == (
+        "0 * * * *",
+        "Asia/Kolkata",
+    )
+    s, events = refreshed(s, timedelta(minutes=96), kolkata)
+    assert s.overrun.last_missed_schedule_time == "2026-11-21T12:30:00Z"
 
 
 # -- stored form ------------------------------------------------------------------------------
 
 
 def full_status() -> st.TableSyncStatus:
-    body = tablesync(overrunBudgetSeconds=10)
+    body = tablesync(overrunBudgetSeconds=10, timeZone="Europe/Berlin")
     body["metadata"]["annotations"] = {"tablesync.dev/approve-delta": "S1..S2"}
     t = ts(body)
     s = st.mark_reconciled(st.TableSyncStatus(), t, NOW, CRONJOB, approval_pending=True)
