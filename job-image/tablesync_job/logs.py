@@ -2,7 +2,9 @@
 
 Log lines are JSON objects on stderr with the TableSync, run id and phase (STYLE.md rule 5);
 secrets registered with :func:`register_secret` are replaced by ``***`` in every line and in
-every error message (:func:`redact`). Long phases report progress through :class:`Progress`:
+every error message (:func:`redact`). Structured output is redacted value by value before it is
+serialized (:func:`redact_values`), so a secret that is also JSON text (``100``, ``null``, a
+key) cannot break a line or the report. Long phases report progress through :class:`Progress`:
 a JSON line at least every ``interval_seconds`` or, on a terminal, a tqdm progress bar.
 """
 
@@ -44,23 +46,45 @@ def redact(text: str) -> str:
     return text
 
 
+def redact_values(value: Any) -> Any:
+    """``value`` (a JSON-able tree) with every string value in it redacted.
+
+    Keys are kept: they are field names chosen by the code, and a secret that happens to be a
+    field name (``rows``) must not remove the field. Numbers, booleans and None are kept;
+    tuples become lists; any other object becomes its redacted ``str()`` (what
+    ``json.dumps(default=str)`` would print).
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {k: redact_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_values(v) for v in value]
+    return redact(str(value))
+
+
 def set_context(**fields: str) -> None:
     """Fields added to every log line from now on (e.g. ``tablesync``, ``runId``, ``phase``)."""
     _CONTEXT.update(fields)
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``time`` and ``level`` (kept as they are), the context,
+    ``msg`` and the record's ``fields`` (redacted value by value, :func:`redact_values`)."""
+
     def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {**_CONTEXT, "msg": record.getMessage()}
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            fields.update(extra)
         line: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
-            **_CONTEXT,
-            "msg": redact(record.getMessage()),
+            **redact_values(fields),
         }
-        extra = getattr(record, "fields", None)
-        if isinstance(extra, dict):
-            line.update(extra)
-        return redact(json.dumps(line, default=str, ensure_ascii=False))
+        return json.dumps(line, ensure_ascii=False)
 
 
 def setup(level: int = logging.INFO) -> None:

@@ -26,7 +26,7 @@ from .apply import ApplyResult, _fault, apply, check_destination
 from .diff import OP, diff, open_duckdb
 from .dump import SourceTable, check_source, dump
 from .errors import GuardTripped, InputError
-from .postgres import RunLock, TableInfo
+from .postgres import RunLock, TableInfo, refuse_ambiguous_uri, uri_passwords
 from .report import Report, now_iso
 from .snapshots import Delta, Layout, Snapshot, State, new_snapshot_id, parse_delta_id
 from .spec import JobSpec
@@ -36,11 +36,20 @@ log = logs.get("tablesync_job.pipeline")
 
 
 def require_env(name: str) -> str:
+    """The connection string in env variable ``name``, its password registered as a secret
+    in every form (``postgres.uri_passwords``) before anything can print it.
+
+    InputError naming ``name`` if it is unset or holds more than one '@' before its host
+    (``postgres.refuse_ambiguous_uri``).
+    """
     value = os.environ.get(name, "")
     if not value:
         raise InputError(f"{name} is not set: it must hold the libpq URI "
                          "(in the cluster it comes from the TableSync's uriSecretRef)")
     logs.register_secret(value)
+    for password in uri_passwords(value):
+        logs.register_secret(password)
+    refuse_ambiguous_uri(value, name)
     return value
 
 

@@ -3,17 +3,22 @@
 The only module that opens database connections (psycopg for catalog queries, ADBC for Arrow
 streams in and out). Errors become the job's family: wrong password, a missing database or
 table is an InputError naming the variable or field; a refused connection or a serialization
-failure is a TransientError. Messages never contain the URI (``logs.redact``).
+failure is a TransientError. Messages never contain the URI or its password: ``pipeline``
+registers every form of the password (:func:`uri_passwords`) with ``logs`` before anything
+connects, and refuses a URI that parsers read differently (:func:`refuse_ambiguous_uri`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from .errors import InputError, TableSyncError, TransientError
 from .logs import redact
@@ -35,6 +40,120 @@ def quote_literal(value: str) -> str:
 
 def qualified(table: TableName) -> str:
     return f"{quote_ident(table.schema)}.{quote_ident(table.name)}"
+
+
+_URI_PREFIXES = ("postgresql://", "postgres://")  # what libpq reads as a URI
+_PASSWORD_KEYS = ("password", "sslpassword")  # libpq parameters that hold a secret
+_URI_DELIMITERS = re.compile(r"[@#?/]")  # where some parser may end a password early
+
+
+def uri_passwords(conninfo: str) -> set[str]:
+    """Every form in which a client library or an error message may show the password held
+    by ``conninfo`` (a libpq URI or ``key=value`` string), for ``logs.register_secret``.
+
+    libpq, urllib and ADBC disagree on malformed strings, so this collects: libpq's own
+    reading (``conninfo_to_dict``, ``password`` and ``sslpassword``); for a URI, the password
+    of the userinfo as urllib reads it (up to the *last* ``@`` of the netloc), as libpq reads
+    it (up to the *first* ``@`` before any ``/``) and up to the first and last ``@`` before the
+    query (a ``/`` in the password), each ``@``-separated piece of those,
+    and ``password`` query parameters raw and decoded (``parse_qs``); for a ``key=value``
+    string that libpq cannot parse (``password=two words``), the value and the stray words
+    after it, which libpq names in its error. Each password also contributes its
+    percent-decoded form and its pieces split at ``@ # ? /`` (a parser that stops there
+    prints the first piece as a host or port). Returns an empty set when there is no password.
+    """
+    found: set[str] = set()
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        params = {}
+    found.update(str(params.get(key) or "") for key in _PASSWORD_KEYS)
+    if conninfo.startswith(_URI_PREFIXES):
+        found.update(_uri_userinfo_passwords(conninfo))
+        query = conninfo.partition("?")[2]
+        for pair in query.split("&"):
+            key, _, raw = pair.partition("=")
+            if unquote(key) in _PASSWORD_KEYS:
+                found.add(raw)
+        for key in _PASSWORD_KEYS:
+            found.update(parse_qs(query).get(key, []))
+    elif not params:
+        found.update(_keyword_passwords(conninfo))
+    forms: set[str] = set()
+    for password in filter(None, found):
+        forms.update({password, unquote(password), *_URI_DELIMITERS.split(password)})
+    return {form for form in forms if form}
+
+
+def _uri_userinfo_passwords(uri: str) -> set[str]:
+    """The password of a URI's userinfo as urllib and as libpq read it, and its pieces."""
+    rest = uri.partition("://")[2]
+    userinfos: list[str] = []
+    with suppress(ValueError):  # e.g. an unbalanced '[' in the netloc
+        userinfos.append(urlsplit(uri).netloc.rpartition("@")[0])  # up to the last '@'
+    if "@" in rest.partition("/")[0]:
+        userinfos.append(rest.partition("@")[0])  # up to the first '@'
+    # A '/' or '#' in the password ends the netloc for both, and libpq takes the start of the
+    # password for a port: the userinfo then runs to an '@' in what they call the path.
+    before_query = rest.partition("?")[0]
+    if "@" in before_query:
+        userinfos += [before_query.partition("@")[0], before_query.rpartition("@")[0]]
+    found: set[str] = set()
+    for userinfo in userinfos:
+        password = userinfo.partition(":")[2]
+        pieces = userinfo.split("@")
+        found.update({password, pieces[0].partition(":")[2], *pieces[1:]})
+    return found
+
+
+def _keyword_passwords(dsn: str) -> set[str]:
+    """Password values of a ``key=value`` string libpq refused, and the stray words after an
+    unquoted one: ``password=two words host=h`` gives ``two``, ``words``, ``two words``."""
+    found: set[str] = set()
+    for match in re.finditer(r"(?:^|\s)(?:ssl)?password\s*=\s*", dsn):
+        rest = dsn[match.end():]
+        if rest.startswith("'"):
+            quoted = re.match(r"'((?:[^'\\]|\\.)*)'?", rest)
+            value = quoted.group(1) if quoted else ""
+            found.update({value, re.sub(r"\\(.)", r"\1", value)})
+            continue
+        words = rest.split()
+        if not words:
+            continue
+        stray: list[str] = []
+        for index, word in enumerate(words[1:], start=1):
+            following = words[index + 1] if index + 1 < len(words) else ""
+            if "=" in word or following.startswith("="):
+                break
+            stray.append(word)
+        found.update({words[0], re.sub(r"\\(.)", r"\1", words[0]), *stray,
+                      " ".join(words[:1 + len(stray)])})
+    return found
+
+
+def refuse_ambiguous_uri(conninfo: str, var: str) -> None:
+    """InputError naming ``var`` if ``conninfo`` is a URI with more than one ``@`` before the
+    end of its host list, checked before anything connects.
+
+    libpq ends the userinfo at the first ``@`` (and its host list at ``/`` or ``?``), urllib at
+    the last one of the netloc, so an unencoded ``@`` in a password makes them disagree and
+    libpq's errors print the rest of the password as a host name. RFC 3986 section 3.2.1: the
+    userinfo cannot hold a raw ``@``. The message does not echo the URI.
+    """
+    if not conninfo.startswith(_URI_PREFIXES):
+        return
+    rest = conninfo.partition("://")[2]
+    hosts = ""  # libpq's host list, after the userinfo
+    if "@" in rest.partition("/")[0]:
+        hosts = re.split(r"[/?]", rest.partition("@")[2], maxsplit=1)[0]
+    try:
+        netloc_ats = urlsplit(conninfo).netloc.count("@")
+    except ValueError:
+        netloc_ats = 0
+    if "@" in hosts or netloc_ats > 1:
+        raise InputError(f"{var} has more than one '@' before its host, so the password's end "
+                         "is ambiguous: percent-encode each '@' in the user name or password "
+                         "as %40 (postgresql://user:p%40ss@host:5432/dbname)")
 
 
 def map_error(err: Exception, role: str, what: str) -> TableSyncError:

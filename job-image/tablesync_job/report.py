@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .logs import redact
+from .logs import redact_values
 
-MAX_REPORT_BYTES = 4096
+MAX_REPORT_BYTES = 4096  # the termination-message limit of a Kubernetes container
+TRUNCATED_MARKER = "... [truncated]"  # ends a message or error shortened to fit
+_VERBATIM = ("result", "reason")  # closed vocabularies, never redacted
+_ESSENTIAL = ("result", "reason", "message", "runId", "error")  # kept when nothing else fits
 TERMINATION_LOG = "/dev/termination-log"
 
 
@@ -47,7 +50,14 @@ class Report:
     sample: list[dict[str, Any]] | None = None  # dry run only; printed, never in compact()
 
     def compact(self) -> dict[str, Any]:
-        data = {
+        """The report's fields (job-image/README.md, "Report"), camelCase, JSON-able.
+
+        Every string is redacted (:func:`logs.redact_values`) before anything serializes it,
+        so a secret that is also JSON text cannot corrupt the report; ``result`` and ``reason``
+        are kept verbatim: they come from closed vocabularies the operator matches on. Also
+        the ``report`` of the stored run record.
+        """
+        data: dict[str, Any] = {
             "result": self.result, "reason": self.reason, "message": self.message,
             "runId": self.run_id, "snapshotId": self.snapshot_id,
             "fromSnapshotId": self.from_snapshot_id, "deltaId": self.delta_id,
@@ -55,20 +65,84 @@ class Report:
             "delta": self.delta, "apply": self.apply, "phaseSeconds": self.phase_seconds,
             "startedAt": self.started_at, "finishedAt": self.finished_at, "error": self.error,
         }
-        return data
+        return {key: value if key in _VERBATIM else redact_values(value)
+                for key, value in data.items()}
 
     def to_json(self) -> str:
-        """The compact report, truncating message and error so it fits in 4 KiB."""
+        """The compact report as one line of ASCII JSON of at most ``MAX_REPORT_BYTES``.
+
+        The 4 KiB is the termination-message limit of a Kubernetes container. When the
+        report is longer, ``message`` and ``error`` share what the other fields leave: a
+        short one is kept whole and the rest goes to the other, each measured in bytes of its
+        escaped form (``\\uXXXX`` for non-ASCII) and cut at a character with
+        ``TRUNCATED_MARKER``. Values are redacted before they are cut, so a cut never shows
+        part of a secret. If the other fields alone are too long (a very long run id), only
+        ``result``, ``reason``, ``message``, ``runId`` and ``error`` are kept, all shortened
+        the same way; the operator reads missing fields as absent.
+        """
         data = self.compact()
-        text = redact(json.dumps(data, separators=(",", ":")))
-        for key in ("error", "message"):
-            if len(text.encode()) <= MAX_REPORT_BYTES:
-                break
-            value = data.get(key) or ""
-            excess = len(text.encode()) - MAX_REPORT_BYTES + 16
-            data[key] = value[: max(len(value) - excess, 0)] + "..."
-            text = redact(json.dumps(data, separators=(",", ":")))
-        return text
+        text = _dumps(data)
+        if len(text) <= MAX_REPORT_BYTES:
+            return text
+        text = _dumps(_fit(data, ("message", "error")))
+        if len(text) <= MAX_REPORT_BYTES:
+            return text
+        essential = {key: data[key] for key in _ESSENTIAL}
+        return _dumps(_fit(essential, _ESSENTIAL))
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    """Compact JSON, ASCII only: its length in characters is its length in bytes."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=True)
+
+
+def _escaped_bytes(value: str) -> int:
+    """Bytes ``value`` takes between its quotes in the report's JSON (``\\uXXXX`` per
+    non-ASCII character, 12 bytes for one outside the BMP, ``\\"`` for a quote)."""
+    return len(json.dumps(value, ensure_ascii=True)) - 2
+
+
+def _truncate_escaped(value: str, budget_bytes: int) -> str:
+    """``value`` if its escaped form fits ``budget_bytes``; else its longest prefix that fits
+    together with ``TRUNCATED_MARKER``, plus the marker; ``""`` if not even the marker fits."""
+    if _escaped_bytes(value) <= budget_bytes:
+        return value
+    room = budget_bytes - _escaped_bytes(TRUNCATED_MARKER)
+    if room < 0:
+        return ""
+    value = value[:room]  # every character takes at least one byte
+    low, high = 0, len(value)  # the longest prefix whose escaped form fits in room
+    while low < high:
+        mid = (low + high + 1) // 2
+        if _escaped_bytes(value[:mid]) <= room:
+            low = mid
+        else:
+            high = mid - 1
+    return value[:low] + TRUNCATED_MARKER
+
+
+def _shares(sizes: dict[str, int], budget_bytes: int) -> dict[str, int]:
+    """Split ``budget_bytes`` among fields of ``sizes`` bytes, max-min fair: the smallest
+    fields get all they need, the others an equal part of what is left."""
+    shares: dict[str, int] = {}
+    left = max(budget_bytes, 0)
+    order = sorted(sizes, key=lambda key: sizes[key])
+    for done, key in enumerate(order):
+        shares[key] = min(sizes[key], left // (len(order) - done))
+        left -= shares[key]
+    return shares
+
+
+def _fit(data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` with its string fields ``keys`` shortened to share the bytes the other
+    fields leave of ``MAX_REPORT_BYTES`` (:func:`_shares`, :func:`_truncate_escaped`)."""
+    values = {key: data[key] for key in keys if isinstance(data.get(key), str)}
+    fitted = {**data, **dict.fromkeys(values, "")}
+    budget_bytes = MAX_REPORT_BYTES - len(_dumps(fitted))
+    sizes = {key: _escaped_bytes(value) for key, value in values.items()}
+    for key, share in _shares(sizes, budget_bytes).items():
+        fitted[key] = _truncate_escaped(values[key], share)
+    return fitted
 
 
 def write_termination_message(text: str) -> bool:
