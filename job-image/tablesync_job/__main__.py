@@ -153,7 +153,7 @@ def _finish(ctx: pipeline.RunContext, code: int) -> None:
     write_termination_message(text)
     if report.sample is not None:
         out: dict[str, Any] = {**report.compact(), "sample": report.sample}
-        print(logs.redact(json.dumps(out, indent=1, default=str)))
+        print(json.dumps(logs.redact_values(out), indent=1))
     else:
         print(text)
     if report.result != "DryRun":
