@@ -72,13 +72,16 @@ def set_context(**fields: str) -> None:
 
 class _JsonFormatter(logging.Formatter):
     """One JSON object per record: ``time`` and ``level`` (kept as they are), the context,
-    ``msg`` and the record's ``fields`` (redacted value by value, :func:`redact_values`)."""
+    ``msg``, the record's ``fields`` and, for ``log.exception`` (an unexpected error: a bug),
+    ``traceback``; all redacted value by value (:func:`redact_values`)."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {**_CONTEXT, "msg": record.getMessage()}
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             fields.update(extra)
+        if record.exc_info:
+            fields["traceback"] = self.formatException(record.exc_info)
         line: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 
@@ -57,3 +58,15 @@ def test_redact_values_keeps_the_shape() -> None:
     value = {"a": [100, "100 rows", (1.5, None)], "b": {"c": False}}
     assert logs.redact_values(value) == {"a": [100, "*** rows", [1.5, None]],
                                          "b": {"c": False}}
+
+
+def test_an_unexpected_error_logs_its_traceback_redacted() -> None:
+    logs.register_secret("s3cr3t-pw")
+    try:
+        raise RuntimeError("boom with s3cr3t-pw")
+    except RuntimeError:
+        record = logging.LogRecord("tablesync_job.test", logging.ERROR, __file__, 1,
+                                   "unexpected error", None, sys.exc_info())
+    doc = json.loads(logs._JsonFormatter().format(record))
+    assert "Traceback" in doc["traceback"] and "RuntimeError: boom with ***" in doc["traceback"]
+    assert "s3cr3t-pw" not in json.dumps(doc)
