@@ -80,17 +80,26 @@ def fire_times(
 ) -> list[datetime]:
     """Fire times t with ``after < t <= until``, ascending, as aware UTC datetimes.
 
-    At most ``_MAX_WALK`` times are returned (the latest ones are dropped).
+    At most ``_MAX_WALK`` times are returned (the latest ones are dropped). A wall-clock time
+    that does not exist in the zone (skipped by a daylight-saving jump) is no fire time: the
+    CronJob controller's cron library (robfig/cron v3, ``SpecSchedule.Next``) only stops at
+    times whose local hour and minute match the schedule, where croniter would substitute the
+    first time after the jump (02:30 becomes 03:00). A wall-clock time that occurs twice (the
+    clocks going back) fires twice in both.
     """
     expr = normalize(schedule)
-    start = after.astimezone(zone(time_zone))
+    tz = zone(time_zone)
+    start = after.astimezone(tz)
     walker = croniter(expr, start)
+    minutes, hours = walker.expanded[0], walker.expanded[1]
     times: list[datetime] = []
     while len(times) < _MAX_WALK:
         nxt: datetime = walker.get_next(datetime)
         if nxt > until:
             break
-        times.append(nxt.astimezone(UTC))
+        local = nxt.astimezone(tz)
+        if ("*" in minutes or local.minute in minutes) and ("*" in hours or local.hour in hours):
+            times.append(nxt.astimezone(UTC))
     return times
 
 

@@ -71,3 +71,18 @@ def test_a_fired_time_counts_to_the_minute() -> None:
         "*/30 * * * *", None, at("2026-11-21T10:00:00"), at("2026-11-21T11:00:00"), 60.0, fired
     )
     assert missed == []
+
+
+def test_a_time_skipped_by_daylight_saving_is_no_fire_time() -> None:
+    """2026-03-08 02:30 does not exist in New York; the CronJob controller does not fire."""
+    times = cron.fire_times(
+        "30 2 * * *", "America/New_York", at("2026-03-06T12:00:00"), at("2026-03-10T00:00:00")
+    )
+    assert times == [at("2026-03-07T07:30:00"), at("2026-03-09T06:30:00")]
+
+
+def test_a_time_repeated_by_daylight_saving_fires_twice() -> None:
+    times = cron.fire_times(
+        "30 1 * * *", "America/New_York", at("2026-11-01T00:00:00"), at("2026-11-01T12:00:00")
+    )
+    assert times == [at("2026-11-01T05:30:00"), at("2026-11-01T06:30:00")]
