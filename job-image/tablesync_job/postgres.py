@@ -138,7 +138,8 @@ def refuse_ambiguous_uri(conninfo: str, var: str) -> None:
     libpq ends the userinfo at the first ``@`` (and its host list at ``/`` or ``?``), urllib at
     the last one of the netloc, so an unencoded ``@`` in a password makes them disagree and
     libpq's errors print the rest of the password as a host name. RFC 3986 section 3.2.1: the
-    userinfo cannot hold a raw ``@``. The message does not echo the URI.
+    userinfo cannot hold a raw ``@``. Likewise an ``@`` after the first ``/`` (a raw ``/`` in
+    the password ends the host part). The message does not echo the URI.
     """
     if not conninfo.startswith(_URI_PREFIXES):
         return
@@ -154,6 +155,13 @@ def refuse_ambiguous_uri(conninfo: str, var: str) -> None:
         raise InputError(f"{var} has more than one '@' before its host, so the password's end "
                          "is ambiguous: percent-encode each '@' in the user name or password "
                          "as %40 (postgresql://user:p%40ss@host:5432/dbname)")
+    netloc, slash, path = rest.partition("?")[0].partition("/")
+    if slash and "@" not in netloc and "@" in path:
+        # a '/' in the password ended the host part: libpq would look up a host named after
+        # the start of the password, and report that lookup as a (transient) network failure
+        raise InputError(f"{var} has an '@' after a '/', so the password's end is ambiguous: "
+                         "percent-encode each '/' in the user name or password as %2F "
+                         "(postgresql://user:p%2Fss@host:5432/dbname)")
 
 
 def map_error(err: Exception, role: str, what: str) -> TableSyncError:

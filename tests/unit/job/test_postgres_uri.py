@@ -82,6 +82,14 @@ def test_uris_libpq_reads_one_way_are_accepted(uri: str) -> None:
     refuse_ambiguous_uri(uri, "TABLESYNC_SOURCE_URI")
 
 
+def test_an_at_sign_after_a_slash_is_refused_as_a_raw_slash_in_the_password() -> None:
+    with pytest.raises(InputError) as err:
+        refuse_ambiguous_uri("postgresql://u:TopSecretA1/TopSecretB2@127.0.0.1:1/db",
+                             "TABLESYNC_SOURCE_URI")
+    assert err.value.exit_code == EXIT_INPUT
+    assert "%2F" in err.value.message and "TopSecret" not in err.value.message
+
+
 @pytest.mark.parametrize("uri", [
     "postgresql://u@127.0.0.1:1/db?password=TopSecret%zzB2",
     "postgresql://u:TopSecret%zzB2@127.0.0.1:1/db",
@@ -89,7 +97,6 @@ def test_uris_libpq_reads_one_way_are_accepted(uri: str) -> None:
     "host=127.0.0.1 port=1 user=u password='TopSecret B2' dbname=db sslmode=bogus",
     "postgresql://u:TopSecretA1#TopSecretB2@127.0.0.1:1/db",
     "postgresql://u:TopSecretA1?TopSecretB2@127.0.0.1:1/db",
-    "postgresql://u:TopSecretA1/TopSecretB2@127.0.0.1:1/db",
 ])
 def test_connection_errors_never_show_the_password(
         uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
