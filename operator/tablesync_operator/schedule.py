@@ -4,7 +4,9 @@ Pure functions over croniter, called by ``spec`` (validation, derived defaults) 
 ``status`` (overrun and missed-schedule figures). Kubernetes CronJobs accept the standard
 5-field syntax and the named ``@`` macros; this module accepts exactly those (no seconds
 field, no ``@every``, no ``@reboot``, no ``CRON_TZ=`` prefix: ``spec.timeZone`` is the place
-for a zone).
+for a zone), and reads them as the CronJob controller's parser does (robfig/cron v3): no
+day-of-week 7, no L, W or #, a ``*``-led day field ANDed with the other, no fire time in a
+daylight-saving gap, and a schedule that never fires is refused.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ MACROS: dict[str, str] = {
 }
 
 _FIELD = r"[0-9A-Za-z*/,?\-]+"
+_DAY_NAMES = r"SUN|MON|TUE|WED|THU|FRI|SAT"
 FIVE_FIELDS = re.compile(rf"^{_FIELD}(\s+{_FIELD}){{4}}$")
 
 # How many future fire times are sampled to measure the interval of irregular schedules
@@ -62,7 +65,31 @@ def normalize(schedule: str) -> str:
         )
     if not croniter.is_valid(text):
         raise ScheduleError(f"{text!r} has a field out of range")
+    # What croniter accepts beyond the CronJob controller's parser (robfig/cron v3).
+    day_of_month, day_of_week = text.split()[2], text.split()[4]
+    unnamed = re.sub(_DAY_NAMES, "", day_of_week, flags=re.IGNORECASE)
+    if re.search(r"[LW#]", day_of_month + unnamed, re.IGNORECASE):
+        raise ScheduleError(f"{text!r} uses L, W or #, which Kubernetes CronJobs do not accept")
+    values = [n for item in day_of_week.split(",") for n in re.findall(r"\d+", item.split("/")[0])]
+    if any(int(n) > 6 for n in values):
+        raise ScheduleError(f"{text!r} has a day-of-week above 6, which Kubernetes CronJobs "
+                            "reject; use 0 for Sunday")
+    try:
+        croniter(text, _REFERENCE, day_or=_day_or(text)).get_next(datetime)
+    except Exception:  # croniter's CroniterBadDateError: no such date within its search
+        raise ScheduleError(f"{text!r} never fires (no date matches it)") from None
     return text
+
+
+def _day_or(expr: str) -> bool:
+    """croniter's ``day_or`` for ``expr`` as the CronJob controller reads it (robfig/cron v3).
+
+    When day-of-month and day-of-week are both restricted, a day matching either fires; a
+    field starting with ``*`` or ``?`` (``*/2`` too) counts as unrestricted, and then both
+    must match. croniter would OR ``*/2`` with a weekday.
+    """
+    fields = expr.split()
+    return not (fields[2].startswith(("*", "?")) or fields[4].startswith(("*", "?")))
 
 
 def zone(time_zone: str | None) -> tzinfo:
@@ -90,7 +117,7 @@ def fire_times(
     expr = normalize(schedule)
     tz = zone(time_zone)
     start = after.astimezone(tz)
-    walker = croniter(expr, start)
+    walker = croniter(expr, start, day_or=_day_or(expr))
     minutes, hours = walker.expanded[0], walker.expanded[1]
     times: list[datetime] = []
     while len(times) < _MAX_WALK:
@@ -112,7 +139,7 @@ def intervals_seconds(schedule: str, time_zone: str | None) -> tuple[float, floa
     and the CronJob does not churn.
     """
     expr = normalize(schedule)
-    walker = croniter(expr, _REFERENCE.astimezone(zone(time_zone)))
+    walker = croniter(expr, _REFERENCE.astimezone(zone(time_zone)), day_or=_day_or(expr))
     previous: datetime = walker.get_next(datetime)
     gaps: list[float] = []
     for _ in range(_SAMPLES):

@@ -86,3 +86,16 @@ def test_a_time_repeated_by_daylight_saving_fires_twice() -> None:
         "30 1 * * *", "America/New_York", at("2026-11-01T00:00:00"), at("2026-11-01T12:00:00")
     )
     assert times == [at("2026-11-01T05:30:00"), at("2026-11-01T06:30:00")]
+
+
+def test_a_step_in_day_of_month_with_a_weekday_means_both_as_for_a_cronjob() -> None:
+    """robfig/cron (the CronJob controller) treats '*/2' as unrestricted: odd days AND
+    Mondays; croniter alone would fire on every odd day OR Monday."""
+    times = cron.fire_times(
+        "0 0 */2 * 1", None, at("2026-11-01T00:00:00"), at("2026-11-30T23:59:00")
+    )
+    assert times == [at("2026-11-09T00:00:00"), at("2026-11-23T00:00:00")]
+    assert cron.intervals_seconds("0 0 */2 * 1", None)[0] >= 7 * 86400
+    both = cron.fire_times("0 0 1 * 1", None, at("2026-11-01T00:00:00"), at("2026-11-10T00:00:00"))
+    assert at("2026-11-01T00:00:00") not in both  # after: 'after' is exclusive
+    assert both == [at("2026-11-02T00:00:00"), at("2026-11-09T00:00:00")]  # Mondays, or the 1st

@@ -61,6 +61,13 @@ def test_secret_refs_list_every_key_the_pod_needs_with_its_field() -> None:
         ("@reboot", False),
         ("99 * * * *", False),
         ("", False),
+        ("0 0 30 2 *", False),  # never fires: the build of the CronJob would crash on it
+        ("0 0 * * 7", False),  # what croniter takes and the CronJob API rejects
+        ("0 3 * * 1-7", False),
+        ("0 0 L * *", False),
+        ("0 0 1W * *", False),
+        ("0 0 * * WED", True),
+        ("0 0 */2 * 1", True),
     ],
 )
 def test_schedule_must_be_five_fields_or_a_macro(schedule: str, ok: bool) -> None:
