@@ -760,12 +760,24 @@ def record_run(
 
     A run that is not new (see ``is_new``) changes nothing. A failed run replaces
     ``lastRun`` but keeps ``lastSuccessfulRun``, the applied snapshot and the drift figures,
-    and its condition says why it failed.
+    and its condition says why it failed. Events only on transitions (DESIGN.md section 3):
+    a run event when ``LastRunSucceeded`` changes status or reason, ``DriftFound`` when
+    ``Drifted`` turns True, ``Overrun`` when a run goes over budget after one that did not,
+    ``DeltaApproved`` once per approval.
     """
     if not is_new(st, outcome):
         return st, []
     gen = ts.generation
     events: list[StatusEvent] = []
+    before = {kind: (c.status, c.reason) if (c := st.condition(kind)) is not None else None
+              for kind in (LAST_RUN_SUCCEEDED, DRIFTED)}
+
+    def flipped(kind: str, status: str, reason: str) -> bool:
+        was = before[kind]
+        if kind == DRIFTED:  # DriftFound when drift appears, not on every drifting run
+            return was is None or was[0] != status
+        return was != (status, reason)
+
     record = _run_record(outcome)
     rep = outcome.report
     st = dataclasses.replace(
@@ -784,16 +796,19 @@ def record_run(
             )
         message = f"{outcome.job_name}: {outcome.message}"
         st = set_condition(st, LAST_RUN_SUCCEEDED, "True", outcome.reason, message, gen, now)
-        events.append(StatusEvent("Normal", Reason.RUN_SUCCEEDED, message))
+        if flipped(LAST_RUN_SUCCEEDED, "True", outcome.reason):
+            events.append(StatusEvent("Normal", Reason.RUN_SUCCEEDED, message))
     elif outcome.result == "DryRun":
         message = f"{outcome.job_name}: dry run, nothing applied: {outcome.message}"
         st = set_condition(st, LAST_RUN_SUCCEEDED, "True", outcome.reason, message, gen, now)
-        events.append(StatusEvent("Normal", Reason.RUN_SUCCEEDED, message))
+        if flipped(LAST_RUN_SUCCEEDED, "True", outcome.reason):
+            events.append(StatusEvent("Normal", Reason.RUN_SUCCEEDED, message))
     else:
         message = _failure_message(st, ts, outcome)
         st = set_condition(st, LAST_RUN_SUCCEEDED, "False", outcome.reason, message, gen, now)
         reason = Reason.GUARD_TRIPPED if outcome.result == "GuardTripped" else Reason.RUN_FAILED
-        events.append(StatusEvent("Warning", reason, message))
+        if flipped(LAST_RUN_SUCCEEDED, "False", outcome.reason):
+            events.append(StatusEvent("Warning", reason, message))
 
     # Drift: only a successful, non-bootstrap run with apply figures measures it.
     if outcome.result == "Succeeded" and rep is not None:
@@ -836,7 +851,8 @@ def record_run(
                     "stale-skipped (the destination had newer versions)"
                 )
                 st = set_condition(st, DRIFTED, "True", Reason.DRIFT_CORRECTED, message, gen, now)
-                events.append(StatusEvent("Warning", Reason.DRIFT_FOUND, message))
+                if flipped(DRIFTED, "True", Reason.DRIFT_CORRECTED):
+                    events.append(StatusEvent("Warning", Reason.DRIFT_FOUND, message))
             else:
                 message = (
                     f"the last run changed no rows: the event lane had delivered all "
@@ -878,7 +894,7 @@ def record_run(
             consecutive_overruns=o.consecutive_overruns + 1 if over else 0,
             total_overruns=o.total_overruns + (1 if over else 0),
         )
-        if over:
+        if over and o.consecutive_overruns == 1:  # the first over budget after one within
             events.append(
                 StatusEvent(
                     "Warning",

@@ -507,3 +507,28 @@ def test_a_failure_naming_a_variable_names_its_secret_and_field() -> None:
         "TABLESYNC_DESTINATION_URI (Secret 'warehouse' key 'uri', "
         "spec.destination.uriSecretRef): password authentication failed" in message
     )
+
+
+def test_run_drift_and_overrun_events_are_posted_on_transitions_only() -> None:
+    """DESIGN.md section 3: a steadily drifting, over-budget sync does not post per run."""
+    body = tablesync(overrunBudgetSeconds=10)
+    s, first = st.record_run(ready(body=body), ts(body), run("a"), NOW)
+    assert [e.reason for e in first] == ["RunSucceeded", "DriftFound", "Overrun"]
+    s, second = st.record_run(
+        s, ts(body), run("b", start="2026-11-21T11:29:00Z", end="2026-11-21T11:30:00Z"), NOW
+    )
+    assert second == []  # still succeeding, still drifting, still over budget
+    s, failed = st.record_run(
+        s, ts(body), run("c", succeeded=False, exit_code=2, start="2026-11-21T12:00:00Z",
+                         end="2026-11-21T12:00:05Z"), NOW
+    )
+    assert [e.reason for e in failed] == ["RunFailed"]
+    s, again = st.record_run(
+        s, ts(body), run("d", succeeded=False, exit_code=2, start="2026-11-21T12:30:00Z",
+                         end="2026-11-21T12:30:05Z"), NOW
+    )
+    assert again == []  # the same failure again
+    s, back = st.record_run(
+        s, ts(body), run("e", start="2026-11-21T13:00:00Z", end="2026-11-21T13:00:05Z"), NOW
+    )
+    assert [e.reason for e in back] == ["RunSucceeded"]  # drifting all along: no DriftFound
