@@ -71,6 +71,8 @@ class Reason:
 
 APPROVAL_PENDING = "Pending"
 APPROVAL_APPLIED = "Applied"
+# The destination moved past the approved delta's start without it: the job ignores it.
+APPROVAL_SUPERSEDED = "Superseded"
 # A fire time is judged missed only this long after the CronJob's startingDeadlineSeconds:
 # the CronJob controller syncs every 10 s and may create a due Job a little late.
 MISSED_SLACK_SECONDS = 20.0
@@ -670,19 +672,25 @@ def record_run_request(
     return dataclasses.replace(st, run_request=RunRequest(requested_at, job_name, format_time(now)))
 
 
+def _delta_start(delta_id: str) -> str:
+    """FROM of a ``FROM..TO`` delta id (``bootstrap`` for a first load)."""
+    return delta_id.partition("..")[0]
+
+
 def pending_approval(st: TableSyncStatus, ts: TableSync) -> str | None:
-    """The delta id the next run may apply, or None once a run applied it.
+    """The delta id the next run may apply, or None once a run applied it or it is superseded.
 
     The approval stays in the CronJob's template (TABLESYNC_APPROVE_DELTA) until a run
-    reports that delta applied; the job applies it only if the delta is exactly FROM..TO,
-    so a stale approval can never apply another delta.
+    reports that delta applied, or a run applied another delta from another start
+    (superseded); the job applies it only if the delta is exactly FROM..TO, so a stale
+    approval can never apply another delta.
     """
     if not ts.approve_delta:
         return None
     if (
         st.approval is not None
         and st.approval.delta_id == ts.approve_delta
-        and st.approval.state == APPROVAL_APPLIED
+        and st.approval.state in (APPROVAL_APPLIED, APPROVAL_SUPERSEDED)
     ):
         return None
     return ts.approve_delta
@@ -878,6 +886,18 @@ def record_run(
                 Reason.DELTA_APPROVED,
                 f"{outcome.job_name} applied the approved delta {rep.delta_id}",
             )
+        )
+    elif (
+        outcome.result == "Succeeded"
+        and rep is not None
+        and st.approval is not None
+        and st.approval.state == APPROVAL_PENDING
+        and rep.delta_id is not None
+        and _delta_start(rep.delta_id) != _delta_start(st.approval.delta_id)
+    ):
+        # the job ignores an approval that no longer starts at the destination's snapshot
+        st = dataclasses.replace(
+            st, approval=Approval(st.approval.delta_id, APPROVAL_SUPERSEDED, outcome.job_name)
         )
 
     # Overrun figures.

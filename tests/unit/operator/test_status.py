@@ -257,6 +257,21 @@ def test_approval_becomes_applied_when_a_run_applies_that_delta() -> None:
     assert st.pending_approval(done, ts(body)) == "S2..S3"
 
 
+def test_an_approval_the_destination_moved_past_is_superseded() -> None:
+    """The job ignores an approval that no longer starts at the destination's snapshot; the
+    status says so and the variable leaves the CronJob's template."""
+    body = tablesync()
+    body["metadata"]["annotations"] = {"tablesync.dev/approve-delta": "S1..S2"}
+    t = ts(body)
+    s = st.mark_reconciled(st.TableSyncStatus(), t, NOW, CRONJOB, approval_pending=True)
+    moved, events = st.record_run(s, t, run(rep=report(deltaId="S3..S4")), NOW)
+    assert moved.approval == st.Approval("S1..S2", "Superseded", "product-prices-29400000")
+    assert st.pending_approval(moved, t) is None
+    assert "DeltaApproved" not in [e.reason for e in events]
+    again = st.mark_reconciled(moved, t, NOW, CRONJOB, approval_pending=False)
+    assert again.approval == moved.approval
+
+
 # -- refresh: lag and missed schedules --------------------------------------------------------
 
 
