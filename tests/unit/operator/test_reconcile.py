@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from tablesync_operator.reconcile import Context, sync
+from tablesync_operator.results import format_time
 
 from .fakekube import FakeKube
 from .samples import NOW, SETTINGS, TABLESYNC, job, pod_with_report, report
@@ -294,3 +295,30 @@ def test_a_tablesync_gone_between_event_and_resync_is_dropped(kube: FakeKube) ->
     observe(c, "ADDED", NS, "gone")
     resync_all(c)
     assert c.known() == [(NS, NAME)]  # "gone" dropped; the listed one served
+
+
+def test_slots_before_the_oldest_kept_job_are_not_judged_after_an_outage(kube: FakeKube) -> None:
+    """An operator outage longer than the CronJob's Job history: the slots whose Jobs the
+    history limits removed are not reported as missed."""
+    kube.tablesyncs[(NS, NAME)]["metadata"]["creationTimestamp"] = "2026-11-20T00:00:00Z"
+    t0 = datetime(2026, 11, 21, 6, 0, 0, tzinfo=UTC)
+    clock = Context(kube=kube, settings=SETTINGS, clock=lambda: t0)
+    sync(clock, NS, NAME)  # healthy at 06:00; then down until 10:10
+    # FakeKube stamps the CronJob as created at 10:59; a real one predates 06:00, so the
+    # watermark would stand at about 06:00 less the grace. Put it there.
+    kube.tablesyncs[(NS, NAME)]["status"]["overrun"]["schedulesCheckedUntil"] = format_time(t0)
+    kube.events.clear()
+    slots = [t0 + timedelta(minutes=30 * i) for i in range(1, 9)]  # 06:30 .. 10:00, all ran
+    for slot in slots[-3:]:  # what successfulJobsHistoryLimit=3 left of them
+        name = f"{NAME}-{int(slot.timestamp() // 60)}"
+        add_finished_job(kube, name, report(capturedAt=format_time(slot), snapshotId=name),
+                         start=format_time(slot + timedelta(seconds=5)),
+                         end=format_time(slot + timedelta(seconds=65)),
+                         scheduled=format_time(slot))
+    kube.cronjobs[(NS, NAME)]["status"] = {"lastScheduleTime": format_time(slots[-1])}
+    clock.clock = lambda: t0 + timedelta(hours=4, minutes=10)
+
+    sync(clock, NS, NAME)
+
+    assert kube.status_of(NS, NAME)["overrun"]["missedSchedules"] == 0
+    assert not any(e["reason"] == "ScheduleMissed" for e in kube.events)
