@@ -27,7 +27,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from .postgres import (
     adbc_errors,
     connect,
     describe_table,
+    map_stream_error,
     qualified,
     quote_ident,
 )
@@ -174,13 +175,17 @@ class ReadAhead:
     The driver decodes COPY rows while the caller converts and compresses the previous
     batch: both release the GIL, so on two cores the dump takes about as long as the slower
     of the two instead of their sum. Holds at most ``READ_AHEAD_BATCHES`` batches. An error
-    in the reading thread is raised in the caller's; :meth:`close` stops the thread.
+    in the reading thread is raised in the caller's, as ``map_error`` makes it (the stream's own
+    errors differ from the caller's: a failing disk is not a failing source); :meth:`close`
+    stops the thread.
     """
 
     _END = object()
 
-    def __init__(self, reader: Any, depth: int = READ_AHEAD_BATCHES) -> None:
+    def __init__(self, reader: Any, depth: int = READ_AHEAD_BATCHES,
+                 map_error: Callable[[Exception], Exception] = lambda err: err) -> None:
         self._reader = reader
+        self._map_error = map_error
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, name="dump-read-ahead", daemon=True)
@@ -191,7 +196,10 @@ class ReadAhead:
             for batch in self._reader:
                 if not self._put(batch):
                     return
-        except BaseException as err:  # handed to the caller's thread by __iter__
+        except Exception as err:  # handed to the caller's thread by __iter__
+            self._put(self._map_error(err))
+            return
+        except BaseException as err:
             self._put(err)
             return
         self._put(self._END)
@@ -327,7 +335,8 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                 key_idx = [schema.get_field_index(k) for k in key_names]
                 ver_idx = schema.get_field_index(version_name)
                 writer = PartWriter(out_dir, schema, [*key_names, version_name])
-                ahead = ReadAhead(reader)
+                ahead = ReadAhead(reader, map_error=lambda err: map_stream_error(
+                    err, "source", f"reading {info.table}"))
                 try:
                     for batch in ahead:
                         if batch.num_rows == 0:

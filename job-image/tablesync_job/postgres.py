@@ -188,6 +188,29 @@ def map_error(err: Exception, role: str, what: str) -> TableSyncError:
     return InputError(f"{role} database: {what} failed ({text}) [SQLSTATE {sqlstate}]")
 
 
+def map_stream_error(err: Exception, role: str, what: str) -> Exception:
+    """Map an error the driver's Arrow stream raised in the middle of a read.
+
+    The ADBC stream interface carries a message only (pyarrow raises it as ``OSError``, with
+    no SQLSTATE), so the driver's libpq errors are told apart by their text: every one is the
+    server or the connection failing mid-read, a TransientError. A standby cancels a read that
+    holds back its replay ("conflict with recovery", PostgreSQL docs, "Hot Standby", section
+    "Handling Query Conflicts"); the message names the standby settings that prevent it. Any
+    other error is returned unchanged.
+    """
+    lines = str(err).strip().splitlines()
+    if not lines or not lines[0].startswith("[libpq]"):
+        return err
+    text = redact(lines[0].split("]: ", 1)[-1].strip())
+    if "conflict with recovery" in text.lower():
+        return TransientError(
+            f"{role} database: {what} was cancelled by the standby ({text}): replaying the "
+            "primary's changes needed what this read held; on the standby set "
+            "hot_standby_feedback = on, or raise max_standby_streaming_delay (and "
+            "max_standby_archive_delay) above the dump's duration; a retry may help")
+    return TransientError(f"{role} database: {what} failed mid-read ({text}); a retry may help")
+
+
 def _numeric_scale(typmod: int) -> int:
     """The scale of ``numeric(p, s)`` from its typmod: 11 bits, signed since Postgres 15."""
     bits = (typmod - 4) & 0x7FF

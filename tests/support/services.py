@@ -105,17 +105,39 @@ class PostgresServer:
         )
 
 
-def start_postgres(base_dir: Path, port: int | None = None) -> PostgresServer:
-    """initdb a cluster under ``base_dir`` and start it on 127.0.0.1 (fsync off, for tests)."""
-    bindir = postgres_bindir()
+def _prepare_dir(base_dir: Path) -> None:
     base_dir.mkdir(parents=True, exist_ok=True)
-    data_dir = base_dir / "pgdata"
     if os.geteuid() == 0:
         shutil.chown(base_dir, "postgres", "postgres")
         for parent in base_dir.parents:  # the 'postgres' user must reach base_dir
             mode = parent.stat().st_mode
             if not mode & 0o001:
                 parent.chmod(mode | 0o001)
+
+
+def _pg_ctl_start(bindir: Path, data_dir: Path, base_dir: Path, port: int,
+                  settings: dict[str, str] | None) -> None:
+    opts = (f"-c listen_addresses=127.0.0.1 -c port={port} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off "
+            f"-c unix_socket_directories={base_dir} "
+            "-c max_connections=200 -c shared_buffers=256MB -c max_wal_size=4GB")
+    opts += "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
+    subprocess.run(
+        [*_as_postgres_user(), str(bindir / "pg_ctl"), "-D", str(data_dir), "-o", opts,
+         "-l", str(base_dir / "postgres.log"), "-w", "start"],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+
+
+def start_postgres(base_dir: Path, port: int | None = None,
+                   settings: dict[str, str] | None = None) -> PostgresServer:
+    """initdb a cluster under ``base_dir`` and start it on 127.0.0.1 (fsync off, for tests).
+
+    ``settings``: more server settings (``-c name=value``), e.g. ``{"autovacuum": "off"}``.
+    """
+    bindir = postgres_bindir()
+    _prepare_dir(base_dir)
+    data_dir = base_dir / "pgdata"
     pwfile = base_dir / "pwfile"
     pwfile.write_text("postgres\n")
     if os.geteuid() == 0:
@@ -126,16 +148,30 @@ def start_postgres(base_dir: Path, port: int | None = None) -> PostgresServer:
         check=True, stdout=subprocess.DEVNULL,
     )
     port = port or free_port()
-    opts = (f"-c listen_addresses=127.0.0.1 -c port={port} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off "
-            f"-c unix_socket_directories={base_dir} "
-            "-c max_connections=200 -c shared_buffers=256MB -c max_wal_size=4GB")
+    _pg_ctl_start(bindir, data_dir, base_dir, port, settings)
+    return PostgresServer(port=port, data_dir=data_dir, bindir=bindir)
+
+
+def start_standby(primary: PostgresServer, base_dir: Path,
+                  settings: dict[str, str] | None = None) -> PostgresServer:
+    """A hot standby of ``primary`` under ``base_dir``, streaming from it (a read replica).
+
+    ``pg_basebackup --write-recovery-conf`` copies the primary's cluster and configures
+    streaming replication (the primary's defaults allow it: ``wal_level=replica``, WAL
+    senders, and initdb's ``host replication`` lines in pg_hba.conf). ``settings`` as for
+    :func:`start_postgres`, e.g. ``{"max_standby_streaming_delay": "0"}``.
+    """
+    _prepare_dir(base_dir)
+    data_dir = base_dir / "pgdata"
     subprocess.run(
-        [*_as_postgres_user(), str(bindir / "pg_ctl"), "-D", str(data_dir), "-o", opts,
-         "-l", str(base_dir / "postgres.log"), "-w", "start"],
+        [*_as_postgres_user(), str(primary.bindir / "pg_basebackup"), "-D", str(data_dir),
+         "--write-recovery-conf", "--checkpoint=fast", "--wal-method=stream",
+         "-d", primary.uri()],
         check=True, stdout=subprocess.DEVNULL,
     )
-    return PostgresServer(port=port, data_dir=data_dir, bindir=bindir)
+    port = free_port()
+    _pg_ctl_start(primary.bindir, data_dir, base_dir, port, settings)
+    return PostgresServer(port=port, data_dir=data_dir, bindir=primary.bindir)
 
 
 @dataclass

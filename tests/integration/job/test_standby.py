@@ -1,0 +1,156 @@
+"""The dump from a read replica: a real hot standby streaming from a primary (issue 2: "Postgres
+source, a read replica in production"; capturedAt "on a standby pg_last_xact_replay_timestamp()").
+
+One primary and its standby for the module: the primary runs with autovacuum off, so that no
+background commit moves the standby's last replayed commit while a test looks at it; the
+standby cancels a conflicting read at once (``max_standby_streaming_delay = 0``), as a busy
+replica does after its delay. The lane's source is the standby, its destination a database on
+the primary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.integration.job.lane import JOB, Lane, _exec, base_spec, load_prices
+from tests.support.services import PostgresServer, start_postgres, start_standby
+
+
+@pytest.fixture(scope="module")
+def replica_pair(tmp_path_factory: pytest.TempPathFactory,
+                 ) -> Iterator[tuple[PostgresServer, PostgresServer]]:
+    base = tmp_path_factory.mktemp("replica")
+    primary = start_postgres(base / "primary", settings={"autovacuum": "off"})
+    try:
+        standby = start_standby(primary, base / "standby",
+                                settings={"max_standby_streaming_delay": "0"})
+    except BaseException:
+        primary.stop()
+        raise
+    yield primary, standby
+    standby.stop()
+    primary.stop()
+
+
+@pytest.fixture
+def standby_lane(replica_pair: tuple[PostgresServer, PostgresServer],
+                 tmp_path: Path) -> Lane:
+    """A lane whose source is read on the standby (written on the primary, see ``primary``)."""
+    primary, standby = replica_pair
+    tag = uuid.uuid4().hex[:8]
+    primary.create_database(f"src_{tag}")
+    destination = primary.create_database(f"dst_{tag}")
+    url = f"file://{tmp_path}/store"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABLESYNC_", "AWS_"))}
+    env.update({"TABLESYNC_SOURCE_URI": standby.uri(f"src_{tag}"),
+                "TABLESYNC_DESTINATION_URI": destination,
+                "TABLESYNC_WORK_DIR": str(tmp_path / "work")})
+    lane = Lane(source=primary.uri(f"src_{tag}"), destination=destination, storage_url=url,
+                work=tmp_path, env=env, spec=base_spec(url))
+    caught_up(primary, standby)
+    return lane
+
+
+def caught_up(primary: PostgresServer, standby: PostgresServer) -> None:
+    """Wait until the standby has replayed everything the primary has written so far."""
+    target = _exec(primary.uri(), "SELECT pg_current_wal_lsn()::text")[0][0]
+    deadline = time.monotonic() + 60
+    while True:
+        behind = _exec(standby.uri(), "SELECT pg_last_wal_replay_lsn() < %s::pg_lsn",
+                       (target,))[0][0]
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the standby did not replay up to {target} within 60 s")
+        time.sleep(0.05)
+
+
+def replayed_commit(standby: PostgresServer) -> datetime:
+    value = _exec(standby.uri(), "SELECT pg_last_xact_replay_timestamp()")[0][0]
+    assert isinstance(value, datetime)
+    return value
+
+
+def snapshot_manifest(lane: Lane, snapshot_id: str) -> dict[str, object]:
+    root = Path(lane.storage_url[len("file://"):])
+    return dict(json.loads((root / "snapshots" / snapshot_id / "manifest.json").read_text()))
+
+
+def test_a_run_from_a_standby_is_as_of_its_last_replayed_commit(
+        standby_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
+    """The dump runs on the standby (REPEATABLE READ, READ ONLY is allowed there), records
+    ``in_recovery`` and takes capturedAt from the last replayed commit, not from the standby's
+    clock: the primary's last commit was more than a second before the run started."""
+    primary, standby = replica_pair
+    lane = standby_lane
+    load_prices(lane, 500)
+    caught_up(primary, standby)
+    replayed = replayed_commit(standby)
+    time.sleep(1.5)
+    started = datetime.now().astimezone()
+
+    first = lane.run()
+    assert first.code == 0, first.stderr
+    assert datetime.fromisoformat(first.report["capturedAt"]) == replayed
+    assert (started - replayed).total_seconds() > 1
+    manifest = snapshot_manifest(lane, first.report["snapshotId"])
+    assert manifest["in_recovery"] is True
+    assert lane.table_text("destination") == lane.table_text("source")
+
+    lane.src("UPDATE prices SET price = price + 1, updated_at = now() WHERE id <= 10")
+    lane.src("DELETE FROM prices WHERE id = 500")
+    caught_up(primary, standby)
+    replayed = replayed_commit(standby)
+
+    second = lane.run()
+    assert second.code == 0, second.stderr
+    assert datetime.fromisoformat(second.report["capturedAt"]) == replayed
+    assert second.report["apply"]["updated"] == 10
+    assert second.report["apply"]["deleted"] == 1
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_read_cancelled_by_recovery_is_transient_and_says_which_settings_help(
+        standby_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
+    """A standby cancels a read that blocks its replay (here a lock taken on the primary; on a
+    busy primary more often VACUUM removing row versions the read still sees). The run exits
+    75 with one line naming the standby's settings that prevent it, and nothing is stored."""
+    primary, standby = replica_pair
+    lane = standby_lane
+    load_prices(lane, 3_000_000)
+    caught_up(primary, standby)
+    proc = subprocess.Popen([JOB, "dump", "--spec", str(lane.spec_path())], env=lane.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        reading = ("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                   "AND query LIKE 'COPY%prices%'")
+        deadline = time.monotonic() + 60
+        while _exec(lane.env["TABLESYNC_SOURCE_URI"], reading)[0][0] == 0:
+            assert proc.poll() is None, "the dump ended before its read was seen"
+            assert time.monotonic() < deadline, "the dump's read never started"
+            time.sleep(0.01)
+        with psycopg.connect(lane.source) as conn:  # the primary
+            conn.execute("LOCK TABLE prices IN ACCESS EXCLUSIVE MODE")  # replayed as a lock
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 75, stderr
+    line = [ln for ln in stderr.splitlines() if ln.startswith("tablesync-job:")][-1]
+    assert "conflict with recovery" in line
+    assert "hot_standby_feedback" in line and "max_standby_streaming_delay" in line
+    assert "Traceback" not in stderr
+    root = Path(lane.storage_url[len("file://"):])
+    stored = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    assert not [p for p in stored if p.name == "manifest.json"], stored

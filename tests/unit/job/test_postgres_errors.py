@@ -1,0 +1,41 @@
+"""Errors the driver's Arrow stream raises mid-read (``map_stream_error``): the libpq ones are
+transient, a standby's recovery conflict names the settings that prevent it, anything else is
+left as it is. tests/integration/job/test_standby.py provokes a real recovery conflict."""
+
+from __future__ import annotations
+
+import pytest
+
+from tablesync_job import logs
+from tablesync_job.errors import TransientError
+from tablesync_job.postgres import map_stream_error
+
+
+@pytest.fixture(autouse=True)
+def no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "_SECRETS", {"s3cr3t"})
+
+
+def test_a_lost_connection_mid_read_is_transient_and_redacted() -> None:
+    err = OSError("[libpq] Execution error [PGRES_FATAL_ERROR]: server closed the connection "
+                  "unexpectedly (user s3cr3t)\n\tThis probably means the server terminated")
+    mapped = map_stream_error(err, "source", "reading public.prices")
+    assert isinstance(mapped, TransientError)
+    assert str(mapped).startswith("source database: reading public.prices failed mid-read "
+                                  "(server closed the connection unexpectedly")
+    assert "s3cr3t" not in str(mapped) and "\n" not in str(mapped)
+
+
+def test_a_recovery_conflict_names_the_standby_settings() -> None:
+    err = OSError("[libpq] Execution error [PGRES_FATAL_ERROR]: ERROR:  canceling statement "
+                  "due to conflict with recovery\nDETAIL:  User query might have needed to see "
+                  "row versions that must be removed.")
+    mapped = map_stream_error(err, "source", "reading public.prices")
+    assert isinstance(mapped, TransientError)
+    assert "hot_standby_feedback = on" in str(mapped)
+    assert "max_standby_streaming_delay" in str(mapped)
+
+
+def test_an_error_not_from_libpq_is_left_alone() -> None:
+    err = OSError("No space left on device")
+    assert map_stream_error(err, "source", "reading public.prices") is err
