@@ -23,12 +23,15 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from . import logs
+from .errors import InputError
 from .postgres import quote_ident, quote_literal
 from .snapshots import Delta, Snapshot
 from .spec import JobSpec
@@ -48,7 +51,8 @@ PARTITION_SAMPLE_ROWS = 200_000
 # Key types whose values order and round-trip through VARCHAR (partition boundaries).
 _RANGE_TYPES = re.compile(r"^(U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|DECIMAL.*|VARCHAR|"
                           r"DATE|TIMESTAMP.*|UUID)$")
-_SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
+# A memory size as DuckDB reads one, in the standard forms: 2GB, 1.5 GB, 512MiB, 100KB.
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:([KMGT])(I?)B|B)\s*$", re.IGNORECASE)
 
 
 def open_duckdb(work_dir: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
@@ -66,13 +70,44 @@ def open_duckdb(work_dir: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
 
 
 def size_bytes(memory_limit: str) -> int:
-    """``1GB``, ``512MiB``, ``2 GB`` ... in bytes (1 GiB when it cannot be read)."""
+    """``1GB``, ``512MiB``, ``2 GB`` ... in bytes (1 GiB when it cannot be read).
+
+    KB, MB, GB, TB are powers of 1000, KiB, MiB, GiB, TiB of 1024, as DuckDB reads them.
+    """
     match = _SIZE.match(memory_limit)
     if not match:
         return 2**30
-    number, prefix, unit = match.groups()
-    base = 1024 if (unit or "").upper() == "IB" else 1000
+    number, prefix, binary = match.groups()
+    base = 1024 if binary else 1000
     return int(float(number) * base ** " KMGT".index((prefix or " ").upper()))
+
+
+def check_memory_limit(memory_limit: str, where: str) -> str:
+    """Return ``memory_limit`` if it is a positive size DuckDB reads as such, else InputError.
+
+    DuckDB itself takes a negative size, ``-1`` or ``none`` as "80 % of the machine's
+    memory", which in a pod with a memory limit ends in an OOM kill, not a spill.
+    """
+    if not _SIZE.match(memory_limit) or size_bytes(memory_limit) <= 0:
+        raise InputError(f"{where}={memory_limit!r} is not a memory size: use a positive number "
+                         "with a unit, e.g. 2GB or 512MiB (spec.job.memoryLimit)")
+    return memory_limit
+
+
+@contextmanager
+def out_of_memory(memory_limit: str) -> Iterator[None]:
+    """Turn DuckDB's OutOfMemoryException into an InputError naming the setting to raise.
+
+    DuckDB spills joins and sorts to ``temp_directory``, but some work must fit in
+    ``memory_limit``; a rerun at the same limit fails the same way.
+    """
+    try:
+        yield
+    except duckdb.OutOfMemoryException as err:
+        text = (str(err).strip().splitlines() or [""])[0]
+        raise InputError(f"the diff needs more memory than memory_limit={memory_limit} "
+                         f"({text}): raise spec.job.memoryLimit (TABLESYNC_MEMORY_LIMIT) and "
+                         "the pod's memory limit with it") from None
 
 
 def parquet_scan(parts: list[Path]) -> str:
@@ -90,8 +125,8 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
     out_dir = work_dir / "delta" / snap.id
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "part-00000.parquet"
-    con = open_duckdb(work_dir, memory_limit)
-    with logs.heartbeat("diff", "join"):
+    with logs.heartbeat("diff", "join"), out_of_memory(memory_limit):
+        con = open_duckdb(work_dir, memory_limit)
         try:
             con.execute(f"CREATE VIEW t AS SELECT * FROM {parquet_scan(snap_parts)}")
             keys = [quote_ident(k) for k in spec.source.primary_key]

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import logs
 from .apply import ApplyResult, _fault, apply, check_destination
-from .diff import OP, diff, open_duckdb
+from .diff import OP, check_memory_limit, diff, open_duckdb, out_of_memory
 from .dump import SourceTable, check_source, dump
 from .errors import GuardTripped, InputError
 from .postgres import RunLock, TableInfo, refuse_ambiguous_uri, uri_passwords
@@ -92,11 +92,17 @@ class RunContext:
 def make_context(spec: JobSpec, run_id: str | None = None) -> RunContext:
     run_id = run_id or os.environ.get("TABLESYNC_RUN_ID") or new_snapshot_id()
     logs.set_context(tablesync=spec.label, runId=run_id)
+    memory_limit = check_memory_limit(os.environ.get("TABLESYNC_MEMORY_LIMIT") or "1GB",
+                                      "TABLESYNC_MEMORY_LIMIT")
     base = os.environ.get("TABLESYNC_WORK_DIR") or tempfile.gettempdir()
-    Path(base).mkdir(parents=True, exist_ok=True)
-    work_dir = Path(tempfile.mkdtemp(prefix="tablesync-", dir=base))
-    return RunContext(spec=spec, run_id=run_id, work_dir=work_dir,
-                      memory_limit=os.environ.get("TABLESYNC_MEMORY_LIMIT", "1GB"),
+    try:
+        Path(base).mkdir(parents=True, exist_ok=True)
+        work_dir = Path(tempfile.mkdtemp(prefix="tablesync-", dir=base))
+    except OSError as err:
+        raise InputError(f"TABLESYNC_WORK_DIR={base!r} cannot hold the run's scratch files "
+                         f"({err.strerror or err}): point it at a writable directory (in a pod: "
+                         "the scratch volume)") from None
+    return RunContext(spec=spec, run_id=run_id, work_dir=work_dir, memory_limit=memory_limit,
                       report=Report(run_id=run_id))
 
 
@@ -343,15 +349,16 @@ def succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool)
 
 def sample(ctx: RunContext, parts: list[Path], per_op: int = 3) -> list[dict[str, Any]]:
     """A few delta rows per op, for ``--dry-run`` output."""
-    con = open_duckdb(ctx.work_dir, ctx.memory_limit)
-    try:
-        rel = con.execute(
-            f"SELECT COLUMNS(*)::VARCHAR FROM read_parquet($files) QUALIFY row_number() OVER "
-            f"(PARTITION BY {OP}) <= {per_op}", {"files": [str(p) for p in parts]})
-        names = [d[0] for d in rel.description]
-        return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
-    finally:
-        con.close()
+    with out_of_memory(ctx.memory_limit):
+        con = open_duckdb(ctx.work_dir, ctx.memory_limit)
+        try:
+            rel = con.execute(
+                f"SELECT COLUMNS(*)::VARCHAR FROM read_parquet($files) QUALIFY row_number() "
+                f"OVER (PARTITION BY {OP}) <= {per_op}", {"files": [str(p) for p in parts]})
+            names = [d[0] for d in rel.description]
+            return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
+        finally:
+            con.close()
 
 
 def run_record(ctx: RunContext, extra: dict[str, Any] | None = None) -> dict[str, Any]:

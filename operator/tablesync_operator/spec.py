@@ -372,6 +372,8 @@ def _parse_spec(raw: Any, r: _Reader) -> TableSyncSpec | None:
 
 
 _QUANTITY = re.compile(r"^[+]?[0-9.]+([eE][-+]?[0-9]+|[numkMGTPE]i?|Ki)?$")
+# spec.job.memoryLimit: the CRD's pattern; the job reads it as DuckDB does (diff.size_bytes)
+_MEMORY_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(?:[kKmMgGtT][iI]?)?[bB]$")
 
 
 def _parse_job(raw: Any, r: _Reader) -> JobSpec | None:
@@ -405,6 +407,10 @@ def _parse_job(raw: Any, r: _Reader) -> JobSpec | None:
     if scratch is not None and not _QUANTITY.match(scratch):
         r.problem("spec.job.scratchSizeLimit", f"{scratch!r} is not a quantity such as 10Gi")
     memory = r.optional_string(j.get("memoryLimit"), "spec.job.memoryLimit")
+    size = _MEMORY_SIZE.match(memory) if memory is not None else None
+    if memory is not None and (size is None or float(size.group(1)) == 0):
+        r.problem("spec.job.memoryLimit", f"{memory!r} is not a positive memory size such as "
+                  "2GB or 512MiB")
     return JobSpec(
         image=image,
         active_deadline_seconds=(

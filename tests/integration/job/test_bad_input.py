@@ -170,3 +170,42 @@ def test_columns_that_differ_only_in_case(lane: Lane) -> None:
     assert "'Price' and 'price'" in result.error_line and "spec.source.table" in \
         result.error_line
     assert_untouched(lane)
+
+
+@pytest.mark.parametrize("limit", ["lots", "-5GB", "none", "0GB", "2"])
+def test_a_memory_limit_that_is_not_a_positive_size(lane: Lane, limit: str) -> None:
+    """DuckDB itself reads -5GB, none and -1 as "80 % of the machine", an OOM kill in a pod."""
+    load_prices(lane, 10)
+    result = lane.run("run", env={"TABLESYNC_MEMORY_LIMIT": limit})
+    assert result.code == 2
+    assert f"TABLESYNC_MEMORY_LIMIT={limit!r} is not a memory size" in result.error_line
+    assert "spec.job.memoryLimit" in result.error_line
+    assert result.report["reason"] == "InputError"
+    assert_untouched(lane)
+
+
+def test_a_diff_that_needs_more_memory_than_the_limit(lane: Lane) -> None:
+    """Past memory_limit DuckDB spills what it can; what must fit and does not is an input
+    error naming the setting to raise, and nothing is applied."""
+    load_prices(lane, 20_000)
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET price = price + 1, updated_at = now() WHERE id % 3 = 0")
+    state = lane.state()
+    result = lane.run("run", env={"TABLESYNC_MEMORY_LIMIT": "1MB"})
+    assert result.code == 2, result.stderr
+    assert "the diff needs more memory than memory_limit=1MB" in result.report["error"]
+    assert "raise spec.job.memoryLimit (TABLESYNC_MEMORY_LIMIT)" in result.report["error"]
+    assert "Traceback" not in result.stderr
+    assert lane.state() == state
+    assert lane.table_text("destination") != lane.table_text("source")
+    assert lane.run("run").code == 0
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_work_dir_that_cannot_be_created(lane: Lane) -> None:
+    load_prices(lane, 10)
+    result = lane.run("run", env={"TABLESYNC_WORK_DIR": "/proc/tablesync-scratch"})
+    assert result.code == 2
+    assert "TABLESYNC_WORK_DIR='/proc/tablesync-scratch' cannot hold" in result.error_line
+    assert "Traceback" not in result.stderr
+    assert_untouched(lane)

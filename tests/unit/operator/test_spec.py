@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+import yaml
 
 from tablesync_operator.spec import SecretKeyRef, SpecError, parse
+from tests.support.services import REPO_ROOT
 
 from .samples import TABLESYNC, tablesync
 
@@ -175,3 +178,35 @@ def test_job_knobs() -> None:
     assert job.resources == {"limits": {"memory": "2Gi", "cpu": "2"}}
     bad = tablesync(job={"resources": {"limits": {"memory": "lots"}}})
     assert "spec.job.resources.limits.memory" in problems(bad)
+
+
+MEMORY_SIZES = {"2GB": True, "512MiB": True, "1.5 GB": True, "100B": True, "4gib": True,
+                "lots": False, "-5GB": False, "none": False, "2": False, "0GB": False,
+                "2G": False, "2 iB": False}
+
+
+@pytest.mark.parametrize("value,good", sorted(MEMORY_SIZES.items()))
+def test_memory_limit_is_a_positive_size_the_crd_and_the_job_accept(value: str, good: bool,
+                                                                     ) -> None:
+    """spec.job.memoryLimit: what the CRD's pattern admits (but zero) and the job reads as a
+    size (tablesync_job.diff.check_memory_limit); DuckDB would read -5GB or none as no limit."""
+    from tablesync_job.diff import check_memory_limit
+    from tablesync_job.errors import InputError
+
+    body = tablesync(job={"memoryLimit": value})
+    if good:
+        assert parse(body).spec.job.memory_limit == value
+    else:
+        assert "spec.job.memoryLimit" in problems(body)
+    crd = yaml.safe_load((REPO_ROOT / "crds" / "tablesyncs.tablesync.dev.yaml").read_text())
+    job_props = (crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+                 ["properties"]["job"]["properties"])
+    pattern = job_props["memoryLimit"]["pattern"]
+    if good:
+        assert re.match(pattern, value)
+        assert check_memory_limit(value, "TABLESYNC_MEMORY_LIMIT") == value
+    elif value != "0GB":
+        assert not re.match(pattern, value)
+    if not good:
+        with pytest.raises(InputError):
+            check_memory_limit(value, "TABLESYNC_MEMORY_LIMIT")
