@@ -74,21 +74,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _command(ctx: pipeline.RunContext, args: argparse.Namespace) -> None:
+    report = ctx.report
+    if args.command == "run":
+        pipeline.run(ctx, dry_run=args.dry_run, approve=args.approve,
+                     standing=os.environ.get("TABLESYNC_APPROVE_DELTA") or None)
+    elif args.command == "dump":
+        pipeline.preflight(ctx)
+        snap, _ = pipeline.phase_dump(ctx)
+        report.result, report.reason = "Succeeded", "Dumped"
+        report.message = f"snapshot {snap.id}: {snap.rows} rows, {snap.bytes} bytes"
+    elif args.command == "diff":
+        _diff_only(ctx, args.snapshot)
+    else:
+        _apply_only(ctx, args.delta, args.approve)
+
+
 def _dispatch(ctx: pipeline.RunContext, args: argparse.Namespace) -> int:
     report = ctx.report
     try:
-        if args.command == "run":
-            pipeline.run(ctx, dry_run=args.dry_run, approve=args.approve,
-                         standing=os.environ.get("TABLESYNC_APPROVE_DELTA") or None)
-        elif args.command == "dump":
-            pipeline.preflight(ctx)
-            snap, _ = pipeline.phase_dump(ctx)
-            report.result, report.reason = "Succeeded", "Dumped"
-            report.message = f"snapshot {snap.id}: {snap.rows} rows, {snap.bytes} bytes"
-        elif args.command == "diff":
-            _diff_only(ctx, args.snapshot)
-        else:
-            _apply_only(ctx, args.delta, args.approve)
+        try:
+            _command(ctx, args)
+        except Exception as err:
+            full = pipeline.scratch_full(err, ctx.work_dir)
+            if full is None:
+                raise
+            raise full from None
         code = EXIT_OK
     except TableSyncError as err:
         report.result = "GuardTripped" if isinstance(err, GuardTripped) else "Failed"

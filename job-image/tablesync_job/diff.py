@@ -104,6 +104,8 @@ def out_of_memory(memory_limit: str) -> Iterator[None]:
     try:
         yield
     except duckdb.OutOfMemoryException as err:
+        if "max_temp_directory_size" in str(err):
+            raise  # the spill found the scratch disk full: pipeline.scratch_full names it
         text = (str(err).strip().splitlines() or [""])[0]
         raise InputError(f"the diff needs more memory than memory_limit={memory_limit} "
                          f"({text}): raise spec.job.memoryLimit (TABLESYNC_MEMORY_LIMIT) and "

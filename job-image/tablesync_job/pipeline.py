@@ -13,6 +13,7 @@ that delta again first (:func:`resume_interrupted`).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from . import logs
 from .apply import ApplyResult, _fault, apply, check_destination
 from .diff import OP, check_memory_limit, diff, open_duckdb, out_of_memory
 from .dump import SourceTable, check_source, dump
-from .errors import GuardTripped, InputError
+from .errors import GuardTripped, InputError, TableSyncError, TransientError
 from .postgres import RunLock, TableInfo, refuse_ambiguous_uri, uri_passwords
 from .report import Report, now_iso
 from .snapshots import Delta, Layout, Snapshot, State, new_snapshot_id, parse_delta_id
@@ -87,6 +88,28 @@ class RunContext:
         if self._dest is None:
             self._dest = check_destination(self.spec, self.destination_uri, columns)
         return self._dest
+
+
+def scratch_full(err: BaseException, work_dir: Path) -> TransientError | None:
+    """A TransientError naming the scratch space if ``err`` is it filling up, else None.
+
+    The scratch directory holds the snapshot's Parquet parts, T-1's, the delta and DuckDB's
+    spill files. Full shows as ENOSPC (an OSError from pyarrow or the standard library, a
+    DuckDB IOException saying "No space left on device") or as DuckDB's out-of-memory error
+    when its spill hits ``max_temp_directory_size`` (by default the free space of the disk).
+    A retry runs in a new pod, maybe on a node with more room; the lasting fix is more space.
+    Storage writes on a full ``file://`` disk are told apart by ``storage`` before this.
+    """
+    if isinstance(err, TableSyncError):
+        return None  # already says what is wrong (storage tells its own full disk apart)
+    text = str(err)
+    if not ((isinstance(err, OSError) and err.errno == errno.ENOSPC)
+            or "No space left on device" in text or "max_temp_directory_size" in text):
+        return None
+    first = logs.redact((text.strip().splitlines() or [type(err).__name__])[0])
+    return TransientError(f"the run's scratch space under {work_dir.parent} is full ({first}): "
+                          "give the run more (spec.job.scratchSizeLimit for the pod's scratch "
+                          "volume, or TABLESYNC_WORK_DIR on a bigger disk); a retry may help")
 
 
 def make_context(spec: JobSpec, run_id: str | None = None) -> RunContext:

@@ -9,8 +9,11 @@ is an InputError, a network failure a TransientError.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -57,6 +60,33 @@ def open_storage(url: str, endpoint: str | None = None) -> Storage:
     raise InputError(f"spec.storage.url: unsupported scheme {parts.scheme!r}; use s3:// or file://")
 
 
+# Write errors on file:// storage that only a change of the setup fixes (exit 2).
+_SETUP_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+
+
+@contextlib.contextmanager
+def _file_write_errors(root: Path, path: Path) -> Iterator[None]:
+    """A failed write to ``file://`` storage as one line naming the storage.
+
+    A full disk (ENOSPC, EDQUOT) and other I/O errors are TransientErrors (space may be freed,
+    a network mount may come back); permissions, a read-only mount or a path in the way are
+    InputErrors naming spec.storage.url.
+    """
+    try:
+        yield
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.errno in _SETUP_ERRNOS:
+            raise InputError(f"spec.storage.url: cannot write {path} ({reason}): make "
+                             f"{root} writable for the job, or fix the URL") from None
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TransientError(f"file storage {root} is full ({reason}) writing {path.name}: "
+                                 "free space there or move spec.storage.url; a retry may "
+                                 "help") from None
+        raise TransientError(f"file storage {root}: writing {path.name} failed ({reason}); a "
+                             "retry may help") from None
+
+
 class FileStorage:
     """A directory on local disk; writes go through a temporary file and a rename."""
 
@@ -74,12 +104,16 @@ class FileStorage:
     def _path(self, key: str) -> Path:
         return self.root / key
 
+    def _writing(self, path: Path) -> contextlib.AbstractContextManager[None]:
+        return _file_write_errors(self.root, path)
+
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with self._writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
@@ -89,10 +123,11 @@ class FileStorage:
 
     def upload_file(self, local: Path, key: str) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, path)
+        with self._writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, path)
 
     def download_file(self, key: str, local: Path) -> None:
         shutil.copyfile(self._path(key), local)

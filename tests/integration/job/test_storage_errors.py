@@ -6,6 +6,7 @@ Each failure is one line naming what is wrong (exit 2, a report on stdout), neve
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,41 @@ def test_a_spec_error_still_leaves_a_report(lane: Lane) -> None:
     assert result.code == 2
     assert result.report["result"] == "Failed" and result.report["reason"] == "InputError"
     assert "spec.storage.url" in result.report["message"]
+
+
+def _file_root(lane: Lane) -> Path:
+    root = Path(lane.storage_url[len("file://"):])
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def test_a_full_file_storage_is_transient_and_applies_nothing(lane: Lane) -> None:
+    """state.json goes up through state.json.tmp; pointed at /dev/full, the write fails with a
+    real ENOSPC. The run stops before the destination's transaction (the state names the delta
+    first), exits 75 naming the storage, and the next run, with space, applies it all."""
+    load_prices(lane, 100)
+    root = _file_root(lane)
+    os.symlink("/dev/full", root / "state.json.tmp")
+    result = lane.run()
+    assert result.code == 75, result.stderr
+    assert result.error_line == (f"tablesync-job: file storage {root} is full (No space left on "
+                                 "device) writing state.json: free space there or move "
+                                 "spec.storage.url; a retry may help")
+    assert "Traceback" not in result.stderr
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+    assert not (root / "state.json").exists()
+    os.unlink(root / "state.json.tmp")
+    assert lane.run().code == 0
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_path_in_the_way_of_file_storage_is_an_input_error(lane: Lane) -> None:
+    load_prices(lane, 100)
+    root = _file_root(lane)
+    (root / "state.json.tmp").mkdir()
+    result = lane.run()
+    assert result.code == 2, result.stderr
+    assert result.error_line.startswith(
+        f"tablesync-job: spec.storage.url: cannot write {root / 'state.json'} (Is a directory)")
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+    assert not (root / "state.json").exists()
