@@ -2,7 +2,9 @@
 
 Called by ``pipeline``. Rules from DESIGN.md sections 1 and 4:
 
-* Stage: the delta is COPYed (ADBC ingest, Arrow-native) into a temporary table.
+* Stage: the delta is COPYed (ADBC ingest, Arrow-native) into a temporary table. A timestamp
+  or date column holding +-infinity (DuckDB's, see ``dump.INFINITY``) is staged as NULL there
+  plus a flag column, since the driver cannot COPY them, and put back by :func:`_value`.
 * Upsert, set-based: ``INSERT ... ON CONFLICT (pk) DO UPDATE ... WHERE dest.version <
   EXCLUDED.version``, so a stale snapshot value never overwrites a fresher event. Absolute
   values only; rows are taken in key order so concurrent writers lock in one order. A
@@ -30,7 +32,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ import pyarrow.parquet as pq
 
 from . import logs
 from .diff import OLD_VERSION, OP
+from .dump import INFINITY, is_infinite
 from .errors import InputError
 from .postgres import (
     TableInfo,
@@ -169,15 +172,75 @@ def check_destination(spec: JobSpec, uri: str,
 
 @dataclass
 class _Staged:
-    """Rows COPYed into the stage: upserts (insert and update) and deletes."""
+    """Rows COPYed into the stage: upserts (insert and update) and deletes; and, for each
+    timestamp or date column holding +-infinity, the stage's flag column beside it."""
 
     upserts: int = 0
     deletes: int = 0
+    infinite: dict[str, str] = field(default_factory=dict)
+
+
+def _infinite_columns(parts: list[Path], schema: pa.Schema) -> list[str]:
+    """The timestamp and date columns of the delta holding +-infinity.
+
+    Parquet statistics answer for most row groups (an infinity is the column's extreme); a
+    row group without them is read, that column only.
+    """
+    found: list[str] = []
+    for index, field_ in enumerate(schema):
+        if not (pa.types.is_timestamp(field_.type) or pa.types.is_date32(field_.type)):
+            continue
+        pos, neg = INFINITY["timestamp" if pa.types.is_timestamp(field_.type) else "date32"]
+        for part in parts:
+            meta = pq.ParquetFile(part).metadata
+            hit = False
+            for group in range(meta.num_row_groups):
+                stats = meta.row_group(group).column(index).statistics
+                if stats is not None and stats.has_min_max:
+                    hit = stats.max_raw == pos or stats.min_raw == neg
+                else:
+                    column = pq.ParquetFile(part).read_row_group(group, columns=[field_.name])
+                    hit = bool(pc.any(is_infinite(column.column(0))).as_py())
+                if hit:
+                    break
+            if hit:
+                found.append(field_.name)
+                break
+    return found
+
+
+def _split_infinity(batch: pa.RecordBatch, infinite: dict[str, str]) -> pa.RecordBatch:
+    """NULL for +-infinity in each ``infinite`` column, and its flag column: 1, -1 or NULL.
+
+    The ADBC driver refuses DuckDB's infinities when it COPYs them into the stage (they are
+    out of Postgres's range once shifted to its epoch); :func:`_value` puts them back.
+    """
+    arrays = list(batch.columns)
+    fields = list(batch.schema)
+    for name, flag in infinite.items():
+        column = batch.column(name)
+        ints = column.cast(pa.int64() if pa.types.is_timestamp(column.type) else pa.int32())
+        pos, neg = INFINITY["timestamp" if pa.types.is_timestamp(column.type) else "date32"]
+        is_pos, is_neg = pc.equal(ints, pos), pc.equal(ints, neg)
+        either = pc.or_(is_pos, is_neg)
+        arrays[batch.schema.get_field_index(name)] = pc.if_else(
+            either, pa.scalar(None, column.type), column)
+        arrays.append(pc.if_else(is_pos, pa.scalar(1, pa.int8()),
+                                 pc.if_else(is_neg, pa.scalar(-1, pa.int8()),
+                                            pa.scalar(None, pa.int8()))))
+        fields.append(pa.field(flag, pa.int8()))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def _batches(parts: list[Path], progress: logs.Progress,
              staged: _Staged) -> tuple[pa.Schema, Iterator[Any]]:
+    """The stage's schema and its batches: the delta's, with infinities split off."""
     schema = pq.read_schema(parts[0])
+    staged.infinite = {name: f"_tablesync_infinite_{i}"
+                       for i, name in enumerate(_infinite_columns(parts, schema))}
+    stage_schema = schema
+    for flag in staged.infinite.values():
+        stage_schema = stage_schema.append(pa.field(flag, pa.int8()))
 
     def gen() -> Iterator[pa.RecordBatch]:
         for part in parts:
@@ -186,9 +249,9 @@ def _batches(parts: list[Path], progress: logs.Progress,
                 staged.deletes += deletes
                 staged.upserts += batch.num_rows - deletes
                 progress.update(batch.num_rows)
-                yield batch
+                yield _split_infinity(batch, staged.infinite) if staged.infinite else batch
 
-    return schema, gen()
+    return stage_schema, gen()
 
 
 def _fault(point: str) -> None:
@@ -212,8 +275,9 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta,
         with adbc_errors("destination", f"applying {delta.id} to {dest.table}"):
             cur = conn.cursor()
             staged = _Staged()
-            schema, batches = _batches(parts, progress, staged)
-            reader = pa.RecordBatchReader.from_batches(schema, batches)
+            schema = pq.read_schema(parts[0])
+            stage_schema, batches = _batches(parts, progress, staged)
+            reader = pa.RecordBatchReader.from_batches(stage_schema, batches)
             cur.adbc_ingest(STAGE, reader, mode="create", temporary=True)
             _plan_settings(cur, spec)
             # Deletes first: a key Postgres finds equal to a deleted one (numeric 1 and 1.00,
@@ -257,6 +321,15 @@ def _cast(dest: TableInfo, column: str, expr: str) -> str:
     return f"CAST({expr} AS {col.pg_type})"
 
 
+def _value(dest: TableInfo, staged: _Staged, column: str) -> str:
+    """The staged value of ``column`` (stage alias ``s``) as the destination's type."""
+    expr = f"s.{quote_ident(column)}"
+    flag = staged.infinite.get(column)
+    if flag is not None:
+        expr = f"CASE s.{flag} WHEN 1 THEN 'infinity' WHEN -1 THEN '-infinity' ELSE {expr} END"
+    return _cast(dest, column, expr)
+
+
 def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.Schema,
             staged: _Staged, result: ApplyResult) -> None:
     columns = [f.name for f in schema if f.name not in (OP, OLD_VERSION)]
@@ -265,7 +338,7 @@ def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.S
     table = qualified(dest.table)
     q = quote_ident
     insert_cols = ", ".join(q(c) for c in columns)
-    select_cols = ", ".join(_cast(dest, c, f"s.{q(c)}") for c in columns)
+    select_cols = ", ".join(_value(dest, staged, c) for c in columns)
     order = ", ".join(f"s.{q(k)}" for k in keys)
     sets = [f"{q(c)} = EXCLUDED.{q(c)}" for c in columns if c not in keys]
     if spec.destination.deletes == "soft":
@@ -282,8 +355,8 @@ def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.S
     result.inserted, result.updated = int(inserted), int(updated)
     if result.inserted + result.updated == staged.upserts:
         return  # every row was written: none already current, none stale; no join needed
-    join = " AND ".join(f"d.{q(k)} = {_cast(dest, k, f's.{q(k)}')}" for k in keys)
-    s_ver = _cast(dest, ver, f"s.{q(ver)}")
+    join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
+    s_ver = _value(dest, staged, ver)
     cur.execute(
         f"SELECT count(*) FILTER (WHERE d.{q(ver)} = {s_ver}), "
         f"count(*) FILTER (WHERE d.{q(ver)} > {s_ver}) "
@@ -326,7 +399,7 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
     ver = spec.source.version_column
     table = qualified(dest.table)
     q = quote_ident
-    join = " AND ".join(f"d.{q(k)} = {_cast(dest, k, f's.{q(k)}')}" for k in keys)
+    join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
     if delta.version_kind == "counter" or delta.watermark is None:
         bound = _cast(dest, ver, f"s.{OLD_VERSION}")
     else:

@@ -10,7 +10,10 @@ and so do arrays: the driver's Arrow lists flatten a multi-dimensional array and
 bound other than 1 (``'[0:2]={7,8,9}'``).
 Every numeric is read as its exact text (``::text``) and parsed into decimal here: the
 driver's own binary-numeric decoding costs more than the whole rest of the dump.
-Infinite timestamps and dates are refused with a clear error (Arrow has no infinity).
+``infinity`` and ``-infinity`` in timestamp and date columns become DuckDB's own infinities
+(the largest and smallest but one of the Arrow storage integers, :data:`INFINITY`), which the
+diff compares and writes back as such and ``apply`` turns into Postgres's again. Finite values
+past 294247 AD (beyond Arrow's microseconds) are refused, and so is an infinite version.
 Rejected before anything is stored: a missing primary key or version column, a NULL key or
 version, a duplicated key.
 
@@ -134,28 +137,65 @@ def _target_field(field: pa.Field, info: TableInfo) -> pa.Field:
     return field.with_metadata(meta)
 
 
-# Postgres stores +-infinity as INT64/INT32 extremes; the driver's epoch shift wraps them to
-# values far below the earliest finite Postgres timestamp (4714 BC) or date.
+# Postgres stores +-infinity as INT64/INT32 extremes, counted from 2000-01-01; the driver's
+# shift to 1970 wraps them (and finite values past 294247 AD) to values far below the earliest
+# finite Postgres timestamp (4714 BC) or date. (+infinity, -infinity) as the driver returns them:
+_PG_EPOCH_SHIFT = {"timestamp": 946_684_800_000_000, "date32": 10_957}  # microseconds, days
+_BITS = {"timestamp": 64, "date32": 32}
+_WRAPPED_INFINITY = {
+    kind: (2 ** (bits - 1) - 1 + _PG_EPOCH_SHIFT[kind] - 2**bits,
+           -(2 ** (bits - 1)) + _PG_EPOCH_SHIFT[kind])
+    for kind, bits in _BITS.items()}
 _MIN_FINITE = {"timestamp": -210_900_000_000_000_000, "date32": -2_500_000}
+INFINITY = {kind: (2 ** (bits - 1) - 1, -(2 ** (bits - 1) - 1)) for kind, bits in _BITS.items()}
+"""(+infinity, -infinity) in a snapshot: DuckDB's infinite TIMESTAMP and DATE, as Arrow
+timestamp[us] / date32 storage integers."""
 
 
-def _reject_infinity(array: pa.Array, name: str) -> None:
-    kind = "timestamp" if pa.types.is_timestamp(array.type) else "date32"
-    if array.null_count == len(array):
-        return
-    lowest = pc.min(array.cast(pa.int64() if kind == "timestamp" else pa.int32())).as_py()
-    if lowest is not None and lowest < _MIN_FINITE[kind]:
-        raise InputError(f"source column {name!r} holds 'infinity', '-infinity' or a "
-                         "date past year 294000, which cannot be carried exactly; replace "
-                         "it with NULL or a finite sentinel in the source (or exclude the table)")
+def _time_kind(type_: pa.DataType) -> str | None:
+    if pa.types.is_timestamp(type_):
+        return "timestamp"
+    return "date32" if pa.types.is_date32(type_) else None
+
+
+def _map_infinity(array: pa.Array, name: str) -> pa.Array:
+    """The driver's wrapped +-infinity as :data:`INFINITY`; InputError on a finite value
+    Arrow cannot hold (past 294247 AD)."""
+    kind = _time_kind(array.type)
+    assert kind is not None
+    ints = array.cast(pa.int64() if kind == "timestamp" else pa.int32())
+    lowest = pc.min(ints).as_py()
+    if lowest is None or lowest >= _MIN_FINITE[kind]:
+        return array
+    wrapped_pos, wrapped_neg = _WRAPPED_INFINITY[kind]
+    pos, neg = pc.equal(ints, wrapped_pos), pc.equal(ints, wrapped_neg)
+    finite_beyond = pc.and_(pc.less(ints, _MIN_FINITE[kind]),
+                            pc.invert(pc.or_(pos, neg)))
+    if pc.any(finite_beyond).as_py():
+        raise InputError(f"source column {name!r} holds a date past year 294247, which cannot "
+                         "be carried exactly (Arrow counts microseconds in 64 bits); replace it "
+                         "with 'infinity' or a nearer date in the source")
+    inf_pos, inf_neg = INFINITY[kind]
+    mapped = pc.if_else(pos, pa.scalar(inf_pos, ints.type),
+                        pc.if_else(neg, pa.scalar(inf_neg, ints.type), ints))
+    return mapped.cast(array.type)
+
+
+def is_infinite(array: pa.Array) -> pa.Array:
+    """Booleans: which values of a timestamp or date array are +-:data:`INFINITY`."""
+    kind = _time_kind(array.type)
+    assert kind is not None
+    ints = array.cast(pa.int64() if kind == "timestamp" else pa.int32())
+    pos, neg = INFINITY[kind]
+    return pc.or_(pc.equal(ints, pos), pc.equal(ints, neg))
 
 
 def _convert(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     arrays = []
     for i, target in enumerate(schema):
         array = batch.column(i)
-        if pa.types.is_timestamp(array.type) or pa.types.is_date32(array.type):
-            _reject_infinity(array, target.name)
+        if _time_kind(array.type) is not None:
+            array = _map_infinity(array, target.name)
         if isinstance(array.type, pa.ExtensionType) and not array.type.equals(target.type):
             array = array.storage  # numeric arrives as an opaque string extension
         if not array.type.equals(target.type):
@@ -352,6 +392,10 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                             raise InputError(f"spec.source.versionColumn: column {version_name!r} "
                                              f"of {info.table} holds NULL in {version.null_count} "
                                              "rows; every row needs a version")
+                        if _time_kind(version.type) and pc.any(is_infinite(version)).as_py():
+                            raise InputError(f"spec.source.versionColumn: column {version_name!r} "
+                                             f"of {info.table} holds 'infinity' or '-infinity'; "
+                                             "versions must be finite to be ordered")
                         mm = pc.min_max(version)
                         b_lo, b_hi = mm["min"].as_py(), mm["max"].as_py()
                         lo = b_lo if lo is None or b_lo < lo else lo

@@ -71,15 +71,75 @@ def test_numeric_is_decimal_in_parquet_not_float(lane: Lane) -> None:
     assert schema.field("ts").type == pa.timestamp("us")
 
 
-def test_infinite_timestamp_is_refused_with_the_column_named(lane: Lane) -> None:
+def test_infinite_timestamps_and_dates_round_trip_in_keys_and_values(lane: Lane) -> None:
+    """An SCD2-style history: the open row's valid_to is 'infinity', and it is in the key.
+    Inserted, updated, closed and deleted through snapshots, diffs and applies, byte-exact."""
+    lane.both("CREATE TABLE history (id int, valid_to timestamp, valid_from timestamptz, "
+              "due date, note text, updated_at timestamptz NOT NULL, "
+              "PRIMARY KEY (id, valid_to))")
+    lane.src("INSERT INTO history VALUES "
+             "(1, 'infinity', '-infinity', 'infinity', 'open', now() - interval '1 hour'), "
+             "(2, '2026-01-01 10:00:00.123456', '2025-01-01 00:00+00', '-infinity', 'closed', "
+             "now() - interval '1 hour'), "
+             "(3, 'infinity', NULL, NULL, 'open, to be deleted', now() - interval '1 hour'), "
+             "(4, '2026-03-01', '2026-02-01 00:00+00', '2026-02-02', 'finite', "
+             "now() - interval '1 hour')")
+    spec = lane.spec["spec"]
+    spec["source"].update(table="public.history", primaryKey=["id", "valid_to"])
+    spec["destination"]["table"] = "public.history"
+    spec["guards"] = {"maxDeleteFraction": 0.5}  # one delete in four rows
+    order = "id, valid_to"
+
+    first = lane.run("run")
+    assert first.code == 0, first.stderr
+    assert lane.table_text("destination", "history", order) == lane.table_text(
+        "source", "history", order)
+
+    # close row 1 (its key changes: a delete and an insert), open a new version of it, reopen
+    # row 2's due date, delete row 3 (key with infinity), and move row 4 to infinity
+    lane.src("UPDATE history SET valid_to = '2026-06-01', updated_at = now() WHERE id = 1")
+    lane.src("INSERT INTO history VALUES (1, 'infinity', '2026-06-01 00:00+00', 'infinity', "
+             "'reopened', now())")
+    lane.src("UPDATE history SET due = 'infinity', valid_from = '-infinity', updated_at = now() "
+             "WHERE id = 2")
+    lane.src("DELETE FROM history WHERE id = 3")
+    lane.src("UPDATE history SET due = '-infinity', updated_at = now() WHERE id = 4")
+
+    second = lane.run("run")
+    assert second.code == 0, second.stderr
+    assert second.report["delta"] == {"insert": 1, "update": 3, "delete": 1}
+    assert second.report["apply"]["inserted"] == 1
+    assert second.report["apply"]["updated"] == 3
+    assert second.report["apply"]["deleted"] == 1
+    assert lane.table_text("destination", "history", order) == lane.table_text(
+        "source", "history", order)
+    again = lane.run("run")
+    assert again.code == 0 and again.report["reason"] == "NoChanges"
+
+
+def test_a_timestamp_past_294247_is_refused_with_the_column_named(lane: Lane) -> None:
+    """Postgres goes to 294276 AD, Arrow's microseconds to 294247 AD."""
     lane.both("CREATE TABLE prices (id int PRIMARY KEY, valid_to timestamp, "
               "updated_at timestamptz NOT NULL)")
-    lane.src("INSERT INTO prices VALUES (1, 'infinity', now())")
+    lane.src("INSERT INTO prices VALUES (1, '294270-01-01', now())")
 
     result = lane.run("run")
 
     assert result.code == 2
-    assert "'valid_to'" in result.error_line and "infinity" in result.error_line
+    assert "'valid_to'" in result.error_line and "294247" in result.error_line
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+    assert lane.state() is None
+
+
+def test_an_infinite_version_is_refused(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices VALUES (1, now()), (2, 'infinity')")
+
+    result = lane.run("run")
+
+    assert result.code == 2
+    assert "spec.source.versionColumn" in result.error_line
+    assert "'infinity'" in result.error_line
     assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
     assert lane.state() is None
 
