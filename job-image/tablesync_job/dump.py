@@ -397,9 +397,10 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                                              f"of {info.table} holds 'infinity' or '-infinity'; "
                                              "versions must be finite to be ordered")
                         mm = pc.min_max(version)
-                        b_lo, b_hi = mm["min"].as_py(), mm["max"].as_py()
-                        lo = b_lo if lo is None or b_lo < lo else lo
-                        hi = b_hi if hi is None or b_hi > hi else hi
+                        # kept as Arrow scalars: Python's datetime stops at years 1..9999
+                        b_lo, b_hi = mm["min"], mm["max"]
+                        lo = b_lo if lo is None or pc.less(b_lo, lo).as_py() else lo
+                        hi = b_hi if hi is None or pc.greater(b_hi, hi).as_py() else hi
                         writer.write(batch)
                         rows += batch.num_rows
                         progress.update(batch.num_rows)
@@ -421,7 +422,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
     if source.version_kind == "timestamp":
         watermark = captured_iso if version_type == "timestamptz" else wall.isoformat()
     elif source.version_kind == "monotonic" and hi is not None:
-        watermark = str(hi)
+        watermark = _version_text(hi)
     snap = Snapshot(
         id=snapshot_id, table=str(info.table), captured_at=captured_iso,
         in_recovery=bool(in_recovery), rows=rows, bytes=size,
@@ -437,8 +438,13 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
     return snap, parts
 
 
-def _version_text(value: Any) -> str:
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+def _version_text(value: pa.Scalar) -> str:
+    """A version as text: ISO 8601 for times (Arrow's form outside Python's years 1..9999)."""
+    try:
+        py = value.as_py()
+    except (OverflowError, ValueError):  # a date or time Python's datetime cannot hold
+        return str(pa.array([value]).cast(pa.string())[0].as_py())
+    return py.isoformat() if hasattr(py, "isoformat") else str(py)
 
 
 def _check_unique(parts: list[Path], keys: list[str], table: str) -> None:

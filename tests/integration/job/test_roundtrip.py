@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 
 from tests.integration.job.lane import Lane
@@ -182,3 +184,20 @@ def test_numeric_with_a_negative_scale_or_one_above_its_precision(lane: Lane) ->
 
     assert result.code == 0, result.stderr
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_versions_outside_pythons_years_are_carried(lane: Lane) -> None:
+    """Postgres's years run from 4713 BC to 294276 AD, Python's datetime from 1 to 9999: the
+    snapshot's version range is recorded without Python (it was an internal error)."""
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices VALUES (1, '0044-03-15 00:00+00 BC'), (2, now()), "
+             "(3, '12000-01-01 00:00+00')")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
+    root = lane.work / "store" / "snapshots" / result.report["snapshotId"]
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["min_version"].startswith("-0043-03-15")  # Arrow's astronomical year
+    assert manifest["max_version"].startswith("12000-01-01")
