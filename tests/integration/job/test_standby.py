@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,19 +29,23 @@ from tests.support.services import PostgresServer, start_postgres, start_standby
 
 
 @pytest.fixture(scope="module")
-def replica_pair(tmp_path_factory: pytest.TempPathFactory,
-                 ) -> Iterator[tuple[PostgresServer, PostgresServer]]:
-    base = tmp_path_factory.mktemp("replica")
-    primary = start_postgres(base / "primary", settings={"autovacuum": "off"})
+def replica_pair() -> Iterator[tuple[PostgresServer, PostgresServer]]:
+    # Not under pytest's basetemp: every pytest session that starts sets its root back to
+    # mode 0700, which would cut the 'postgres' user off from pg_basebackup's target midway.
+    base = Path(tempfile.mkdtemp(prefix="tablesync-replica-"))
     try:
-        standby = start_standby(primary, base / "standby",
-                                settings={"max_standby_streaming_delay": "0"})
-    except BaseException:
+        primary = start_postgres(base / "primary", settings={"autovacuum": "off"})
+        try:
+            standby = start_standby(primary, base / "standby",
+                                    settings={"max_standby_streaming_delay": "0"})
+        except BaseException:
+            primary.stop()
+            raise
+        yield primary, standby
+        standby.stop()
         primary.stop()
-        raise
-    yield primary, standby
-    standby.stop()
-    primary.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
