@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,16 +150,47 @@ def preflight(ctx: RunContext, lock: bool = True) -> None:
 
 # phases -------------------------------------------------------------------------------------
 
-def phase_dump(ctx: RunContext, store: bool = True) -> tuple[Snapshot, list[Path]]:
+def phase_dump(ctx: RunContext, store: bool = True,
+               refuse_behind: bool = False) -> tuple[Snapshot, list[Path]]:
+    """Dump T; store it unless ``store`` is False. With ``refuse_behind``, a T older than the
+    last applied snapshot is refused before it is stored (:func:`check_not_behind`)."""
     logs.set_context(phase="dump")
     started = time.monotonic()
     snap, parts = dump(ctx.spec, ctx.source_uri, ctx.source(), ctx.work_dir, new_snapshot_id())
+    if refuse_behind:
+        check_not_behind(ctx, snap)
     if store:
         ctx.layout.put_snapshot(snap, parts)
     ctx.report.phase_seconds["dump"] = round(time.monotonic() - started, 3)
     ctx.report.snapshot_id, ctx.report.captured_at, ctx.report.rows = (
         snap.id, snap.captured_at, snap.rows)
     return snap, parts
+
+
+def check_not_behind(ctx: RunContext, snap: Snapshot) -> None:
+    """TransientError if T is as of an earlier time than the last applied snapshot.
+
+    A source behind the destination's last applied state (a replica that lags more than the
+    one read last time, as a reader endpoint balancing over replicas can hand out, or a
+    restored copy) would undo newer changes: rows deleted since T reappear as inserts, and
+    with counter versions rows inserted since T are deleted. Versions guard updates, not
+    these. A later run, from a caught-up source, goes on; nothing is stored meanwhile.
+    capturedAt comes from one clock, the primary's (its now(), or the commit time a standby
+    replayed last), so the comparison holds across the replicas of one primary.
+    """
+    state = ctx.layout.get_state()
+    if state is None or not state.captured_at:
+        return
+    if datetime.fromisoformat(snap.captured_at) >= datetime.fromisoformat(state.captured_at):
+        return
+    source = "the source (a standby)" if snap.in_recovery else "the source"
+    raise TransientError(
+        f"{source} is behind: snapshot {snap.id} is as of {snap.captured_at}, older than the "
+        f"last applied snapshot {state.last_applied_snapshot_id} ({state.captured_at}); "
+        "applying it would undo newer changes, so nothing was applied or stored. A later run "
+        "goes on once the source has caught up (or point TABLESYNC_SOURCE_URI at a caught-up "
+        "replica; to go back on purpose, delete state.json under spec.storage.url to "
+        "bootstrap)")
 
 
 def last_applied(ctx: RunContext) -> Snapshot | None:
@@ -334,7 +366,7 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
         describe_delta(ctx, delta)
         result = phase_apply(ctx, delta, parts)
         return succeeded(report, delta, result, approved=True)
-    snap, parts = phase_dump(ctx, store=not dry_run)
+    snap, parts = phase_dump(ctx, store=not dry_run, refuse_behind=True)
     _fault("after-dump")
     delta, delta_parts = phase_diff(ctx, snap, parts, store=not dry_run)
     _fault("after-diff")

@@ -160,3 +160,43 @@ def test_a_read_cancelled_by_recovery_is_transient_and_says_which_settings_help(
     root = Path(lane.storage_url[len("file://"):])
     stored = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
     assert not [p for p in stored if p.name == "manifest.json"], stored
+
+
+def test_a_source_behind_the_last_applied_snapshot_is_refused_until_it_catches_up(
+        standby_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
+    """Run 1 reads the primary; run 2 a standby whose replay is paused from before that: its
+    snapshot would bring back a row deleted since (an insert in the delta). It is refused
+    (75), nothing is stored or applied; once the standby has caught up, the next run goes on."""
+    primary, standby = replica_pair
+    lane = standby_lane
+    load_prices(lane, 100)
+    caught_up(primary, standby)
+    _exec(standby.uri(), "SELECT pg_wal_replay_pause()")
+    try:
+        lane.src("DELETE FROM prices WHERE id = 100")  # the standby does not see this yet
+        on_primary = lane.run(env={"TABLESYNC_SOURCE_URI": lane.source})
+        assert on_primary.code == 0, on_primary.stderr
+        assert lane.dst("SELECT count(*) FROM prices") == [(99,)]
+        root = Path(lane.storage_url[len("file://"):])
+        stored = sorted(p.name for p in (root / "snapshots").iterdir())
+        state = json.loads((root / "state.json").read_text())
+
+        behind = lane.run()
+
+        assert behind.code == 75, behind.stderr
+        assert behind.error_line.startswith("tablesync-job: the source (a standby) is behind: ")
+        assert f"older than the last applied snapshot {on_primary.report['snapshotId']}" in (
+            behind.error_line)
+        assert lane.dst("SELECT count(*) FROM prices WHERE id = 100") == [(0,)]
+        assert sorted(p.name for p in (root / "snapshots").iterdir()) == stored
+        assert json.loads((root / "state.json").read_text()) == state
+    finally:
+        _exec(standby.uri(), "SELECT pg_wal_replay_resume()")
+    lane.src("UPDATE prices SET price = price + 1, updated_at = now() WHERE id = 1")
+    caught_up(primary, standby)
+
+    later = lane.run()
+
+    assert later.code == 0, later.stderr
+    assert later.report["apply"]["updated"] == 1
+    assert lane.table_text("destination") == lane.table_text("source")
