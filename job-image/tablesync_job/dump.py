@@ -365,10 +365,24 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                 # The first statement fixes the transaction's snapshot: capture its as-of time.
                 # ``wall``: the same instant as wall-clock time in the session's TimeZone.
                 cur.execute(
-                    "SELECT r, c, c::timestamp FROM (SELECT pg_is_in_recovery() AS r, "
-                    "COALESCE(CASE WHEN pg_is_in_recovery() THEN "
-                    "pg_last_xact_replay_timestamp() END, now()) AS c) AS captured")
-                in_recovery, captured, wall = cur.fetchone()
+                    "SELECT r, c, c::timestamp, r AND pg_last_xact_replay_timestamp() IS NULL, "
+                    "has_function_privilege('pg_control_checkpoint()', 'EXECUTE') "
+                    "FROM (SELECT pg_is_in_recovery() AS r, COALESCE(CASE WHEN "
+                    "pg_is_in_recovery() THEN pg_last_xact_replay_timestamp() END, now()) AS c) "
+                    "AS captured")
+                in_recovery, captured, wall, no_replay, may_read_control = cur.fetchone()
+                if no_replay:
+                    # A standby that has replayed no commit since it started: the data is at
+                    # least as fresh as the checkpoint it restarted from; now() would hide a
+                    # standby stuck after a restart (a separate statement: a role without the
+                    # function's EXECUTE would fail the first one even where it is not used)
+                    if may_read_control:
+                        cur.execute("SELECT c, c::timestamp FROM (SELECT (pg_control_checkpoint())"
+                                    ".checkpoint_time AS c) AS restarted")
+                        captured, wall = cur.fetchone()
+                    else:
+                        log.warning("standby has replayed no commit since it started and "
+                                    "pg_control_checkpoint() is not allowed: capturedAt is now()")
                 cur.execute(f"SELECT {_select_list(info)} FROM {qualified(info.table)}")
                 reader = cur.fetch_record_batch()
                 schema = pa.schema([_target_field(f, info) for f in reader.schema])

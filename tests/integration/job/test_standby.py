@@ -200,3 +200,60 @@ def test_a_source_behind_the_last_applied_snapshot_is_refused_until_it_catches_u
     assert later.code == 0, later.stderr
     assert later.report["apply"]["updated"] == 1
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_standby_with_no_replayed_commit_since_its_restart_is_as_of_its_checkpoint(
+        standby_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
+    """After a restart, until it replays a commit, a standby has no last replayed commit:
+    capturedAt is then the checkpoint it restarted from (a lower bound), not its clock, so a
+    standby stuck after a restart shows as lag (and as behind, see the test above)."""
+    primary, standby = replica_pair
+    lane = standby_lane
+    load_prices(lane, 10)
+    _exec(lane.source, "CHECKPOINT")
+    caught_up(primary, standby)
+    _exec(standby.uri(), "CHECKPOINT")  # a restartpoint at the primary's checkpoint
+    subprocess.run([*(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
+                    str(standby.bindir / "pg_ctl"), "-D", str(standby.data_dir), "-w",
+                    "-m", "fast", "restart"], check=True, stdout=subprocess.DEVNULL)
+    assert _exec(standby.uri(), "SELECT pg_last_xact_replay_timestamp()") == [(None,)]
+    checkpoint = _exec(standby.uri(), "SELECT (pg_control_checkpoint()).checkpoint_time")[0][0]
+    time.sleep(1.5)
+
+    result = lane.run()
+
+    assert result.code == 0, result.stderr
+    assert datetime.fromisoformat(result.report["capturedAt"]) == checkpoint
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_without_execute_on_pg_control_checkpoint_the_dump_still_runs(
+        standby_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
+    """A hardened source may revoke pg_control_checkpoint(): the dump then falls back to now()
+    with a warning instead of failing (its privilege is checked in a statement of its own)."""
+    primary, standby = replica_pair
+    lane = standby_lane
+    load_prices(lane, 10)
+    database = lane.source.rsplit("/", 1)[1]
+    _exec(lane.source, "CREATE ROLE plain_reader LOGIN PASSWORD 'reader'; "
+                       "GRANT SELECT ON prices TO plain_reader")
+    # function privileges are per database: this test's source database only
+    _exec(lane.source, "REVOKE EXECUTE ON FUNCTION pg_control_checkpoint() FROM PUBLIC")
+    try:
+        _exec(lane.source, "CHECKPOINT")
+        caught_up(primary, standby)
+        _exec(standby.uri(), "CHECKPOINT")
+        subprocess.run([*(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
+                        str(standby.bindir / "pg_ctl"), "-D", str(standby.data_dir), "-w",
+                        "-m", "fast", "restart"], check=True, stdout=subprocess.DEVNULL)
+        assert _exec(standby.uri(), "SELECT pg_last_xact_replay_timestamp()") == [(None,)]
+        before = datetime.now().astimezone()
+
+        result = lane.run(env={"TABLESYNC_SOURCE_URI": standby.uri(database, "plain_reader",
+                                                                   "reader")})
+
+        assert result.code == 0, result.stderr
+        assert datetime.fromisoformat(result.report["capturedAt"]) >= before
+        assert "pg_control_checkpoint() is not allowed" in result.stderr
+    finally:
+        _exec(lane.source, "DROP OWNED BY plain_reader; DROP ROLE plain_reader")
