@@ -5,7 +5,9 @@ One primary and its standby for the module: the primary runs with autovacuum off
 background commit moves the standby's last replayed commit while a test looks at it; the
 standby cancels a conflicting read at once (``max_standby_streaming_delay = 0``), as a busy
 replica does after its delay. The lane's source is the standby, its destination a database on
-the primary.
+the primary. Covered: capturedAt from the last replayed commit (or, after a restart with none,
+the checkpoint restarted from), a read cancelled by a recovery conflict, and a source behind
+the last applied snapshot.
 """
 
 from __future__ import annotations
