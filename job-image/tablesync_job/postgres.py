@@ -298,6 +298,8 @@ class ColumnInfo:
     not_null: bool
     precision: int | None  # numeric(p, s) only
     scale: int | None
+    generated: bool = False  # GENERATED ALWAYS AS (expr) STORED: the table computes it
+    identity: str = ""  # attidentity: 'a' GENERATED ALWAYS, 'd' BY DEFAULT AS IDENTITY, or ''
 
 
 @dataclass(frozen=True)
@@ -331,10 +333,12 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
         ColumnInfo(name=name, pg_type=fmt, type_name=typname, not_null=notnull,
                    precision=((typmod - 4) >> 16) & 0xFFFF if typname == "numeric" and typmod > 0
                    else None,
-                   scale=_numeric_scale(typmod) if typname == "numeric" and typmod > 0 else None)
-        for name, fmt, typname, notnull, typmod in conn.execute(
+                   scale=_numeric_scale(typmod) if typname == "numeric" and typmod > 0 else None,
+                   generated=generated, identity=identity)
+        for name, fmt, typname, notnull, typmod, generated, identity in conn.execute(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname, a.attnotnull, "
-            "a.atttypmod FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "a.atttypmod, a.attgenerated <> '', a.attidentity::text "
+            "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
             "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             (oid,),
         ).fetchall()
