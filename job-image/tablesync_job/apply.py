@@ -175,6 +175,16 @@ def check_destination(spec: JobSpec, uri: str,
         raise InputError(f"spec.destination.table: {info.table} has no primary key or unique "
                          f"index on ({', '.join(spec.source.primary_key)}); create one "
                          "(the upsert needs it)")
+    sources = {name for name, _ in source_columns}
+    unfilled = [c.name for c in info.columns if c.not_null and not c.has_default
+                and not c.generated and c.name not in sources
+                and not (spec.destination.deletes == "soft"
+                         and c.name == spec.destination.soft_delete_column)]
+    if unfilled:
+        raise InputError(f"spec.destination.table: {info.table} has NOT NULL column(s) "
+                         f"{', '.join(unfilled)} without a default that the source does not "
+                         "have, so no row could be inserted; give them a DEFAULT or drop NOT "
+                         "NULL")
     soft = spec.destination.soft_delete_column
     if spec.destination.deletes == "soft" and soft not in have:
         raise InputError(f"spec.destination.softDeleteColumn: {info.table} has no column "
@@ -373,18 +383,33 @@ def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.S
     # a key GENERATED ALWAYS AS IDENTITY takes the source's values only when told to
     always = [c for c in columns if (col := dest.column(c)) is not None and col.identity == "a"]
     overriding = " OVERRIDING SYSTEM VALUE" if always else ""
-    cur.execute(
-        f"WITH up AS (INSERT INTO {table} AS d ({insert_cols}){overriding} "
-        f"SELECT {select_cols} FROM {STAGE} s WHERE s.{OP} <> 'delete' ORDER BY {order} "
-        f"ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(sets)} "
-        f"WHERE {_newer(spec, columns)} "
-        f"RETURNING (xmax = 0) AS inserted) "
-        f"SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up")
-    inserted, updated = cur.fetchone()
+    join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
+    upsert = (f"INSERT INTO {table} AS d ({insert_cols}){overriding} "
+              f"SELECT {select_cols} FROM {STAGE} s WHERE s.{OP} <> 'delete' ORDER BY {order} "
+              f"ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(sets)} "
+              f"WHERE {_newer(spec, columns)} ")
+    if not dest.partitioned:
+        # xmax = 0: the row version this statement inserted (an update sets its xmax)
+        cur.execute(f"WITH up AS ({upsert} RETURNING (xmax = 0) AS inserted) "
+                    "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT "
+                    "inserted) FROM up")
+        inserted, updated = cur.fetchone()
+    else:
+        # RETURNING cannot read xmax from a partitioned table: the keys present beforehand
+        # are counted and locked, in key order as the upsert takes them (so none of them goes
+        # away meanwhile); the others were inserted, unless the event lane inserted one in
+        # between (then it is counted inserted).
+        cur.execute(f"WITH present AS (SELECT 1 FROM {table} d JOIN {STAGE} s ON {join} "
+                    f"WHERE s.{OP} <> 'delete' ORDER BY {order} FOR UPDATE OF d) "
+                    "SELECT count(*) FROM present")
+        present = int(cur.fetchone()[0])
+        cur.execute(f"WITH up AS ({upsert} RETURNING 1) SELECT count(*) FROM up")
+        written = int(cur.fetchone()[0])
+        inserted = min(written, staged.upserts - present)
+        updated = written - inserted
     result.inserted, result.updated = int(inserted), int(updated)
     if result.inserted + result.updated == staged.upserts:
         return  # every row was written: none already current, none stale; no join needed
-    join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
     s_ver = _value(dest, staged, ver)
     cur.execute(
         f"SELECT count(*) FILTER (WHERE d.{q(ver)} = {s_ver}), "

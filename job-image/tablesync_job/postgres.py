@@ -299,6 +299,7 @@ class ColumnInfo:
     precision: int | None  # numeric(p, s) only
     scale: int | None
     generated: bool = False  # GENERATED ALWAYS AS (expr) STORED: the table computes it
+    has_default: bool = False  # a DEFAULT (or identity) fills it when an INSERT leaves it out
     identity: str = ""  # attidentity: 'a' GENERATED ALWAYS, 'd' BY DEFAULT AS IDENTITY, or ''
 
 
@@ -308,6 +309,7 @@ class TableInfo:
     columns: list[ColumnInfo]
     unique_keys: list[tuple[str, ...]]  # primary key and unique indexes, as column tuples
     estimated_rows: int
+    partitioned: bool = False  # relkind 'p': RETURNING cannot read its system columns
 
     def column(self, name: str) -> ColumnInfo | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -320,7 +322,7 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
                    field: str) -> TableInfo:
     """Columns, unique keys and a row estimate; InputError naming ``field`` if it is missing."""
     row = conn.execute(
-        "SELECT c.oid, c.reltuples::bigint FROM pg_class c JOIN pg_namespace n "
+        "SELECT c.oid, c.reltuples::bigint, c.relkind = 'p' FROM pg_class c JOIN pg_namespace n "
         "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
         "AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
         (table.schema, table.name),
@@ -328,16 +330,17 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
     if row is None:
         raise InputError(f"{field}: table {table} does not exist in the {role} database "
                          f"(check the name and TABLESYNC_{role.upper()}_URI)")
-    oid, estimate = row
+    oid, estimate, partitioned = row
     columns = [
         ColumnInfo(name=name, pg_type=fmt, type_name=typname, not_null=notnull,
                    precision=((typmod - 4) >> 16) & 0xFFFF if typname == "numeric" and typmod > 0
                    else None,
                    scale=_numeric_scale(typmod) if typname == "numeric" and typmod > 0 else None,
-                   generated=generated, identity=identity)
-        for name, fmt, typname, notnull, typmod, generated, identity in conn.execute(
+                   generated=generated, identity=identity, has_default=has_default)
+        for name, fmt, typname, notnull, typmod, generated, identity, has_default in conn.execute(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname, a.attnotnull, "
-            "a.atttypmod, a.attgenerated <> '', a.attidentity::text "
+            "a.atttypmod, a.attgenerated <> '', a.attidentity::text, "
+            "a.atthasdef OR a.attidentity <> '' "
             "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
             "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             (oid,),
@@ -353,4 +356,4 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
         ).fetchall()
     ]
     return TableInfo(table=table, columns=columns, unique_keys=unique_keys,
-                     estimated_rows=max(int(estimate), 0))
+                     estimated_rows=max(int(estimate), 0), partitioned=bool(partitioned))
