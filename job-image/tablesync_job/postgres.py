@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -171,7 +171,7 @@ def map_error(err: Exception, role: str, what: str) -> TableSyncError:
     was being done, e.g. ``reading public.prices``.
     """
     var = f"TABLESYNC_{role.upper()}_URI"
-    text = redact(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+    text = redact(_server_message(err))
     sqlstate = getattr(err, "sqlstate", None) or ""
     lowered = text.lower()
     if "password authentication failed" in lowered or sqlstate.startswith("28"):
@@ -183,9 +183,45 @@ def map_error(err: Exception, role: str, what: str) -> TableSyncError:
         # libpq could not read the URI, or refused one of its options (sslmode=bogus)
         return InputError(f"{var} is not a usable libpq URI ({text}): fix it, e.g. "
                           "postgresql://user:password@host:5432/dbname?sslmode=require")
+    if "permission denied" in lowered:  # the driver reports some without a SQLSTATE
+        return InputError(f"{role} database: {what} failed ({text}): grant the role of {var} "
+                          "what it lacks")
     if sqlstate[:2] in _TRANSIENT_CLASSES or not sqlstate:
         return TransientError(f"{role} database: {what} failed ({text}); a retry may help")
+    if sqlstate in _CONSTRAINT_STATES:
+        return InputError(f"{role} database: {what} failed ({text}) [SQLSTATE {sqlstate}]: the "
+                          "apply writes row by row in key order, deletes first, and defers "
+                          "every DEFERRABLE constraint to its commit; make this constraint "
+                          "DEFERRABLE if the source's rows only satisfy it all together")
     return InputError(f"{role} database: {what} failed ({text}) [SQLSTATE {sqlstate}]")
+
+
+# unique, exclusion and foreign key violations
+_CONSTRAINT_STATES = {"23505", "23P01", "23503"}
+
+
+def _server_message(err: Exception) -> str:
+    """One line: the server's message with its DETAIL and HINT (from psycopg's ``diag`` or
+    ADBC's ``details``), else the error's first line; never the driver's framing."""
+    primary = detail = hint = None
+    diag = getattr(err, "diag", None)
+    if diag is not None:
+        primary, detail, hint = diag.message_primary, diag.message_detail, diag.message_hint
+    for key, value in getattr(err, "details", None) or []:
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        if name == "PG_DIAG_MESSAGE_PRIMARY":
+            primary = text
+        elif name == "PG_DIAG_MESSAGE_DETAIL":
+            detail = text
+        elif name == "PG_DIAG_MESSAGE_HINT":
+            hint = text
+    if not primary:
+        lines = str(err).strip().splitlines()
+        return lines[0] if lines else type(err).__name__
+    parts = [primary] + [f"{label}: {value}" for label, value in (("DETAIL", detail),
+                                                                  ("HINT", hint)) if value]
+    return " ".join("; ".join(parts).split())
 
 
 def map_stream_error(err: Exception, role: str, what: str) -> Exception:
@@ -310,19 +346,26 @@ class TableInfo:
     unique_keys: list[tuple[str, ...]]  # primary key and unique indexes, as column tuples
     estimated_rows: int
     partitioned: bool = False  # relkind 'p': RETURNING cannot read its system columns
+    deferrable_keys: list[tuple[str, ...]] = field(default_factory=list)  # unique, DEFERRABLE
+    kind: str = "r"  # pg_class.relkind: r table, p partitioned, v view, m matview, f foreign
+    row_triggers: bool = False  # enabled BEFORE INSERT/UPDATE row triggers (or a partition's)
+
+    def has_unique(self, columns: tuple[str, ...], immediate: bool = False) -> bool:
+        """Whether a unique key on exactly ``columns`` exists (``immediate``: one ON CONFLICT
+        can use, not DEFERRABLE)."""
+        keys = self.unique_keys if immediate else self.unique_keys + self.deferrable_keys
+        return any(set(key) == set(columns) for key in keys)
 
     def column(self, name: str) -> ColumnInfo | None:
         return next((c for c in self.columns if c.name == name), None)
 
-    def has_unique(self, columns: tuple[str, ...]) -> bool:
-        return any(set(key) == set(columns) for key in self.unique_keys)
 
 
 def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
                    field: str) -> TableInfo:
     """Columns, unique keys and a row estimate; InputError naming ``field`` if it is missing."""
     row = conn.execute(
-        "SELECT c.oid, c.reltuples::bigint, c.relkind = 'p' FROM pg_class c JOIN pg_namespace n "
+        "SELECT c.oid, c.reltuples::bigint, c.relkind::text FROM pg_class c JOIN pg_namespace n "
         "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
         "AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
         (table.schema, table.name),
@@ -330,7 +373,8 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
     if row is None:
         raise InputError(f"{field}: table {table} does not exist in the {role} database "
                          f"(check the name and TABLESYNC_{role.upper()}_URI)")
-    oid, estimate, partitioned = row
+    oid, estimate, kind = row
+    partitioned = kind == "p"
     columns = [
         ColumnInfo(name=name, pg_type=fmt, type_name=typname, not_null=notnull,
                    precision=((typmod - 4) >> 16) & 0xFFFF if typname == "numeric" and typmod > 0
@@ -346,14 +390,26 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
             (oid,),
         ).fetchall()
     ]
-    unique_keys = [
-        tuple(cols) for (cols,) in conn.execute(
-            "SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_index i "
+    # Unique keys ON CONFLICT can use: valid, on plain columns (no expression), key columns
+    # only (not INCLUDE), no predicate; a deferrable one cannot arbitrate, but still says the
+    # committed rows are unique (the source's duplicate check may rely on it).
+    unique_keys: list[tuple[str, ...]] = []
+    deferrable_keys: list[tuple[str, ...]] = []
+    for cols, immediate in conn.execute(
+            "SELECT array_agg(a.attname ORDER BY k.ord), bool_and(i.indimmediate) FROM pg_index i "
             "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
             "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-            "WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL "
-            "GROUP BY i.indexrelid", (oid,),
-        ).fetchall()
-    ]
+            "WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid AND i.indpred IS NULL "
+            "AND i.indexprs IS NULL AND k.ord <= i.indnkeyatts "
+            "GROUP BY i.indexrelid", (oid,)).fetchall():
+        (unique_keys if immediate else deferrable_keys).append(tuple(cols))
+    # pg_trigger.tgtype bits: 1 ROW, 2 BEFORE, 4 INSERT, 16 UPDATE
+    triggers = conn.execute(
+        "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D' "
+        "AND tgtype & 3 = 3 AND tgtype & 20 <> 0 "
+        "AND (tgrelid = %(t)s OR tgrelid IN (SELECT relid FROM pg_partition_tree(%(t)s)))",
+        {"t": oid}).fetchone()
     return TableInfo(table=table, columns=columns, unique_keys=unique_keys,
-                     estimated_rows=max(int(estimate), 0), partitioned=bool(partitioned))
+                     estimated_rows=max(int(estimate), 0), partitioned=bool(partitioned),
+                     deferrable_keys=deferrable_keys, kind=kind,
+                     row_triggers=bool(triggers and triggers[0]))

@@ -1,0 +1,146 @@
+"""Destination setups a data engineer meets: triggers, constraints, keys, privileges.
+
+Each either works, or fails before anything is applied with one line naming the fix (exit 2);
+never a silent divergence, and never a transient error that retries forever.
+"""
+
+from __future__ import annotations
+
+from tests.integration.job.lane import PRICES_DDL, Lane, load_prices
+
+TOUCH = ("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS "
+         "$$ BEGIN NEW.updated_at = clock_timestamp(); RETURN NEW; END $$")
+
+
+def test_a_trigger_that_rewrites_the_version_is_refused_not_silently_obeyed(
+        lane: Lane) -> None:
+    """A BEFORE UPDATE 'touch' trigger sets updated_at (the version) to the apply's clock: the
+    guard would then skip a later source change with an earlier version, and report Applied."""
+    load_prices(lane, 10)
+    lane.dst(TOUCH)
+    lane.dst("CREATE TRIGGER touch BEFORE UPDATE ON prices FOR EACH ROW "
+             "EXECUTE FUNCTION touch()")
+    assert lane.run("run").code == 0  # bootstrap inserts: the trigger is on UPDATE only
+    lane.src("UPDATE prices SET title = 'second', updated_at = now() WHERE id <= 3")
+    before = lane.table_text("destination")
+
+    result = lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert "a trigger on public.prices changed updated_at in 3 of the rows" in result.error_line
+    assert lane.table_text("destination") == before
+    lane.dst("ALTER TABLE prices DISABLE TRIGGER touch")
+    assert lane.run("run").code == 0
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_trigger_that_leaves_the_version_alone_is_fine(lane: Lane) -> None:
+    load_prices(lane, 10)
+    lane.dst("ALTER TABLE prices ADD COLUMN loaded_at timestamptz")
+    lane.dst("CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$ BEGIN NEW.loaded_at = clock_timestamp(); RETURN NEW; END $$")
+    lane.dst("CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON prices FOR EACH ROW "
+             "EXECUTE FUNCTION stamp()")
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET title = 'second', updated_at = now() WHERE id <= 3")
+    result = lane.run("run")
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["updated"] == 3
+    assert lane.dst("SELECT count(*) FROM prices WHERE loaded_at IS NULL") == [(0,)]
+
+
+def test_deferrable_constraints_are_checked_at_commit(lane: Lane) -> None:
+    """Two rows swap a unique value, and a parent is deleted while its child moves to another
+    parent: each step alone breaks a constraint, the source's rows together do not."""
+    ddl = ("CREATE TABLE prices (id int PRIMARY KEY, sku text NOT NULL UNIQUE DEFERRABLE, "
+           "parent int REFERENCES prices (id) DEFERRABLE, updated_at timestamptz NOT NULL)")
+    lane.both(ddl)
+    lane.src("INSERT INTO prices VALUES (1, 'a', NULL, now()), (2, 'b', NULL, now()), "
+             "(3, 'c', 1, now())")
+    assert lane.run("run").code == 0
+    lane.src("BEGIN; UPDATE prices SET sku = 'tmp', updated_at = now() WHERE id = 1; "
+             "UPDATE prices SET sku = 'a', updated_at = now() WHERE id = 2; "
+             "UPDATE prices SET sku = 'b', updated_at = now() WHERE id = 1; "
+             "UPDATE prices SET parent = 2, updated_at = now() WHERE id = 3; "
+             "DELETE FROM prices WHERE id = 1; COMMIT")
+    lane.spec["spec"]["guards"] = {"maxDeleteFraction": 0.5}
+    result = lane.run("run")
+    assert result.code == 0, result.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_constraint_that_is_not_deferrable_is_named_with_its_detail(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, sku text NOT NULL UNIQUE, "
+              "updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices VALUES (1, 'a', now()), (2, 'b', now())")
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET sku = 'c', updated_at = now() WHERE id = 2")
+    lane.src("UPDATE prices SET sku = 'b', updated_at = now() WHERE id = 1")
+    result = lane.run("run")
+    assert result.code == 2
+    line = result.error_line
+    assert 'duplicate key value violates unique constraint "prices_sku_key"' in line
+    assert "DETAIL: Key (sku)=(b) already exists." in line
+    assert "make this constraint DEFERRABLE" in line
+    assert "[libpq]" not in line
+
+
+def test_keys_the_upsert_cannot_use_are_refused_up_front(lane: Lane) -> None:
+    load_prices(lane, 5)
+    for ddl, expected in (
+            (f"{PRICES_DDL.replace('PRIMARY KEY', '')[:-1]}, PRIMARY KEY (id) DEFERRABLE)",
+             "is DEFERRABLE, which ON CONFLICT cannot use"),
+            (PRICES_DDL.replace("id bigint PRIMARY KEY", "id bigint") + "; "
+             "CREATE UNIQUE INDEX ON prices (id, lower(sku))",
+             "has no primary key or unique index on (id)"),
+            (PRICES_DDL.replace("id bigint PRIMARY KEY", "id bigint") + "; "
+             "CREATE UNIQUE INDEX ON prices (sku) INCLUDE (id)",
+             "has no primary key or unique index on (id)")):
+        lane.dst("DROP TABLE prices")
+        lane.dst(ddl)
+        result = lane.run("run")
+        assert result.code == 2, ddl
+        assert expected in result.error_line, (ddl, result.error_line)
+    lane.dst("DROP TABLE prices")
+    lane.dst(PRICES_DDL.replace("id bigint PRIMARY KEY", "id bigint") + "; "
+             "ALTER TABLE prices ADD PRIMARY KEY (id) INCLUDE (updated_at)")
+    assert lane.run("run").code == 0  # INCLUDE columns are not part of the key
+
+
+def test_missing_privileges_are_named_before_anything_runs(lane: Lane) -> None:
+    load_prices(lane, 5)
+    database = lane.destination.rsplit("/", 1)[1]
+    lane.dst("CREATE ROLE applier LOGIN PASSWORD 'pw-9f2c'; "
+             "GRANT SELECT, INSERT, UPDATE ON prices TO applier; "
+             f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+    try:
+        uri = lane.destination.replace("postgres:postgres@", "applier:pw-9f2c@")
+        result = lane.run("run", env={"TABLESYNC_DESTINATION_URI": uri})
+        assert result.code == 2
+        assert "role applier may not apply to public.prices" in result.error_line
+        assert 'GRANT DELETE ON "public"."prices" TO "applier"' in result.error_line
+        assert f'GRANT TEMPORARY ON DATABASE "{database}" TO "applier"' in result.error_line
+        assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+    finally:
+        lane.dst("DROP OWNED BY applier; DROP ROLE applier")
+
+
+def test_a_soft_delete_column_that_cannot_hold_the_time_or_null(lane: Lane) -> None:
+    load_prices(lane, 5)
+    lane.spec["spec"]["destination"].update(deletes="soft", softDeleteColumn="is_deleted")
+    lane.dst("ALTER TABLE prices ADD COLUMN is_deleted boolean")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "spec.destination.softDeleteColumn: 'is_deleted' of public.prices is boolean" in (
+        result.error_line)
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+
+
+def test_a_view_as_the_destination(lane: Lane) -> None:
+    load_prices(lane, 5)
+    lane.dst("ALTER TABLE prices RENAME TO prices_base")
+    lane.dst("CREATE MATERIALIZED VIEW prices AS SELECT * FROM prices_base")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "public.prices is a materialized view; the destination must be a table" in (
+        result.error_line)
