@@ -429,7 +429,8 @@ def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.S
     q = quote_ident
     insert_cols = ", ".join(q(c) for c in columns)
     select_cols = ", ".join(_value(dest, staged, c) for c in columns)
-    order = ", ".join(f"s.{q(k)}" for k in keys)
+    # in the destination's order (a json key is staged as json, which has none)
+    order = ", ".join(_value(dest, staged, k) for k in keys)
     sets = [f"{q(c)} = EXCLUDED.{q(c)}" for c in columns if c not in keys]
     if spec.destination.deletes == "soft":
         sets.append(f"{q(spec.destination.soft_delete_column)} = NULL")
@@ -529,7 +530,10 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
     if delta.version_kind == "counter" or delta.watermark is None:
         bound = _cast(dest, ver, f"s.{OLD_VERSION}")
     else:
-        bound = _cast(dest, ver, quote_literal(delta.watermark))
+        # the unmodified type: timestamp(0) would round the watermark up, to after T
+        col = dest.column(ver)
+        assert col is not None
+        bound = f"CAST({quote_literal(delta.watermark)} AS {col.base_type or col.pg_type})"
     safe = f"(d.{q(ver)} IS NULL OR d.{q(ver)} <= {bound})"
     where = f"s.{OP} = 'delete' AND {join} AND {safe}"
     if mode == "apply":

@@ -192,7 +192,11 @@ def _partitions(con: duckdb.DuckDBPyConnection, rows: int, columns: int, first_k
 
 def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev: Snapshot,
              keys: list[str], ver: str, memory_limit: str) -> dict[str, int]:
-    """Fill the temp table ``changes`` (key columns, op, old_version); return counts per op."""
+    """Fill the temp table ``changes`` (key columns, OP, OLD_VERSION); return counts per op.
+
+    The op and old version columns have the delta's reserved names, so that no key column can
+    share them (a key named ``op`` made every count 0: a silent "no changes").
+    """
     on = " AND ".join(f"t.{k} = p.{k}" for k in keys)
     first = keys[0]
     if spec.source.compare == "content":
@@ -204,17 +208,30 @@ def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev
         p_side = f"SELECT {key_cols}, {ver} FROM p"
         width = len(keys) + 1
     key_out = ", ".join(f"COALESCE(t.{k}, p.{k}) AS {k}" for k in keys)
+    before = {c.name: c.arrow_type for c in prev.columns}
+    retyped = [f"{c.name} ({before[c.name]} -> {c.arrow_type})" for c in snap.columns
+               if c.name in (*spec.source.primary_key, spec.source.version_column)
+               and c.name in before and before[c.name] != c.arrow_type]
     partitions = _partitions(con, max(snap.rows, prev.rows), width, first, memory_limit)
-    for i, part in enumerate(partitions):
-        con.execute(
-            f"{'CREATE TEMP TABLE changes AS' if i == 0 else 'INSERT INTO changes'} "
-            f"SELECT {key_out}, "
-            f"CASE WHEN p.{first} IS NULL THEN 'insert' WHEN t.{first} IS NULL THEN 'delete' "
-            f"ELSE 'update' END AS op, p.{ver} AS old_version "
-            f"FROM ({t_side} WHERE {part}) t FULL OUTER JOIN ({p_side} WHERE {part}) p ON {on} "
-            f"WHERE t.{first} IS NULL OR p.{first} IS NULL OR ({changed})")
+    try:
+        for i, part in enumerate(partitions):
+            con.execute(
+                f"{'CREATE TEMP TABLE changes AS' if i == 0 else 'INSERT INTO changes'} "
+                f"SELECT {key_out}, "
+                f"CASE WHEN p.{first} IS NULL THEN 'insert' WHEN t.{first} IS NULL THEN "
+                f"'delete' ELSE 'update' END AS {OP}, p.{ver} AS {OLD_VERSION} "
+                f"FROM ({t_side} WHERE {part}) t FULL OUTER JOIN ({p_side} WHERE {part}) p "
+                f"ON {on} WHERE t.{first} IS NULL OR p.{first} IS NULL OR ({changed})")
+    except (duckdb.BinderException, duckdb.ConversionException) as err:
+        if not retyped:
+            raise
+        raise InputError(f"spec.source: key or version column(s) {', '.join(retyped)} changed "
+                         f"type since the last applied snapshot {prev.id}, and the diff cannot "
+                         f"compare the two ({str(err).splitlines()[0]}); to start over from "
+                         "the source as it is, delete state.json under spec.storage.url (the "
+                         "next run bootstraps)") from None
     return {op: int(n) for op, n in
-            con.execute("SELECT op, count(*) FROM changes GROUP BY op").fetchall()}
+            con.execute(f"SELECT {OP}, count(*) FROM changes GROUP BY {OP}").fetchall()}
 
 
 def _content_sides(snap: Snapshot, prev: Snapshot) -> tuple[str, str, str, int]:
@@ -255,11 +272,11 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
     no_t = "" if counts.get("insert") or counts.get("update") else " AND false"
     no_p = "" if counts.get("delete") else " AND false"
     con.execute(
-        f"COPY (SELECT c.op AS {OP}, {t_cols}, c.old_version AS {OLD_VERSION} "
-        f"FROM t JOIN changes c ON {on_t} WHERE c.op <> 'delete'{no_t} "
+        f"COPY (SELECT c.{OP} AS {OP}, {t_cols}, c.{OLD_VERSION} AS {OLD_VERSION} "
+        f"FROM t JOIN changes c ON {on_t} WHERE c.{OP} <> 'delete'{no_t} "
         f"UNION ALL BY NAME "
         f"SELECT 'delete' AS {OP}, {p_cols}, p.{ver} AS {OLD_VERSION} "
-        f"FROM p JOIN changes c ON {on_p} WHERE c.op = 'delete'{no_p}) "
+        f"FROM p JOIN changes c ON {on_p} WHERE c.{OP} = 'delete'{no_p}) "
         f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
 
 

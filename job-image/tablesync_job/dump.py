@@ -93,6 +93,11 @@ def check_source(spec: JobSpec, uri: str) -> SourceTable:
             raise InputError(f"spec.source.table: columns {other!r} and {name!r} of "
                              f"{info.table} differ only in case, which the diff cannot tell "
                              "apart; rename one")
+    reserved = [name for name in names if name.lower().startswith("_tablesync_")]
+    if reserved:  # the delta's own columns (diff.OP, diff.OLD_VERSION) carry this prefix
+        raise InputError(f"spec.source.table: column(s) {', '.join(reserved)} of {info.table} "
+                         "use the prefix _tablesync_, which the sync reserves for its own "
+                         "columns; rename them")
     for i, key in enumerate(spec.source.primary_key):
         if info.column(key) is None:
             raise InputError(f"spec.source.primaryKey[{i}]: column {key!r} does not exist in "
@@ -101,6 +106,9 @@ def check_source(spec: JobSpec, uri: str) -> SourceTable:
     if version is None:
         raise InputError(f"spec.source.versionColumn: column {spec.source.version_column!r} "
                          f"does not exist in {info.table} (columns: {', '.join(names)})")
+    if version.type_name == "uuid":
+        raise InputError(f"spec.source.versionColumn: {version.name!r} is a uuid, which does "
+                         "not order changes; use a timestamp, a sequence or a counter column")
     kind = spec.source.version_kind
     if kind == "auto":
         kind = "timestamp" if version.type_name in _TIME_TYPES else "counter"
@@ -362,6 +370,8 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                 # the same whatever its session's styles (a DMY DateStyle swaps day and month).
                 cur.execute("SET LOCAL DateStyle = 'ISO, YMD'")
                 cur.execute("SET LOCAL IntervalStyle = 'postgres'")
+                # floats inside values that travel as text (arrays, point, ...) print exactly
+                cur.execute("SET LOCAL extra_float_digits = 3")
                 # The first statement fixes the transaction's snapshot: capture its as-of time.
                 # ``wall``: the same instant as wall-clock time in the session's TimeZone.
                 cur.execute(

@@ -188,6 +188,12 @@ def map_error(err: Exception, role: str, what: str) -> TableSyncError:
                           "what it lacks")
     if sqlstate[:2] in _TRANSIENT_CLASSES or not sqlstate:
         return TransientError(f"{role} database: {what} failed ({text}); a retry may help")
+    if sqlstate == "21000":  # ON CONFLICT DO UPDATE command cannot affect row a second time
+        return InputError(f"{role} database: {what} failed ({text}): two rows of the delta have "
+                          "keys the destination finds equal though the source's snapshot does "
+                          "not (numeric 1.0 and 1.00, a case-insensitive collation, a source "
+                          "without a unique key); check spec.source.primaryKey and the key "
+                          "columns' types and collations on both sides")
     if sqlstate in _CONSTRAINT_STATES:
         return InputError(f"{role} database: {what} failed ({text}) [SQLSTATE {sqlstate}]: the "
                           "apply writes row by row in key order, deletes first, and defers "
@@ -258,7 +264,7 @@ def connect(uri: str, role: str) -> Iterator[psycopg.Connection[Any]]:
     """A psycopg connection (autocommit) with errors mapped by :func:`map_error`."""
     try:
         conn = psycopg.connect(uri, autocommit=True, connect_timeout=15,
-                               application_name=f"tablesync-{role}")
+                               application_name=f"tablesync-{role}", client_encoding="UTF8")
     except psycopg.Error as err:
         raise map_error(err, role, "connecting") from None
     try:
@@ -286,9 +292,18 @@ def adbc_connect(uri: str, role: str, autocommit: bool) -> Any:
     import adbc_driver_postgresql.dbapi as pgdb
 
     try:
-        return pgdb.connect(uri, autocommit=autocommit)
+        conn = pgdb.connect(uri, autocommit=autocommit)
     except adbc_driver_manager.Error as err:
         raise map_error(err, role, "connecting") from None
+    try:
+        # Arrow strings are UTF-8: the server converts from (and to) a database in another
+        # encoding only when told the client's; the driver passes the bytes through as sent
+        with conn.cursor() as cur:
+            cur.execute("SET client_encoding = 'UTF8'")
+    except adbc_driver_manager.Error as err:
+        conn.close()
+        raise map_error(err, role, "setting client_encoding") from None
+    return conn
 
 
 class RunLock:
@@ -337,6 +352,7 @@ class ColumnInfo:
     generated: bool = False  # GENERATED ALWAYS AS (expr) STORED: the table computes it
     has_default: bool = False  # a DEFAULT (or identity) fills it when an INSERT leaves it out
     identity: str = ""  # attidentity: 'a' GENERATED ALWAYS, 'd' BY DEFAULT AS IDENTITY, or ''
+    base_type: str = ""  # format_type() without the modifier: timestamp(0) -> timestamp ...
 
 
 @dataclass(frozen=True)
@@ -380,11 +396,13 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
                    precision=((typmod - 4) >> 16) & 0xFFFF if typname == "numeric" and typmod > 0
                    else None,
                    scale=_numeric_scale(typmod) if typname == "numeric" and typmod > 0 else None,
-                   generated=generated, identity=identity, has_default=has_default)
-        for name, fmt, typname, notnull, typmod, generated, identity, has_default in conn.execute(
+                   generated=generated, identity=identity, has_default=has_default,
+                   base_type=base)
+        for name, fmt, typname, notnull, typmod, generated, identity, has_default, base
+        in conn.execute(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname, a.attnotnull, "
             "a.atttypmod, a.attgenerated <> '', a.attidentity::text, "
-            "a.atthasdef OR a.attidentity <> '' "
+            "a.atthasdef OR a.attidentity <> '', format_type(a.atttypid, NULL) "
             "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
             "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             (oid,),

@@ -1,0 +1,142 @@
+"""Source setups that broke the sync: column names the diff used itself, session settings and
+encodings that change values in transit, keys and versions of unusual types."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+
+from tests.integration.job.lane import Lane
+
+
+def _recreate(uri: str, encoding: str) -> None:
+    base, name = uri.rsplit("/", 1)
+    with psycopg.connect(base + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        conn.execute(f"CREATE DATABASE \"{name}\" ENCODING '{encoding}' LC_COLLATE 'C' "
+                     "LC_CTYPE 'C' TEMPLATE template0")
+
+
+def test_a_key_column_named_op(lane: Lane) -> None:
+    """The diff's own op column shared the name: every count came out 0, a silent NoChanges."""
+    lane.both('CREATE TABLE prices ("op" int PRIMARY KEY, x text, updated_at timestamptz '
+              "NOT NULL)")
+    lane.src("INSERT INTO prices SELECT g, 'v' || g, now() - interval '1 hour' "
+             "FROM generate_series(1, 40) g")
+    lane.spec["spec"]["source"]["primaryKey"] = ["op"]
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET x = 'changed', updated_at = now() WHERE op <= 2")
+    lane.src("DELETE FROM prices WHERE op = 40")
+    lane.src("INSERT INTO prices VALUES (41, 'new', now())")
+    result = lane.run("run")
+    assert result.code == 0, result.stderr
+    assert result.report["delta"] == {"insert": 1, "update": 2, "delete": 1}
+    assert lane.table_text("destination", order="op") == lane.table_text("source", order="op")
+
+
+def test_a_column_with_the_reserved_prefix(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, _tablesync_op text, "
+              "updated_at timestamptz NOT NULL)")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "_tablesync_op" in result.error_line and "reserves" in result.error_line
+
+
+def test_floats_inside_text_values_keep_every_digit_whatever_the_source_settings(
+        lane: Lane) -> None:
+    """extra_float_digits = 0 on the source database printed 0.30000000000000004 as 0.3."""
+    name = lane.source.rsplit("/", 1)[1]
+    lane.src(f'ALTER DATABASE "{name}" SET extra_float_digits = 0')
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, f float8[], r real[], p point, "
+              "updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices VALUES (1, ARRAY[0.1::float8 + 0.2, pi()], "
+             "ARRAY[1.1::real / 3], point(0.1::float8 + 0.2, pi()), now())")
+    assert lane.run("run").code == 0
+    with psycopg.connect(lane.source) as conn:  # compared at full precision on both sides
+        conn.execute("SET extra_float_digits = 3")
+        source = conn.execute("SELECT t::text FROM prices t").fetchall()
+    with psycopg.connect(lane.destination) as conn:
+        conn.execute("SET extra_float_digits = 3")
+        destination = conn.execute("SELECT t::text FROM prices t").fetchall()
+    assert destination == source
+    assert "0.30000000000000004" in destination[0][0]
+
+
+def test_databases_in_another_encoding(lane: Lane) -> None:
+    """LATIN1 on both sides: the driver passed LATIN1 bytes to Arrow as if UTF-8."""
+    _recreate(lane.source, "LATIN1")
+    _recreate(lane.destination, "LATIN1")
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, t text, a text[], "
+              "updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices VALUES (1, 'héllo ÿ', ARRAY['à', 'b'], now())")
+    result = lane.run("run")
+    assert result.code == 0, result.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_json_key(lane: Lane) -> None:
+    """The upsert ordered by the staged key, which is json (no ordering operator)."""
+    lane.both("CREATE TABLE prices (id jsonb PRIMARY KEY, x int, updated_at timestamptz "
+              "NOT NULL)")
+    lane.src("""INSERT INTO prices VALUES ('{"a": 1}', 1, now()), ('[1, 2]', 2, now())""")
+    result = lane.run("run")
+    assert result.code == 0, result.stderr
+    assert lane.table_text("destination", order="x") == lane.table_text("source", order="x")
+
+
+def test_a_uuid_version_is_refused(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, rev uuid NOT NULL)")
+    lane.spec["spec"]["source"]["versionColumn"] = "rev"
+    result = lane.run("run")
+    assert result.code == 2
+    assert "spec.source.versionColumn: 'rev' is a uuid" in result.error_line
+
+
+def test_a_seconds_precision_version_is_not_rounded_past_the_snapshot(lane: Lane) -> None:
+    """The delete watermark was cast to timestamp(0), which rounds up: an event-lane write
+    just after T counted as older and its row was deleted."""
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, v timestamp(0) NOT NULL)")
+    lane.src("INSERT INTO prices SELECT g, localtimestamp - interval '1 hour' "
+             "FROM generate_series(1, 40) g")
+    lane.spec["spec"]["source"]["versionColumn"] = "v"
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id = 5")
+    assert lane.run("dump").code == 0
+    diffed = lane.run("diff")
+    assert diffed.code == 0, diffed.stderr
+    root = Path(lane.storage_url[len("file://"):]) / "deltas" / diffed.report["deltaId"]
+    watermark = json.loads((root / "manifest.json").read_text())["watermark"]
+    # the event lane re-inserts row 5 after T, in the same second, rounded up as stored
+    lane.dst("UPDATE prices SET v = date_trunc('second', %s::timestamp) + interval '1 second' "
+             "WHERE id = 5", (watermark,))
+
+    applied = lane.run("apply")
+
+    assert applied.code == 0, applied.stderr
+    assert lane.dst("SELECT count(*) FROM prices WHERE id = 5") == [(1,)]
+    assert applied.report["apply"]["staleSkipped"] == 1
+
+
+def test_keys_only_postgres_finds_equal_name_the_key(lane: Lane) -> None:
+    """A view has no unique index; DuckDB finds 1.0 and 1.00 different, Postgres equal."""
+    lane.src("CREATE TABLE base (id numeric, updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO base VALUES (1.0, now()), (1.00, now()), (2, now())")
+    lane.src("CREATE VIEW prices AS SELECT * FROM base")
+    lane.dst("CREATE TABLE prices (id numeric PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "check spec.source.primaryKey" in result.error_line
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+
+
+def test_a_key_retyped_beyond_comparison_says_how_to_start_over(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices SELECT g, now() FROM generate_series(1, 10) g")
+    assert lane.run("run").code == 0
+    lane.both("ALTER TABLE prices ALTER COLUMN id TYPE text")
+    result = lane.run("run")
+    assert result.code == 2, result.stderr
+    assert "key or version column(s) id (int32 -> string) changed type" in result.error_line
+    assert "delete state.json" in result.error_line
