@@ -376,11 +376,27 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                 # ``wall``: the same instant as wall-clock time in the session's TimeZone.
                 cur.execute(
                     "SELECT r, c, c::timestamp, r AND pg_last_xact_replay_timestamp() IS NULL, "
-                    "has_function_privilege('pg_control_checkpoint()', 'EXECUTE') "
+                    "has_function_privilege('pg_control_checkpoint()', 'EXECUTE'), "
+                    "has_function_privilege('pg_control_system()', 'EXECUTE') AND "
+                    "has_function_privilege(CASE WHEN r THEN 'pg_last_wal_replay_lsn()' ELSE "
+                    "'pg_current_wal_flush_lsn()' END, 'EXECUTE') "
                     "FROM (SELECT pg_is_in_recovery() AS r, COALESCE(CASE WHEN "
                     "pg_is_in_recovery() THEN pg_last_xact_replay_timestamp() END, now()) AS c) "
                     "AS captured")
-                in_recovery, captured, wall, no_replay, may_read_control = cur.fetchone()
+                (in_recovery, captured, wall, no_replay, may_read_control,
+                 may_read_position) = cur.fetchone()
+                position = system = None
+                if may_read_position:
+                    # Where in the source's WAL the data is (read after the snapshot was fixed,
+                    # so never before it): see Snapshot.lsn
+                    cur.execute("SELECT " + ("pg_last_wal_replay_lsn()" if in_recovery else
+                                             "pg_current_wal_flush_lsn()") + "::text, "
+                                "(pg_control_system()).system_identifier::text")
+                    position, system = cur.fetchone()
+                else:
+                    log.warning("pg_control_system() or the WAL position functions are not "
+                                "allowed: a snapshot behind the last applied one is told by "
+                                "capturedAt alone")
                 if no_replay:
                     # A standby that has replayed no commit since it started: the data is at
                     # least as fresh as the checkpoint it restarted from; now() would hide a
@@ -456,6 +472,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
         min_version=None if lo is None else _version_text(lo),
         max_version=None if hi is None else _version_text(hi),
         watermark=watermark, dump_seconds=round(time.monotonic() - started, 3),
+        lsn=position, system_identifier=system,
     )
     log.info("dumped", extra={"fields": {**progress.figures(), "bytes": size,
                                          "parts": len(parts), "capturedAt": captured_iso}})

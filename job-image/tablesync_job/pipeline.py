@@ -168,29 +168,52 @@ def phase_dump(ctx: RunContext, store: bool = True,
 
 
 def check_not_behind(ctx: RunContext, snap: Snapshot) -> None:
-    """TransientError if T is as of an earlier time than the last applied snapshot.
+    """TransientError if T holds less of the source's history than the last applied snapshot.
 
     A source behind the destination's last applied state (a replica that lags more than the
     one read last time, as a reader endpoint balancing over replicas can hand out, or a
     restored copy) would undo newer changes: rows deleted since T reappear as inserts, and
     with counter versions rows inserted since T are deleted. Versions guard updates, not
     these. A later run, from a caught-up source, goes on; nothing is stored meanwhile.
-    capturedAt comes from one clock, the primary's (its now(), or the commit time a standby
-    replayed last), so the comparison holds across the replicas of one primary.
+
+    Compared by WAL position (``Snapshot.lsn``) when both snapshots come from one cluster
+    (the same ``system_identifier``: a primary and its streaming replicas): on a primary the
+    position flushed, on a standby the position replayed, so a caught-up standby is never
+    behind its primary, however long the primary has been idle. (A record that crosses into a
+    WAL page the primary has not flushed yet can hold a standby just short of the primary's
+    flushed position until the next flush, at the latest the next checkpoint.) Otherwise by
+    capturedAt, which comes from one clock, the primary's (its now(), or the commit time a
+    standby replayed last); an idle primary's standby then looks behind until the next commit.
     """
     state = ctx.layout.get_state()
     if state is None or not state.captured_at:
         return
+    prev = (ctx.layout.get_snapshot(state.last_applied_snapshot_id)
+            if state.last_applied_snapshot_id else None)
+    source = "the source (a standby)" if snap.in_recovery else "the source"
+    undo = ("applying it would undo newer changes, so nothing was applied or stored. A later run "
+            "goes on once the source has caught up (or point TABLESYNC_SOURCE_URI at a caught-up "
+            "replica; to go back on purpose, delete state.json under spec.storage.url to "
+            "bootstrap)")
+    if (prev is not None and prev.lsn and snap.lsn and prev.system_identifier
+            and prev.system_identifier == snap.system_identifier):
+        if lsn_bytes(snap.lsn) >= lsn_bytes(prev.lsn):
+            return
+        raise TransientError(
+            f"{source} is behind: snapshot {snap.id} holds its WAL up to {snap.lsn} (capturedAt "
+            f"{snap.captured_at}), short of {prev.lsn} of the last applied snapshot "
+            f"{prev.id}; {undo}")
     if datetime.fromisoformat(snap.captured_at) >= datetime.fromisoformat(state.captured_at):
         return
-    source = "the source (a standby)" if snap.in_recovery else "the source"
     raise TransientError(
         f"{source} is behind: snapshot {snap.id} is as of {snap.captured_at}, older than the "
-        f"last applied snapshot {state.last_applied_snapshot_id} ({state.captured_at}); "
-        "applying it would undo newer changes, so nothing was applied or stored. A later run "
-        "goes on once the source has caught up (or point TABLESYNC_SOURCE_URI at a caught-up "
-        "replica; to go back on purpose, delete state.json under spec.storage.url to "
-        "bootstrap)")
+        f"last applied snapshot {state.last_applied_snapshot_id} ({state.captured_at}); {undo}")
+
+
+def lsn_bytes(lsn: str) -> int:
+    """A pg_lsn's text form ("16/B374D848": two hexadecimal halves) as a byte position."""
+    high, _, low = lsn.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
 
 
 def last_applied(ctx: RunContext) -> Snapshot | None:

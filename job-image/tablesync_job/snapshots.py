@@ -77,6 +77,12 @@ class Snapshot:
     watermark: str | None  # version-typed literal; deletes compare against it (DESIGN.md 4)
     parts: list[str] = field(default_factory=list)
     dump_seconds: float = 0.0
+    # Where in the source's WAL the data is: on a primary its flushed position, on a standby
+    # the position replayed, each read right after the transaction's snapshot was fixed.
+    # Comparable across a primary and its replicas (one system_identifier), unlike capturedAt
+    # when the source has been idle. None when the source's role may not read them.
+    lsn: str | None = None  # pg_lsn text, e.g. "0/3000148"
+    system_identifier: str | None = None  # pg_control_system(): the cluster's identity
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Snapshot:

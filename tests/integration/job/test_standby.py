@@ -6,8 +6,8 @@ background commit moves the standby's last replayed commit while a test looks at
 standby cancels a conflicting read at once (``max_standby_streaming_delay = 0``), as a busy
 replica does after its delay. The lane's source is the standby, its destination a database on
 the primary. Covered: capturedAt from the last replayed commit (or, after a restart with none,
-the checkpoint restarted from), a read cancelled by a recovery conflict, and a source behind
-the last applied snapshot.
+the checkpoint restarted from), a read cancelled by a recovery conflict, a source behind
+the last applied snapshot, and a caught-up standby of an idle primary, which is not behind.
 """
 
 from __future__ import annotations
@@ -67,6 +67,32 @@ def standby_lane(replica_pair: tuple[PostgresServer, PostgresServer],
                 work=tmp_path, env=env, spec=base_spec(url))
     caught_up(primary, standby)
     return lane
+
+
+@pytest.fixture
+def idle_primary_lane(replica_pair: tuple[PostgresServer, PostgresServer],
+                      postgres: PostgresServer, tmp_path: Path) -> Lane:
+    """Like ``standby_lane``, but the destination is on another server: the runs' applies
+    write nothing to the primary, which stays idle between the test's own writes."""
+    primary, standby = replica_pair
+    tag = uuid.uuid4().hex[:8]
+    primary.create_database(f"src_{tag}")
+    destination = postgres.create_database(f"dst_{tag}")
+    url = f"file://{tmp_path}/store"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABLESYNC_", "AWS_"))}
+    env.update({"TABLESYNC_SOURCE_URI": standby.uri(f"src_{tag}"),
+                "TABLESYNC_DESTINATION_URI": destination,
+                "TABLESYNC_WORK_DIR": str(tmp_path / "work")})
+    lane = Lane(source=primary.uri(f"src_{tag}"), destination=destination, storage_url=url,
+                work=tmp_path, env=env, spec=base_spec(url))
+    caught_up(primary, standby)
+    return lane
+
+
+def restart(server: PostgresServer) -> None:
+    subprocess.run([*(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
+                    str(server.bindir / "pg_ctl"), "-D", str(server.data_dir), "-w",
+                    "-m", "fast", "restart"], check=True, stdout=subprocess.DEVNULL)
 
 
 def caught_up(primary: PostgresServer, standby: PostgresServer) -> None:
@@ -187,7 +213,8 @@ def test_a_source_behind_the_last_applied_snapshot_is_refused_until_it_catches_u
 
         assert behind.code == 75, behind.stderr
         assert behind.error_line.startswith("tablesync-job: the source (a standby) is behind: ")
-        assert f"older than the last applied snapshot {on_primary.report['snapshotId']}" in (
+        assert " holds its WAL up to " in behind.error_line
+        assert f"of the last applied snapshot {on_primary.report['snapshotId']};" in (
             behind.error_line)
         assert lane.dst("SELECT count(*) FROM prices WHERE id = 100") == [(0,)]
         assert sorted(p.name for p in (root / "snapshots").iterdir()) == stored
@@ -215,9 +242,7 @@ def test_a_standby_with_no_replayed_commit_since_its_restart_is_as_of_its_checkp
     _exec(lane.source, "CHECKPOINT")
     caught_up(primary, standby)
     _exec(standby.uri(), "CHECKPOINT")  # a restartpoint at the primary's checkpoint
-    subprocess.run([*(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
-                    str(standby.bindir / "pg_ctl"), "-D", str(standby.data_dir), "-w",
-                    "-m", "fast", "restart"], check=True, stdout=subprocess.DEVNULL)
+    restart(standby)
     assert _exec(standby.uri(), "SELECT pg_last_xact_replay_timestamp()") == [(None,)]
     checkpoint = _exec(standby.uri(), "SELECT (pg_control_checkpoint()).checkpoint_time")[0][0]
     time.sleep(1.5)
@@ -229,10 +254,11 @@ def test_a_standby_with_no_replayed_commit_since_its_restart_is_as_of_its_checkp
     assert lane.table_text("destination") == lane.table_text("source")
 
 
-def test_without_execute_on_pg_control_checkpoint_the_dump_still_runs(
+def test_without_execute_on_pg_control_functions_the_dump_still_runs(
         standby_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
-    """A hardened source may revoke pg_control_checkpoint(): the dump then falls back to now()
-    with a warning instead of failing (its privilege is checked in a statement of its own)."""
+    """A hardened source may revoke pg_control_checkpoint() and pg_control_system(): the dump
+    then falls back to now() for capturedAt, and to capturedAt alone for telling a source
+    behind, each with a warning, instead of failing (privileges are checked before use)."""
     primary, standby = replica_pair
     lane = standby_lane
     load_prices(lane, 10)
@@ -240,14 +266,13 @@ def test_without_execute_on_pg_control_checkpoint_the_dump_still_runs(
     _exec(lane.source, "CREATE ROLE plain_reader LOGIN PASSWORD 'reader'; "
                        "GRANT SELECT ON prices TO plain_reader")
     # function privileges are per database: this test's source database only
-    _exec(lane.source, "REVOKE EXECUTE ON FUNCTION pg_control_checkpoint() FROM PUBLIC")
+    _exec(lane.source, "REVOKE EXECUTE ON FUNCTION pg_control_checkpoint() FROM PUBLIC; "
+                       "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
     try:
         _exec(lane.source, "CHECKPOINT")
         caught_up(primary, standby)
         _exec(standby.uri(), "CHECKPOINT")
-        subprocess.run([*(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
-                        str(standby.bindir / "pg_ctl"), "-D", str(standby.data_dir), "-w",
-                        "-m", "fast", "restart"], check=True, stdout=subprocess.DEVNULL)
+        restart(standby)
         assert _exec(standby.uri(), "SELECT pg_last_xact_replay_timestamp()") == [(None,)]
         before = datetime.now().astimezone()
 
@@ -257,5 +282,62 @@ def test_without_execute_on_pg_control_checkpoint_the_dump_still_runs(
         assert result.code == 0, result.stderr
         assert datetime.fromisoformat(result.report["capturedAt"]) >= before
         assert "pg_control_checkpoint() is not allowed" in result.stderr
+        assert "pg_control_system() or the WAL position functions are not allowed" in (
+            result.stderr)
+        manifest = snapshot_manifest(lane, result.report["snapshotId"])
+        assert manifest["lsn"] is None and manifest["system_identifier"] is None
     finally:
         _exec(lane.source, "DROP OWNED BY plain_reader; DROP ROLE plain_reader")
+
+
+def test_a_caught_up_standby_of_an_idle_primary_is_not_behind(
+        idle_primary_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
+    """Run 1 reads the primary (capturedAt: its now()); nothing commits on the primary since;
+    run 2 reads its caught-up standby, whose capturedAt is the last commit, before run 1's.
+    By capturedAt it would look behind until the next commit on the primary, however long the
+    source stays idle; by WAL position it holds everything run 1 saw, and goes on."""
+    primary, standby = replica_pair
+    lane = idle_primary_lane
+    load_prices(lane, 100)
+    caught_up(primary, standby)
+    time.sleep(1.1)
+    on_primary = lane.run(env={"TABLESYNC_SOURCE_URI": lane.source})
+    assert on_primary.code == 0, on_primary.stderr
+    caught_up(primary, standby)
+
+    from_standby = lane.run()
+
+    assert from_standby.code == 0, from_standby.stderr
+    assert (datetime.fromisoformat(from_standby.report["capturedAt"])
+            < datetime.fromisoformat(on_primary.report["capturedAt"]))
+    assert lane.table_text("destination") == lane.table_text("source")
+    manifest = snapshot_manifest(lane, from_standby.report["snapshotId"])
+    first = snapshot_manifest(lane, on_primary.report["snapshotId"])
+    assert manifest["system_identifier"] == first["system_identifier"]
+    assert manifest["lsn"] and first["lsn"]
+
+
+def test_a_standby_restarted_with_no_commit_to_replay_is_not_behind(
+        idle_primary_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
+    """Run 1 reads the primary (capturedAt: its now()); the standby restarts from a
+    restartpoint after the last commit, so it replays none: its capturedAt is that checkpoint's
+    time, before run 1's. It holds everything run 1 saw, and run 2 from it goes on."""
+    primary, standby = replica_pair
+    lane = idle_primary_lane
+    load_prices(lane, 100)
+    _exec(primary.uri(), "CHECKPOINT")
+    caught_up(primary, standby)
+    _exec(standby.uri(), "CHECKPOINT")  # the restartpoint: after the rows above
+    time.sleep(1.1)
+    on_primary = lane.run(env={"TABLESYNC_SOURCE_URI": lane.source})
+    assert on_primary.code == 0, on_primary.stderr
+    restart(standby)
+    caught_up(primary, standby)
+    assert _exec(standby.uri(), "SELECT pg_last_xact_replay_timestamp()") == [(None,)]
+
+    from_standby = lane.run()
+
+    assert from_standby.code == 0, from_standby.stderr
+    assert (datetime.fromisoformat(from_standby.report["capturedAt"])
+            < datetime.fromisoformat(on_primary.report["capturedAt"]))
+    assert lane.table_text("destination") == lane.table_text("source")
