@@ -230,6 +230,12 @@ def _server_message(err: Exception) -> str:
     return " ".join("; ".join(parts).split())
 
 
+# text of a SQL_ASCII database that holds Latin-1 bytes, as UTF-8 (the bytes as they are,
+# recoded, back to text: convert_from to the database's own encoding changes nothing)
+LATIN1_IN_SQL_ASCII = ("convert_from(convert(convert_to(col, 'SQL_ASCII'), 'LATIN1', 'UTF8'), "
+                       "'SQL_ASCII')")
+
+
 def map_stream_error(err: Exception, role: str, what: str) -> Exception:
     """Map an error the driver's Arrow stream raised in the middle of a read.
 
@@ -237,13 +243,22 @@ def map_stream_error(err: Exception, role: str, what: str) -> Exception:
     no SQLSTATE), so the driver's libpq errors are told apart by their text: every one is the
     server or the connection failing mid-read, a TransientError. A standby cancels a read that
     holds back its replay ("conflict with recovery", PostgreSQL docs, "Hot Standby", section
-    "Handling Query Conflicts"); the message names the standby settings that prevent it. Any
-    other error is returned unchanged.
+    "Handling Query Conflicts"); the message names the standby settings that prevent it. Text
+    the server cannot send as UTF-8 (a SQL_ASCII database holds any bytes) is an InputError: a
+    retry reads the same bytes. Any other error is returned unchanged.
     """
     lines = str(err).strip().splitlines()
     if not lines or not lines[0].startswith("[libpq]"):
         return err
     text = redact(lines[0].split("]: ", 1)[-1].strip())
+    if ("invalid byte sequence for encoding" in text
+            or "has no equivalent in encoding" in text):
+        # the data, not the server: a SQL_ASCII database holds any bytes, and a retry reads
+        # the same ones (SQLSTATE 22021 / 22P05 when sent as UTF-8, the sync's client_encoding)
+        return InputError(
+            f"{role} database: {what} failed: a text value cannot be read as UTF-8 ({text}); "
+            "fix those values at the source, or point spec.source.table at a view that "
+            f"converts the column (Latin-1 bytes in a SQL_ASCII database: {LATIN1_IN_SQL_ASCII})")
     if "conflict with recovery" in text.lower():
         return TransientError(
             f"{role} database: {what} was cancelled by the standby ({text}): replaying the "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 
+from tablesync_job.postgres import LATIN1_IN_SQL_ASCII
 from tests.integration.job.lane import Lane
 
 
@@ -74,6 +75,36 @@ def test_databases_in_another_encoding(lane: Lane) -> None:
     result = lane.run("run")
     assert result.code == 0, result.stderr
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_bytes_that_are_not_utf8_in_a_sql_ascii_database(lane: Lane) -> None:
+    """A SQL_ASCII database stores any bytes; sent as UTF-8 the server refuses them mid-read.
+    That was 'a retry may help' (75), forever: it is the data, an input error naming the way
+    out, and the view it suggests syncs the Latin-1 text."""
+    _recreate(lane.source, "SQL_ASCII")
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, t text, updated_at timestamptz NOT NULL)")
+    with psycopg.connect(lane.source) as conn:
+        conn.execute("SET client_encoding = 'SQL_ASCII'")
+        conn.execute("INSERT INTO prices VALUES (1, 'plain', now()), "
+                     "(2, convert_from('\\x68e96c6c6f'::bytea, 'SQL_ASCII'), now())")
+
+    result = lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert result.error_line.startswith(
+        "tablesync-job: source database: reading public.prices failed: a text value cannot be "
+        "read as UTF-8 (ERROR:  invalid byte sequence for encoding \"UTF8\": 0xe9 0x6c 0x6c")
+    assert LATIN1_IN_SQL_ASCII in result.error_line
+    assert "Traceback" not in result.stderr
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+    assert lane.state() is None
+
+    converting = LATIN1_IN_SQL_ASCII.replace("col", "t")
+    lane.src(f"CREATE VIEW prices_text AS SELECT id, {converting} AS t, updated_at FROM prices")
+    lane.spec["spec"]["source"]["table"] = "public.prices_text"
+    converted = lane.run("run")
+    assert converted.code == 0, converted.stderr
+    assert lane.dst("SELECT t FROM prices ORDER BY id") == [("plain",), ("héllo",)]
 
 
 def test_a_json_key(lane: Lane) -> None:
