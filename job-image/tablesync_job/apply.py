@@ -484,13 +484,41 @@ def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.S
     result.inserted, result.updated = int(inserted), int(updated)
     if result.inserted + result.updated == staged.upserts:
         return  # every row was written: none already current, none stale; no join needed
+    old_ver = _cast(dest, ver, f"s.{OLD_VERSION}")
     cur.execute(
         f"SELECT count(*) FILTER (WHERE d.{q(ver)} = {s_ver}), "
-        f"count(*) FILTER (WHERE d.{q(ver)} > {s_ver}) "
+        f"count(*) FILTER (WHERE d.{q(ver)} > {s_ver}), "
+        f"count(*) FILTER (WHERE d.{q(ver)} > {s_ver} AND {old_ver} > {s_ver}) "
         f"FROM {STAGE} s JOIN {table} d ON {join} WHERE s.{OP} <> 'delete'")
-    equal, newer = cur.fetchone()
+    equal, newer, went_down = cur.fetchone()
     result.already_current += int(equal) - result.inserted - result.updated
     result.stale_skipped += int(newer)
+    if went_down:
+        _warn_versions_went_down(cur, spec, dest, staged, int(went_down), old_ver, s_ver)
+
+
+def _warn_versions_went_down(cur: Any, spec: JobSpec, dest: TableInfo, staged: _Staged,
+                             rows: int, old_ver: str, s_ver: str) -> None:
+    """Log the rows skipped as stale whose version at the source is lower in T than in T-1.
+
+    Not the event lane being ahead: the source itself went back (a row restored from a backup,
+    an application writing ``updated_at`` from a slow clock, a text version going from '9' to
+    '10'). The version guard keeps the destination's higher version and so T-1's content, and
+    every later run skips the row again until its source version passes the destination's;
+    only a write at the source that raises the version brings the row across.
+    """
+    ver = spec.source.version_column
+    keys = list(spec.source.primary_key)
+    key_text = " || ', ' || ".join(f"s.{quote_ident(k)}::text" for k in keys)
+    cur.execute(f"SELECT {key_text}, ({old_ver})::text, ({s_ver})::text FROM {STAGE} s "
+                f"WHERE s.{OP} = 'update' AND {old_ver} > {s_ver} ORDER BY 1 LIMIT 3")
+    sample = "; ".join(f"({key}) {before} -> {after}" for key, before, after in cur.fetchall())
+    log.warning(
+        f"{rows} row(s) of {dest.table} kept their content: their {ver} at the source went "
+        f"down since the last applied snapshot (key ({', '.join(keys)}) {ver} before -> now: "
+        f"{sample}), and the version guard skips a lower version as stale; raise {ver} at the "
+        "source for these rows to bring them across",
+        extra={"fields": {"versionWentDown": rows}})
 
 
 def _newer(spec: JobSpec, columns: list[str]) -> str:

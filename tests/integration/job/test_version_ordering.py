@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -88,3 +89,30 @@ def test_outcome_counts_split_drift_already_current_and_stale(lane: Lane) -> Non
     assert result.report["apply"] == {"inserted": 0, "updated": 30, "deleted": 0,
                                       "alreadyCurrent": 60, "staleSkipped": 10}
     assert lane.dst("SELECT count(*) FROM prices WHERE price = 0")[0][0] == 10
+    assert "versionWentDown" not in result.stderr  # the event lane ahead is no warning
+
+
+def test_a_version_that_went_down_at_the_source_is_named(lane: Lane) -> None:
+    """Rows whose version is lower in T than in T-1 are skipped as stale, like the event
+    lane's fresher rows, but nothing will ever bring them across unless the source raises
+    their version: the run says which, apart from the stale rows the event lane explains."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET price = 7, updated_at = updated_at - interval '1 h' "
+             "WHERE id IN (3, 5)")  # restored from an older copy
+    lane.src("UPDATE prices SET price = 8, updated_at = now() WHERE id = 9")
+    lane.dst("UPDATE prices SET price = 9, updated_at = now() + interval '1 h' WHERE id = 9")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["staleSkipped"] == 3
+    warnings = [json.loads(line) for line in result.stderr.splitlines()
+                if line.startswith("{") and "versionWentDown" in line]
+    assert [w["versionWentDown"] for w in warnings] == [2], result.stderr
+    assert warnings[0]["level"] == "warning"
+    assert warnings[0]["msg"].startswith(
+        "2 row(s) of public.prices kept their content: their updated_at at the source went down "
+        "since the last applied snapshot (key (id) updated_at before -> now: (3) ")
+    assert "; (5) " in warnings[0]["msg"]
+    assert lane.dst("SELECT count(*) FROM prices WHERE price = 7") == [(0,)]
