@@ -385,18 +385,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                     "AS captured")
                 (in_recovery, captured, wall, no_replay, may_read_control,
                  may_read_position) = cur.fetchone()
-                position = system = None
-                if may_read_position:
-                    # Where in the source's WAL the data is (read after the snapshot was fixed,
-                    # so never before it): see Snapshot.lsn
-                    cur.execute("SELECT " + ("pg_last_wal_replay_lsn()" if in_recovery else
-                                             "pg_current_wal_flush_lsn()") + "::text, "
-                                "(pg_control_system()).system_identifier::text")
-                    position, system = cur.fetchone()
-                else:
-                    log.warning("pg_control_system() or the WAL position functions are not "
-                                "allowed: a snapshot behind the last applied one is told by "
-                                "capturedAt alone")
+                position, system = _wal_position(cur, bool(in_recovery), may_read_position)
                 if no_replay:
                     # A standby that has replayed no commit since it started: the data is at
                     # least as fresh as the checkpoint it restarted from; now() would hide a
@@ -477,6 +466,36 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
     log.info("dumped", extra={"fields": {**progress.figures(), "bytes": size,
                                          "parts": len(parts), "capturedAt": captured_iso}})
     return snap, parts
+
+
+def _wal_position(cur: Any, in_recovery: bool, allowed: bool) -> tuple[str | None, str | None]:
+    """(lsn, system_identifier) of the data the transaction sees (``Snapshot.lsn``), or Nones.
+
+    Read after the snapshot was fixed, so never before it. Optional: without EXECUTE on the
+    functions, on a server where they fail (a managed service may not offer them) or give no
+    position, a snapshot behind the last applied one is told by capturedAt alone; the read
+    runs under a savepoint so that a failure leaves the transaction and its snapshot usable.
+    """
+    import adbc_driver_manager
+
+    if not allowed:
+        log.warning("pg_control_system() or the WAL position functions are not allowed: a "
+                    "snapshot behind the last applied one is told by capturedAt alone")
+        return None, None
+    function = "pg_last_wal_replay_lsn()" if in_recovery else "pg_current_wal_flush_lsn()"
+    cur.execute("SAVEPOINT tablesync_wal_position")
+    try:
+        cur.execute(f"SELECT {function}::text, (pg_control_system()).system_identifier::text")
+        position, system = cur.fetchone()
+    except adbc_driver_manager.Error as err:
+        cur.execute("ROLLBACK TO SAVEPOINT tablesync_wal_position")
+        log.warning(f"{function} or pg_control_system() failed ({str(err).splitlines()[0]}): a "
+                    "snapshot behind the last applied one is told by capturedAt alone")
+        return None, None
+    cur.execute("RELEASE SAVEPOINT tablesync_wal_position")
+    if not position or position == "0/0" or not system:
+        return None, None
+    return str(position), str(system)
 
 
 def _version_text(value: pa.Scalar) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 
 from tablesync_job.postgres import LATIN1_IN_SQL_ASCII
-from tests.integration.job.lane import Lane
+from tests.integration.job.lane import Lane, load_prices
 
 
 def _recreate(uri: str, encoding: str) -> None:
@@ -105,6 +105,32 @@ def test_bytes_that_are_not_utf8_in_a_sql_ascii_database(lane: Lane) -> None:
     converted = lane.run("run")
     assert converted.code == 0, converted.stderr
     assert lane.dst("SELECT t FROM prices ORDER BY id") == [("plain",), ("héllo",)]
+
+
+def test_a_source_whose_wal_position_functions_fail(lane: Lane) -> None:
+    """A server may not offer the WAL position functions (a managed service): the dump goes on
+    without the position (a savepoint keeps its transaction usable), and a snapshot behind is
+    told by capturedAt. Here a function earlier on the database's search_path shadows it."""
+    load_prices(lane, 10)
+    lane.src("CREATE SCHEMA shadow; CREATE FUNCTION shadow.pg_current_wal_flush_lsn() "
+             "RETURNS pg_lsn LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'not offered here'; "
+             "END$$")
+    database = lane.source.rsplit("/", 1)[1]
+    lane.src(f'ALTER DATABASE "{database}" SET search_path = shadow, pg_catalog, public')
+
+    first = lane.run("run")
+
+    assert first.code == 0, first.stderr
+    assert "pg_current_wal_flush_lsn() or pg_control_system() failed (" in first.stderr
+    assert "not offered here" in first.stderr
+    manifest = json.loads((Path(lane.storage_url[len("file://"):]) / "snapshots"
+                           / first.report["snapshotId"] / "manifest.json").read_text())
+    assert manifest["lsn"] is None and manifest["rows"] == 10
+    lane.src("UPDATE prices SET price = 1, updated_at = now() WHERE id = 1")
+    second = lane.run("run")
+    assert second.code == 0, second.stderr
+    assert second.report["apply"]["updated"] == 1
+    assert lane.table_text("destination") == lane.table_text("source")
 
 
 def test_a_json_key(lane: Lane) -> None:

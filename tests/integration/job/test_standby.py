@@ -50,14 +50,14 @@ def replica_pair() -> Iterator[tuple[PostgresServer, PostgresServer]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
-def standby_lane(replica_pair: tuple[PostgresServer, PostgresServer],
-                 tmp_path: Path) -> Lane:
-    """A lane whose source is read on the standby (written on the primary, see ``primary``)."""
+def replica_lane(replica_pair: tuple[PostgresServer, PostgresServer],
+                 destination_server: PostgresServer, tmp_path: Path) -> Lane:
+    """A lane whose source is read on the standby (written on the primary: ``Lane.source``)
+    and whose destination is a database on ``destination_server``."""
     primary, standby = replica_pair
     tag = uuid.uuid4().hex[:8]
     primary.create_database(f"src_{tag}")
-    destination = primary.create_database(f"dst_{tag}")
+    destination = destination_server.create_database(f"dst_{tag}")
     url = f"file://{tmp_path}/store"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TABLESYNC_", "AWS_"))}
     env.update({"TABLESYNC_SOURCE_URI": standby.uri(f"src_{tag}"),
@@ -67,26 +67,21 @@ def standby_lane(replica_pair: tuple[PostgresServer, PostgresServer],
                 work=tmp_path, env=env, spec=base_spec(url))
     caught_up(primary, standby)
     return lane
+
+
+@pytest.fixture
+def standby_lane(replica_pair: tuple[PostgresServer, PostgresServer],
+                 tmp_path: Path) -> Lane:
+    """The destination on the primary."""
+    return replica_lane(replica_pair, replica_pair[0], tmp_path)
 
 
 @pytest.fixture
 def idle_primary_lane(replica_pair: tuple[PostgresServer, PostgresServer],
                       postgres: PostgresServer, tmp_path: Path) -> Lane:
-    """Like ``standby_lane``, but the destination is on another server: the runs' applies
-    write nothing to the primary, which stays idle between the test's own writes."""
-    primary, standby = replica_pair
-    tag = uuid.uuid4().hex[:8]
-    primary.create_database(f"src_{tag}")
-    destination = postgres.create_database(f"dst_{tag}")
-    url = f"file://{tmp_path}/store"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABLESYNC_", "AWS_"))}
-    env.update({"TABLESYNC_SOURCE_URI": standby.uri(f"src_{tag}"),
-                "TABLESYNC_DESTINATION_URI": destination,
-                "TABLESYNC_WORK_DIR": str(tmp_path / "work")})
-    lane = Lane(source=primary.uri(f"src_{tag}"), destination=destination, storage_url=url,
-                work=tmp_path, env=env, spec=base_spec(url))
-    caught_up(primary, standby)
-    return lane
+    """The destination on another server: the runs' applies write nothing to the primary,
+    which stays idle between the test's own writes."""
+    return replica_lane(replica_pair, postgres, tmp_path)
 
 
 def restart(server: PostgresServer) -> None:
