@@ -494,11 +494,11 @@ def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.S
     result.already_current += int(equal) - result.inserted - result.updated
     result.stale_skipped += int(newer)
     if went_down:
-        _warn_versions_went_down(cur, spec, dest, staged, int(went_down), old_ver, s_ver)
+        _warn_versions_went_down(cur, spec, dest, int(went_down), old_ver, s_ver)
 
 
-def _warn_versions_went_down(cur: Any, spec: JobSpec, dest: TableInfo, staged: _Staged,
-                             rows: int, old_ver: str, s_ver: str) -> None:
+def _warn_versions_went_down(cur: Any, spec: JobSpec, dest: TableInfo, rows: int,
+                             old_ver: str, s_ver: str) -> None:
     """Log the rows skipped as stale whose version at the source is lower in T than in T-1.
 
     Not the event lane being ahead: the source itself went back (a row restored from a backup,
