@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from . import logs
 from .diff import OLD_VERSION, OP
-from .dump import INFINITY, is_infinite
+from .dump import INFINITY, infinities, is_infinite, time_kind
 from .errors import InputError
 from .postgres import (
     TableInfo,
@@ -262,26 +262,27 @@ def _infinite_columns(parts: list[Path], schema: pa.Schema) -> list[str]:
     row group without them is read, that column only.
     """
     found: list[str] = []
+    files = [pq.ParquetFile(part) for part in parts]
     for index, field_ in enumerate(schema):
-        if not (pa.types.is_timestamp(field_.type) or pa.types.is_date32(field_.type)):
+        kind = time_kind(field_.type)
+        if kind is None:
             continue
-        pos, neg = INFINITY["timestamp" if pa.types.is_timestamp(field_.type) else "date32"]
-        for part in parts:
-            meta = pq.ParquetFile(part).metadata
-            hit = False
-            for group in range(meta.num_row_groups):
-                stats = meta.row_group(group).column(index).statistics
-                if stats is not None and stats.has_min_max:
-                    hit = stats.max_raw == pos or stats.min_raw == neg
-                else:
-                    column = pq.ParquetFile(part).read_row_group(group, columns=[field_.name])
-                    hit = bool(pc.any(is_infinite(column.column(0))).as_py())
-                if hit:
-                    break
-            if hit:
-                found.append(field_.name)
-                break
+        pos, neg = INFINITY[kind]
+        if any(_holds_infinity(file, index, field_.name, pos, neg) for file in files):
+            found.append(field_.name)
     return found
+
+
+def _holds_infinity(file: pq.ParquetFile, index: int, name: str, pos: int, neg: int) -> bool:
+    meta = file.metadata
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(index).statistics
+        if stats is not None and stats.has_min_max:
+            if stats.max_raw == pos or stats.min_raw == neg:
+                return True
+        elif pc.any(is_infinite(file.read_row_group(group, columns=[name]).column(0))).as_py():
+            return True
+    return False
 
 
 def _split_infinity(batch: pa.RecordBatch, infinite: dict[str, str]) -> pa.RecordBatch:
@@ -294,9 +295,7 @@ def _split_infinity(batch: pa.RecordBatch, infinite: dict[str, str]) -> pa.Recor
     fields = list(batch.schema)
     for name, flag in infinite.items():
         column = batch.column(name)
-        ints = column.cast(pa.int64() if pa.types.is_timestamp(column.type) else pa.int32())
-        pos, neg = INFINITY["timestamp" if pa.types.is_timestamp(column.type) else "date32"]
-        is_pos, is_neg = pc.equal(ints, pos), pc.equal(ints, neg)
+        is_pos, is_neg = infinities(column)
         either = pc.or_(is_pos, is_neg)
         arrays[batch.schema.get_field_index(name)] = pc.if_else(
             either, pa.scalar(None, column.type), column)

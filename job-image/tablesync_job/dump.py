@@ -160,7 +160,8 @@ INFINITY = {kind: (2 ** (bits - 1) - 1, -(2 ** (bits - 1) - 1)) for kind, bits i
 timestamp[us] / date32 storage integers."""
 
 
-def _time_kind(type_: pa.DataType) -> str | None:
+def time_kind(type_: pa.DataType) -> str | None:
+    """The key of :data:`INFINITY` for a timestamp or date32 type, else None."""
     if pa.types.is_timestamp(type_):
         return "timestamp"
     return "date32" if pa.types.is_date32(type_) else None
@@ -169,7 +170,7 @@ def _time_kind(type_: pa.DataType) -> str | None:
 def _map_infinity(array: pa.Array, name: str) -> pa.Array:
     """The driver's wrapped +-infinity as :data:`INFINITY`; InputError on a finite value
     Arrow cannot hold (past 294247 AD)."""
-    kind = _time_kind(array.type)
+    kind = time_kind(array.type)
     assert kind is not None
     ints = array.cast(pa.int64() if kind == "timestamp" else pa.int32())
     lowest = pc.min(ints).as_py()
@@ -189,20 +190,26 @@ def _map_infinity(array: pa.Array, name: str) -> pa.Array:
     return mapped.cast(array.type)
 
 
-def is_infinite(array: pa.Array) -> pa.Array:
-    """Booleans: which values of a timestamp or date array are +-:data:`INFINITY`."""
-    kind = _time_kind(array.type)
+def infinities(array: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Booleans (+infinity, -infinity): which values of a timestamp or date array are
+    :data:`INFINITY`."""
+    kind = time_kind(array.type)
     assert kind is not None
     ints = array.cast(pa.int64() if kind == "timestamp" else pa.int32())
     pos, neg = INFINITY[kind]
-    return pc.or_(pc.equal(ints, pos), pc.equal(ints, neg))
+    return pc.equal(ints, pos), pc.equal(ints, neg)
+
+
+def is_infinite(array: pa.Array) -> pa.Array:
+    """Booleans: which values of a timestamp or date array are +-:data:`INFINITY`."""
+    return pc.or_(*infinities(array))
 
 
 def _convert(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     arrays = []
     for i, target in enumerate(schema):
         array = batch.column(i)
-        if _time_kind(array.type) is not None:
+        if time_kind(array.type) is not None:
             array = _map_infinity(array, target.name)
         if isinstance(array.type, pa.ExtensionType) and not array.type.equals(target.type):
             array = array.storage  # numeric arrives as an opaque string extension
@@ -421,7 +428,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                             raise InputError(f"spec.source.versionColumn: column {version_name!r} "
                                              f"of {info.table} holds NULL in {version.null_count} "
                                              "rows; every row needs a version")
-                        if _time_kind(version.type) and pc.any(is_infinite(version)).as_py():
+                        if time_kind(version.type) and pc.any(is_infinite(version)).as_py():
                             raise InputError(f"spec.source.versionColumn: column {version_name!r} "
                                              f"of {info.table} holds 'infinity' or '-infinity'; "
                                              "versions must be finite to be ordered")

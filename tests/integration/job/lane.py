@@ -81,6 +81,13 @@ class Lane:
             return json.loads(path.read_text()) if path.exists() else None
         raise NotImplementedError("state() reads file:// storage only")
 
+    def snapshot_manifest(self, snapshot_id: str) -> dict[str, Any]:
+        """A stored snapshot's manifest.json (file:// storage only)."""
+        if not self.storage_url.startswith("file://"):
+            raise NotImplementedError("snapshot_manifest() reads file:// storage only")
+        root = Path(self.storage_url[len("file://"):])
+        return dict(json.loads((root / "snapshots" / snapshot_id / "manifest.json").read_text()))
+
     def table_text(self, which: str, table: str = "prices", order: str = "id") -> list[str]:
         """Every row rendered by Postgres itself, for byte-exact comparison."""
         rows = (self.src if which == "source" else self.dst)(

@@ -123,8 +123,7 @@ def test_a_source_whose_wal_position_functions_fail(lane: Lane) -> None:
     assert first.code == 0, first.stderr
     assert "pg_current_wal_flush_lsn() or pg_control_system() failed (" in first.stderr
     assert "not offered here" in first.stderr
-    manifest = json.loads((Path(lane.storage_url[len("file://"):]) / "snapshots"
-                           / first.report["snapshotId"] / "manifest.json").read_text())
+    manifest = lane.snapshot_manifest(first.report["snapshotId"])
     assert manifest["lsn"] is None and manifest["rows"] == 10
     lane.src("UPDATE prices SET price = 1, updated_at = now() WHERE id = 1")
     second = lane.run("run")

@@ -110,11 +110,6 @@ def replayed_commit(standby: PostgresServer) -> datetime:
     return value
 
 
-def snapshot_manifest(lane: Lane, snapshot_id: str) -> dict[str, object]:
-    root = Path(lane.storage_url[len("file://"):])
-    return dict(json.loads((root / "snapshots" / snapshot_id / "manifest.json").read_text()))
-
-
 def test_a_run_from_a_standby_is_as_of_its_last_replayed_commit(
         standby_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
     """The dump runs on the standby (REPEATABLE READ, READ ONLY is allowed there), records
@@ -132,7 +127,7 @@ def test_a_run_from_a_standby_is_as_of_its_last_replayed_commit(
     assert first.code == 0, first.stderr
     assert datetime.fromisoformat(first.report["capturedAt"]) == replayed
     assert (started - replayed).total_seconds() > 1
-    manifest = snapshot_manifest(lane, first.report["snapshotId"])
+    manifest = lane.snapshot_manifest(first.report["snapshotId"])
     assert manifest["in_recovery"] is True
     assert lane.table_text("destination") == lane.table_text("source")
 
@@ -279,7 +274,7 @@ def test_without_execute_on_pg_control_functions_the_dump_still_runs(
         assert "pg_control_checkpoint() is not allowed" in result.stderr
         assert "pg_control_system() or the WAL position functions are not allowed" in (
             result.stderr)
-        manifest = snapshot_manifest(lane, result.report["snapshotId"])
+        manifest = lane.snapshot_manifest(result.report["snapshotId"])
         assert manifest["lsn"] is None and manifest["system_identifier"] is None
     finally:
         _exec(lane.source, "DROP OWNED BY plain_reader; DROP ROLE plain_reader")
@@ -306,8 +301,8 @@ def test_a_caught_up_standby_of_an_idle_primary_is_not_behind(
     assert (datetime.fromisoformat(from_standby.report["capturedAt"])
             < datetime.fromisoformat(on_primary.report["capturedAt"]))
     assert lane.table_text("destination") == lane.table_text("source")
-    manifest = snapshot_manifest(lane, from_standby.report["snapshotId"])
-    first = snapshot_manifest(lane, on_primary.report["snapshotId"])
+    manifest = lane.snapshot_manifest(from_standby.report["snapshotId"])
+    first = lane.snapshot_manifest(on_primary.report["snapshotId"])
     assert manifest["system_identifier"] == first["system_identifier"]
     assert manifest["lsn"] and first["lsn"]
 
