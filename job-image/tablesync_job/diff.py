@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 
 from . import logs
-from .errors import InputError
+from .errors import START_OVER, InputError
 from .postgres import quote_ident, quote_literal
 from .snapshots import Delta, Snapshot
 from .spec import JobSpec
@@ -209,6 +209,14 @@ def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev
         width = len(keys) + 1
     key_out = ", ".join(f"COALESCE(t.{k}, p.{k}) AS {k}" for k in keys)
     before = {c.name: c.arrow_type for c in prev.columns}
+    for field_name, names in (("spec.source.primaryKey", spec.source.primary_key),
+                              ("spec.source.versionColumn", [spec.source.version_column])):
+        absent = [n for n in names if n not in before]
+        if absent:
+            raise InputError(
+                f"{field_name}: column(s) {', '.join(absent)} are not in the last applied "
+                f"snapshot {prev.id} (renamed, or chosen since), so the diff cannot match its "
+                f"rows; go back to the old name, or {START_OVER}")
     retyped = [f"{c.name} ({before[c.name]} -> {c.arrow_type})" for c in snap.columns
                if c.name in (*spec.source.primary_key, spec.source.version_column)
                and c.name in before and before[c.name] != c.arrow_type]
@@ -227,9 +235,7 @@ def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev
             raise
         raise InputError(f"spec.source: key or version column(s) {', '.join(retyped)} changed "
                          f"type since the last applied snapshot {prev.id}, and the diff cannot "
-                         f"compare the two ({str(err).splitlines()[0]}); to start over from "
-                         "the source as it is, delete state.json under spec.storage.url (the "
-                         "next run bootstraps)") from None
+                         f"compare the two ({str(err).splitlines()[0]}); {START_OVER}") from None
     return {op: int(n) for op, n in
             con.execute(f"SELECT {OP}, count(*) FROM changes GROUP BY {OP}").fetchall()}
 
@@ -260,24 +266,74 @@ def _content_sides(snap: Snapshot, prev: Snapshot) -> tuple[str, str, str, int]:
 
 def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snapshot,
                      keys: list[str], ver: str, out: Path, counts: dict[str, int]) -> None:
+    """COPY the fat delta: T's rows of the changed keys, and T-1's keys of the deleted ones.
+
+    Every column has T's type. ``UNION ALL BY NAME`` would otherwise give a column that
+    changed type since T-1 a type of both (DuckDB makes DECIMAL(38,0) of DECIMAL(38,10) and
+    DECIMAL(38,0), DOUBLE of DECIMAL and DOUBLE): T's values rounded, exit 0, for good. So a
+    delete carries T-1's value in T's type where the type is unchanged or the column is a key
+    (:func:`_check_key_casts` has made sure the key survives the cast), else NULL: the apply
+    reads only a delete's key and old version.
+    """
     on_t = " AND ".join(f"t.{k} = c.{k}" for k in keys)
     on_p = " AND ".join(f"p.{k} = c.{k}" for k in keys)
-    prev_names = {c.name for c in prev.columns}
+    t_types = _types(con, "t")
+    p_types = _types(con, "p")
     t_cols = ", ".join(f"t.{quote_ident(c.name)}" for c in snap.columns)
-    # A delete carries the row as T-1 had it, in T's column list (NULL for a new column).
-    p_cols = ", ".join(
-        f"p.{quote_ident(c.name)}" if c.name in prev_names else f"NULL AS {quote_ident(c.name)}"
-        for c in snap.columns)
+    p_cols = []
+    for col in snap.columns:
+        c = quote_ident(col.name)
+        kind = t_types[col.name]
+        if p_types.get(col.name) == kind:
+            p_cols.append(f"p.{c}")
+        elif col.name in snap.primary_key:
+            p_cols.append(f"CAST(p.{c} AS {kind}) AS {c}")
+        else:
+            p_cols.append(f"CAST(NULL AS {kind}) AS {c}")
     # A side without changes is not scanned at all (each scan reads every column).
     no_t = "" if counts.get("insert") or counts.get("update") else " AND false"
     no_p = "" if counts.get("delete") else " AND false"
+    if counts.get("delete"):
+        _check_key_casts(con, snap, prev, t_types, p_types, on_p)
     con.execute(
         f"COPY (SELECT c.{OP} AS {OP}, {t_cols}, c.{OLD_VERSION} AS {OLD_VERSION} "
         f"FROM t JOIN changes c ON {on_t} WHERE c.{OP} <> 'delete'{no_t} "
         f"UNION ALL BY NAME "
-        f"SELECT 'delete' AS {OP}, {p_cols}, p.{ver} AS {OLD_VERSION} "
+        f"SELECT 'delete' AS {OP}, {', '.join(p_cols)}, p.{ver} AS {OLD_VERSION} "
         f"FROM p JOIN changes c ON {on_p} WHERE c.{OP} = 'delete'{no_p}) "
         f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+
+
+def _types(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
+    """Column name -> DuckDB type of a view."""
+    return {str(name): str(kind) for name, kind, *_ in con.execute(f"DESCRIBE {view}").fetchall()}
+
+
+def _check_key_casts(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snapshot,
+                     t_types: dict[str, str], p_types: dict[str, str], on_p: str) -> None:
+    """InputError unless every deleted key of T-1 keeps its value in the key's type in T.
+
+    A key whose type changed since T-1 (int to bigint: fine) is deleted as T's type; one that
+    would not survive the cast (numeric(12,2) 1.50 as numeric(10,0) is 2) would delete another
+    row, so the run stops instead.
+    """
+    for name in snap.primary_key:
+        key = quote_ident(name)
+        kind = t_types[name]
+        if p_types.get(name) == kind:
+            continue
+        try:
+            row: Any = con.execute(
+                f"SELECT count(*) FROM p JOIN changes c ON {on_p} WHERE c.{OP} = 'delete' "
+                f"AND TRY_CAST(p.{key} AS {kind}) IS DISTINCT FROM p.{key}").fetchone()
+            lost = int(row[0])
+        except (duckdb.BinderException, duckdb.ConversionException):
+            lost = -1
+        if lost:
+            raise InputError(
+                f"spec.source.primaryKey: key column {name} changed type since the last applied "
+                f"snapshot {prev.id} ({p_types.get(name)} -> {kind}), and the keys of deleted "
+                f"rows do not keep their values in the new type; {START_OVER}")
 
 
 # Arrow types whose order in DuckDB is the order of the Postgres values they came from.

@@ -27,7 +27,7 @@ from . import logs
 from .apply import ApplyResult, _fault, apply, check_destination
 from .diff import OP, check_memory_limit, diff, open_duckdb, out_of_memory
 from .dump import SourceTable, check_source, dump
-from .errors import GuardTripped, InputError, TableSyncError, TransientError
+from .errors import START_OVER, GuardTripped, InputError, TableSyncError, TransientError
 from .postgres import RunLock, TableInfo, refuse_ambiguous_uri, uri_passwords
 from .report import Report, now_iso
 from .snapshots import Delta, Layout, Snapshot, State, new_snapshot_id, parse_delta_id
@@ -193,8 +193,7 @@ def check_not_behind(ctx: RunContext, snap: Snapshot) -> None:
     source = "the source (a standby)" if snap.in_recovery else "the source"
     undo = ("applying it would undo newer changes, so nothing was applied or stored. A later run "
             "goes on once the source has caught up (or point TABLESYNC_SOURCE_URI at a caught-up "
-            "replica; to go back on purpose, delete state.json under spec.storage.url to "
-            "bootstrap)")
+            "replica; to go back on purpose: " + START_OVER + ")")
     if (prev is not None and prev.lsn and snap.lsn and prev.system_identifier
             and prev.system_identifier == snap.system_identifier):
         if lsn_bytes(snap.lsn) >= lsn_bytes(prev.lsn):
@@ -224,8 +223,7 @@ def last_applied(ctx: RunContext) -> Snapshot | None:
     prev = ctx.layout.get_snapshot(state.last_applied_snapshot_id)
     if prev is None:
         raise InputError(f"state.json names snapshot {state.last_applied_snapshot_id} but it is "
-                         f"missing from {ctx.spec.storage.url}; delete state.json to bootstrap "
-                         "again")
+                         f"missing from {ctx.spec.storage.url}; {START_OVER}")
     return prev
 
 
@@ -334,7 +332,7 @@ def resume_interrupted(ctx: RunContext) -> None:
     if delta is None:
         raise InputError(f"state.json: an apply of delta {state.applying} was interrupted and "
                          f"the delta is missing from {ctx.spec.storage.url}; whether it "
-                         "committed is unknown: delete state.json to bootstrap again")
+                         f"committed is unknown; {START_OVER}")
     parts = ctx.layout.fetch(ctx.layout.delta_prefix(delta.id), delta.parts,
                              ctx.work_dir / "interrupted")
     log.info("resuming an interrupted apply", extra={"fields": {"delta": delta.id}})

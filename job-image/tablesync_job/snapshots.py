@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import START_OVER, InputError
 from .storage import Storage
 
 BOOTSTRAP = "bootstrap"  # the FROM of the first delta, which has no T-1
@@ -195,9 +195,8 @@ class Layout:
             if in_place is not None:
                 if not in_place.is_file():
                     raise InputError(f"spec.storage.url: {self.storage.url}/{prefix}/{part} is "
-                                     "missing; the stored snapshot or delta is incomplete: "
-                                     "delete state.json under spec.storage.url to bootstrap "
-                                     "again")
+                                     "missing; the stored snapshot or delta is incomplete; "
+                                     f"{START_OVER}")
                 local.append(in_place)
                 continue
             into.mkdir(parents=True, exist_ok=True)

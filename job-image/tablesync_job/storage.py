@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from .errors import InputError, TableSyncError, TransientError
+from .errors import START_OVER, InputError, TableSyncError, TransientError
 
 
 class Storage(Protocol):
@@ -222,8 +222,7 @@ class S3Storage:
             code = str(err.response.get("Error", {}).get("Code", ""))
             if key is not None and code in ("404", "NoSuchKey"):
                 return InputError(f"spec.storage.url: {self.url}/{key} is missing; the stored "
-                                  "snapshot or delta is incomplete: delete state.json under "
-                                  "spec.storage.url to bootstrap again")
+                                  f"snapshot or delta is incomplete; {START_OVER}")
             code = str(err.response.get("Error", {}).get("Code", ""))
             template = _INPUT_CODES.get(code)
             if template:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tablesync_job.postgres import LATIN1_IN_SQL_ASCII
 from tests.integration.job.lane import Lane, load_prices
@@ -142,12 +143,28 @@ def test_a_json_key(lane: Lane) -> None:
     assert lane.table_text("destination", order="x") == lane.table_text("source", order="x")
 
 
-def test_a_uuid_version_is_refused(lane: Lane) -> None:
-    lane.both("CREATE TABLE prices (id int PRIMARY KEY, rev uuid NOT NULL)")
+@pytest.mark.parametrize(("pg_type", "value", "why"), [
+    ("uuid", "gen_random_uuid()", "does not order changes"),
+    ("boolean", "true", "does not order changes"),
+    ("jsonb", "'1'", "does not order changes"),
+    # no < operator: the apply's version guard failed, after the dump and diff were stored
+    ("point", "point(1, 2)", "Postgres cannot order"),
+    ("xml", "'<a/>'", "Postgres cannot order"),
+    # no < either, and the dump's min/max failed first: an internal error, exit 75, each run
+    ("json", "'1'", "Postgres cannot order"),
+])
+def test_a_version_that_does_not_order_is_refused_before_the_dump(
+        lane: Lane, pg_type: str, value: str, why: str) -> None:
+    lane.both(f"CREATE TABLE prices (id int PRIMARY KEY, rev {pg_type} NOT NULL)")
+    lane.src(f"INSERT INTO prices VALUES (1, {value})")
     lane.spec["spec"]["source"]["versionColumn"] = "rev"
     result = lane.run("run")
-    assert result.code == 2
-    assert "spec.source.versionColumn: 'rev' is a uuid" in result.error_line
+    assert result.code == 2, result.stderr
+    assert result.error_line.startswith(
+        f"tablesync-job: spec.source.versionColumn: 'rev' is {pg_type}, which"), \
+        result.error_line
+    assert why in result.error_line
+    assert lane.state() is None and not (lane.work / "store" / "snapshots").exists()
 
 
 def test_a_seconds_precision_version_is_not_rounded_past_the_snapshot(lane: Lane) -> None:
@@ -185,14 +202,3 @@ def test_keys_only_postgres_finds_equal_name_the_key(lane: Lane) -> None:
     assert result.code == 2
     assert "check spec.source.primaryKey" in result.error_line
     assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
-
-
-def test_a_key_retyped_beyond_comparison_says_how_to_start_over(lane: Lane) -> None:
-    lane.both("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL)")
-    lane.src("INSERT INTO prices SELECT g, now() FROM generate_series(1, 10) g")
-    assert lane.run("run").code == 0
-    lane.both("ALTER TABLE prices ALTER COLUMN id TYPE text")
-    result = lane.run("run")
-    assert result.code == 2, result.stderr
-    assert "key or version column(s) id (int32 -> string) changed type" in result.error_line
-    assert "delete state.json" in result.error_line
