@@ -441,7 +441,7 @@ def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.S
     upsert = (f"INSERT INTO {table} AS d ({insert_cols}){overriding} "
               f"SELECT {select_cols} FROM {STAGE} s WHERE s.{OP} <> 'delete' ORDER BY {order} "
               f"ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(sets)} "
-              f"WHERE {_newer(spec, columns)} ")
+              f"WHERE {_newer(spec, dest, delta, columns)} ")
     s_ver = _value(dest, staged, ver)
     # With BEFORE INSERT/UPDATE row triggers, the written version is checked against the
     # staged one: a trigger that rewrites it (updated_at = now()) would make later source
@@ -520,14 +520,16 @@ def _warn_versions_went_down(cur: Any, spec: JobSpec, dest: TableInfo, rows: int
         extra={"fields": {"versionWentDown": rows}})
 
 
-def _newer(spec: JobSpec, columns: list[str]) -> str:
+def _newer(spec: JobSpec, dest: TableInfo, delta: Delta, columns: list[str]) -> str:
     """When the staged row (``EXCLUDED``) replaces the destination's (``d``).
 
     Its version is higher, or the destination's is NULL. With ``compare: content`` also at an
     equal version when any other column differs (as text: json, xml and others have no
     equality): the diff found a change that kept the version, and the source is the truth.
-    With ``deletes: soft`` also at an equal version when the destination row is stamped
-    deleted: the row came back.
+    With ``deletes: soft`` also, whatever the versions, when the destination row was stamped
+    deleted no later than T's capturedAt: the row is live at the source in T, so it came back
+    (restored as it was, or re-inserted with a counter that started again), as a hard-deleted
+    row would be inserted anew. A stamp after T (the event lane deleted the row since) stays.
     """
     q = quote_ident
     ver = q(spec.source.version_column)
@@ -540,7 +542,8 @@ def _newer(spec: JobSpec, columns: list[str]) -> str:
         cond += f" OR (d.{ver} = EXCLUDED.{ver} AND ROW({mine}) IS DISTINCT FROM ROW({theirs}))"
     if spec.destination.deletes == "soft":
         soft = q(spec.destination.soft_delete_column)
-        cond += f" OR (d.{ver} = EXCLUDED.{ver} AND d.{soft} IS NOT NULL)"
+        stamp = _cast(dest, spec.destination.soft_delete_column, quote_literal(delta.captured_at))
+        cond += f" OR d.{soft} <= {stamp}"
     return cond
 
 

@@ -137,6 +137,47 @@ def test_a_soft_deleted_row_that_returns_with_the_same_version_is_unstamped(lane
     assert lane.dst("SELECT deleted_at FROM prices WHERE id = 3") == [(None,)]
 
 
+def _soft_counter_lane(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, v int NOT NULL, title text)")
+    lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
+    lane.spec["spec"]["source"]["versionColumn"] = "v"
+    lane.spec["spec"]["destination"]["deletes"] = "soft"
+    lane.src("INSERT INTO prices SELECT g, 5, 'a' FROM generate_series(1, 100) g")
+    assert lane.run("run").code == 0
+
+
+def test_a_soft_deleted_row_that_returns_with_a_lower_version_is_unstamped(lane: Lane) -> None:
+    """Re-inserted with a counter that started again: the guard kept the stamped row with its
+    higher version as "stale-skipped", stamped deleted for good, while the source had it live
+    (with ``deletes: apply`` the row is simply inserted anew)."""
+    _soft_counter_lane(lane)
+    lane.src("DELETE FROM prices WHERE id = 3")
+    assert lane.run("run").report["apply"]["deleted"] == 1
+    lane.src("INSERT INTO prices VALUES (3, 1, 'back')")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["updated"] == 1 and result.report["apply"]["staleSkipped"] == 0
+    assert lane.dst("SELECT v, title, deleted_at FROM prices WHERE id = 3") == [(1, "back", None)]
+
+
+def test_a_row_the_event_lane_stamped_deleted_after_the_snapshot_stays_stamped(
+        lane: Lane) -> None:
+    _soft_counter_lane(lane)
+    lane.src("UPDATE prices SET title = 'b', v = 6 WHERE id = 4")
+    assert lane.run("dump").code == 0  # T: id 4 live at version 6
+    lane.src("DELETE FROM prices WHERE id = 4")  # after T; the event lane stamps it
+    lane.dst("UPDATE prices SET title = 'b', v = 6, deleted_at = clock_timestamp() WHERE id = 4")
+    assert lane.run("diff").code == 0
+
+    result = lane.run("apply")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["alreadyCurrent"] == 1
+    assert lane.dst("SELECT deleted_at IS NOT NULL FROM prices WHERE id = 4") == [(True,)]
+
+
 @pytest.mark.parametrize("key_type, old, new", [
     ("numeric", "1", "1.00"),  # equal numbers, different text
     ("text COLLATE ci", "'ABC'", "'abc'"),  # equal under a case-insensitive collation
