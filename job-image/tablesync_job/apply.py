@@ -62,6 +62,7 @@ from .spec import JobSpec
 log = logs.get("tablesync_job.apply")
 
 STAGE = "_tablesync_stage"
+ROW = "_tablesync_row"  # the stage row's index in the delta's parts, in order
 
 
 @dataclass
@@ -74,6 +75,10 @@ class ApplyResult:
     already_current: int = 0
     stale_skipped: int = 0
     seconds: float = 0.0
+    # Deletes the destination held a newer row for, committed as it was: their keys and the
+    # destination's version (as OLD_VERSION, in the delta's type). The next diff asks again
+    # (``pipeline.phase_apply`` stores them beside the snapshot). None when there are none.
+    pending_deletes: pa.Table | None = None
 
     @property
     def drift(self) -> int:
@@ -253,6 +258,7 @@ class _Staged:
     upserts: int = 0
     deletes: int = 0
     infinite: dict[str, str] = field(default_factory=dict)
+    survived: int = 0  # deletes whose destination row stayed (it was newer)
 
 
 def _infinite_columns(parts: list[Path], schema: pa.Schema) -> list[str]:
@@ -315,15 +321,22 @@ def _batches(parts: list[Path], progress: logs.Progress,
     stage_schema = schema
     for flag in staged.infinite.values():
         stage_schema = stage_schema.append(pa.field(flag, pa.int8()))
+    stage_schema = stage_schema.append(pa.field(ROW, pa.int64()))
 
     def gen() -> Iterator[pa.RecordBatch]:
+        offset = 0
         for part in parts:
             for batch in pq.ParquetFile(part).iter_batches(batch_size=65536):
                 deletes = pc.sum(pc.equal(batch.column(OP), "delete")).as_py() or 0
                 staged.deletes += deletes
                 staged.upserts += batch.num_rows - deletes
                 progress.update(batch.num_rows)
-                yield _split_infinity(batch, staged.infinite) if staged.infinite else batch
+                if staged.infinite:
+                    batch = _split_infinity(batch, staged.infinite)
+                rows = pa.array(range(offset, offset + batch.num_rows), pa.int64())
+                offset += batch.num_rows
+                yield pa.RecordBatch.from_arrays([*batch.columns, rows],
+                                                 schema=batch.schema.append(stage_schema.field(ROW)))
 
     return stage_schema, gen()
 
@@ -360,6 +373,9 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta,
             _delete(cur, spec, dest, delta, staged, result)
             _fault("mid-apply")
             _upsert(cur, spec, dest, delta, schema, staged, result)
+            if staged.survived:
+                result.pending_deletes = _pending_deletes(cur, spec, dest, parts, schema,
+                                                          staged)
             conn.commit()
             cur.close()
     finally:
@@ -557,13 +573,15 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
     table = qualified(dest.table)
     q = quote_ident
     join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
-    if delta.version_kind == "counter" or delta.watermark is None:
-        bound = _cast(dest, ver, f"s.{OLD_VERSION}")
-    else:
-        # the unmodified type: timestamp(0) would round the watermark up, to after T
+    bound = _cast(dest, ver, f"s.{OLD_VERSION}")
+    if delta.version_kind != "counter" and delta.watermark is not None:
+        # the unmodified type: timestamp(0) would round the watermark up, to after T. The
+        # row's own old version counts too: a destination row no newer than T-1's copy (or
+        # than the version a delete found last time) is not the event lane's either.
         col = dest.column(ver)
         assert col is not None
-        bound = f"CAST({quote_literal(delta.watermark)} AS {col.base_type or col.pg_type})"
+        watermark = f"CAST({quote_literal(delta.watermark)} AS {col.base_type or col.pg_type})"
+        bound = f"GREATEST({watermark}, {bound})"
     safe = f"(d.{q(ver)} IS NULL OR d.{q(ver)} <= {bound})"
     where = f"s.{OP} = 'delete' AND {join} AND {safe}"
     if mode == "apply":
@@ -584,3 +602,44 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
         survivors = int(cur.fetchone()[0])
     result.stale_skipped += survivors
     result.already_current += delta.deletes - result.deleted - survivors
+    staged.survived = survivors
+
+
+def _pending_deletes(cur: Any, spec: JobSpec, dest: TableInfo, parts: list[Path],
+                     schema: pa.Schema, staged: _Staged) -> pa.Table | None:
+    """The deletes whose destination row stayed because it was newer: key and its version.
+
+    Kept "stale-skipped" by the version-safe rule (DESIGN.md section 4), such a row is either
+    the event lane's re-insert after T, or an update the event lane delivered before it lost
+    the delete. Only the next snapshot tells them apart: without the key, the row is gone at
+    the source, and is deleted then if the destination still holds this version. Read after
+    the upsert, in the same transaction, so a key Postgres finds equal to an upserted one
+    (numeric 1 and 1.00) is not taken for a deleted one. Versions come back as text, cast to
+    the delta's old-version type; a type the cast cannot read is warned about and not kept.
+    """
+    q = quote_ident
+    keys = list(spec.source.primary_key)
+    ver = spec.source.version_column
+    table = qualified(dest.table)
+    join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
+    upserted = " AND ".join(f"d.{q(k)} = {_cast(dest, k, f'u.{q(k)}')}" for k in keys)
+    live = ""
+    if spec.destination.deletes == "soft":
+        live = f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
+    cur.execute(f"SELECT s.{ROW}, d.{q(ver)}::text AS v FROM {STAGE} s JOIN {table} d ON {join} "
+                f"WHERE s.{OP} = 'delete'{live} AND NOT EXISTS (SELECT 1 FROM {STAGE} u "
+                f"WHERE u.{OP} <> 'delete' AND {upserted}) ORDER BY s.{ROW}")
+    found = cur.fetch_arrow_table()
+    if found.num_rows == 0:
+        return None
+    target = schema.field(OLD_VERSION).type
+    try:
+        versions = found.column("v").cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        log.warning(f"{found.num_rows} delete(s) kept because the destination was newer will "
+                    f"not be asked again at the next run: {ver} of type {target} cannot be "
+                    "read back from its text", extra={"fields": {"pendingDeletes": 0}})
+        return None
+    key_rows = pa.concat_tables([pq.read_table(part, columns=keys) for part in parts])
+    picked = key_rows.take(found.column(ROW))
+    return picked.append_column(pa.field(OLD_VERSION, target), versions)

@@ -40,6 +40,7 @@ log = logs.get("tablesync_job.diff")
 
 OP = "_tablesync_op"
 OLD_VERSION = "_tablesync_old_version"
+PENDING = "_tablesync_pending"  # in the temp table ``changes``: a delete asked again
 
 # Bytes of memory_limit allowed per row and compared column on the build side of one
 # partition of the narrow join (DuckDB's hash table needs about 25 per column plus overhead).
@@ -118,10 +119,14 @@ def parquet_scan(parts: list[Path]) -> str:
 
 
 def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot | None,
-         prev_parts: list[Path], work_dir: Path, memory_limit: str) -> tuple[Delta, list[Path]]:
+         prev_parts: list[Path], work_dir: Path, memory_limit: str,
+         pending: list[Path] | None = None) -> tuple[Delta, list[Path]]:
     """Write the delta from ``prev`` (None: bootstrap) to ``snap`` as Parquet under work_dir.
 
-    Returns the delta manifest (not yet stored) and its local part files.
+    ``pending``: the last apply's kept deletes (``State.pending_deletes``: key columns and
+    OLD_VERSION, the destination's version then); those whose key T still lacks are deleted
+    again, bound by that version. Returns the delta manifest (not yet stored) and its local
+    part files.
     """
     started = time.monotonic()
     out_dir = work_dir / "delta" / snap.id
@@ -139,10 +144,14 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
                     f"{OLD_VERSION} FROM t) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
                 counts = {"insert": snap.rows}
                 watermark = snap.watermark
+                asked_again = 0
             else:
                 con.execute(f"CREATE VIEW p AS SELECT * FROM {parquet_scan(prev_parts)}")
-                counts = _changes(con, spec, snap, prev, keys, ver, memory_limit)
-                _write_fat_delta(con, snap, prev, keys, ver, out, counts)
+                _changes(con, spec, snap, prev, keys, ver, memory_limit)
+                asked_again = _ask_again(con, keys, pending or [])
+                counts = {op: int(n) for op, n in con.execute(
+                    f"SELECT {OP}, count(*) FROM changes GROUP BY {OP}").fetchall()}
+                _write_fat_delta(con, snap, prev, keys, ver, out, counts, asked_again)
                 watermark = _watermark(con, snap, ver)
         finally:
             con.close()
@@ -152,10 +161,12 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
         deletes=counts.get("delete", 0), from_rows=prev.rows if prev else 0,
         to_rows=snap.rows, version_kind=snap.version_kind, watermark=watermark,
         captured_at=snap.captured_at, diff_seconds=round(time.monotonic() - started, 3),
+        pending_deletes=asked_again,
     )
     log.info("diffed", extra={"fields": {"phase": "diff", "delta": delta.id,
                                          "insert": delta.inserts, "update": delta.updates,
                                          "delete": delta.deletes,
+                                         "pendingDeletes": delta.pending_deletes,
                                          "seconds": delta.diff_seconds}})
     return delta, [out]
 
@@ -191,8 +202,8 @@ def _partitions(con: duckdb.DuckDBPyConnection, rows: int, columns: int, first_k
 
 
 def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev: Snapshot,
-             keys: list[str], ver: str, memory_limit: str) -> dict[str, int]:
-    """Fill the temp table ``changes`` (key columns, OP, OLD_VERSION); return counts per op.
+             keys: list[str], ver: str, memory_limit: str) -> None:
+    """Fill the temp table ``changes`` (key columns, OP, OLD_VERSION, PENDING false).
 
     The op and old version columns have the delta's reserved names, so that no key column can
     share them (a key named ``op`` made every count 0: a silent "no changes").
@@ -227,7 +238,8 @@ def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev
                 f"{'CREATE TEMP TABLE changes AS' if i == 0 else 'INSERT INTO changes'} "
                 f"SELECT {key_out}, "
                 f"CASE WHEN p.{first} IS NULL THEN 'insert' WHEN t.{first} IS NULL THEN "
-                f"'delete' ELSE 'update' END AS {OP}, p.{ver} AS {OLD_VERSION} "
+                f"'delete' ELSE 'update' END AS {OP}, p.{ver} AS {OLD_VERSION}, "
+                f"false AS {PENDING} "
                 f"FROM ({t_side} WHERE {part}) t FULL OUTER JOIN ({p_side} WHERE {part}) p "
                 f"ON {on} WHERE t.{first} IS NULL OR p.{first} IS NULL OR ({changed})")
     except (duckdb.BinderException, duckdb.ConversionException) as err:
@@ -236,8 +248,28 @@ def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev
         raise InputError(f"spec.source: key or version column(s) {', '.join(retyped)} changed "
                          f"type since the last applied snapshot {prev.id}, and the diff cannot "
                          f"compare the two ({str(err).splitlines()[0]}); {START_OVER}") from None
-    return {op: int(n) for op, n in
-            con.execute(f"SELECT {OP}, count(*) FROM changes GROUP BY {OP}").fetchall()}
+
+
+def _ask_again(con: duckdb.DuckDBPyConnection, keys: list[str], pending: list[Path]) -> int:
+    """Add the last apply's kept deletes whose key T lacks to ``changes``; return how many.
+
+    Their keys are absent from T-1 (they were deleted before it), so none is in ``changes``
+    yet; one that T has again is the source's live row, upserted as an insert instead.
+    """
+    if not pending:
+        return 0
+    on = " AND ".join(f"t.{k} = q.{k}" for k in keys)
+    try:
+        con.execute(f"INSERT INTO changes SELECT {', '.join(f'q.{k}' for k in keys)}, "
+                    f"'delete', q.{OLD_VERSION}, true FROM {parquet_scan(pending)} q "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM t WHERE {on})")
+    except (duckdb.BinderException, duckdb.ConversionException) as err:
+        # a key or version retyped since (and beyond a cast): they are not asked again
+        log.warning(f"the deletes kept at the last run are not asked again: "
+                    f"{str(err).splitlines()[0]}", extra={"fields": {"pendingDeletes": 0}})
+        return 0
+    row: Any = con.execute(f"SELECT count(*) FROM changes WHERE {PENDING}").fetchone()
+    return int(row[0])
 
 
 def _content_sides(snap: Snapshot, prev: Snapshot) -> tuple[str, str, str, int]:
@@ -265,7 +297,8 @@ def _content_sides(snap: Snapshot, prev: Snapshot) -> tuple[str, str, str, int]:
 
 
 def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snapshot,
-                     keys: list[str], ver: str, out: Path, counts: dict[str, int]) -> None:
+                     keys: list[str], ver: str, out: Path, counts: dict[str, int],
+                     asked_again: int) -> None:
     """COPY the fat delta: T's rows of the changed keys, and T-1's keys of the deleted ones.
 
     Every column has T's type. ``UNION ALL BY NAME`` would otherwise give a column that
@@ -273,7 +306,8 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
     DECIMAL(38,0), DOUBLE of DECIMAL and DOUBLE): T's values rounded, exit 0, for good. So a
     delete carries T-1's value in T's type where the type is unchanged or the column is a key
     (:func:`_check_key_casts` has made sure the key survives the cast), else NULL: the apply
-    reads only a delete's key and old version.
+    reads only a delete's key and old version. A delete asked again (:func:`_ask_again`) has
+    only those.
     """
     on_t = " AND ".join(f"t.{k} = c.{k}" for k in keys)
     on_p = " AND ".join(f"p.{k} = c.{k}" for k in keys)
@@ -292,7 +326,13 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
             p_cols.append(f"CAST(NULL AS {kind}) AS {c}")
     # A side without changes is not scanned at all (each scan reads every column).
     no_t = "" if counts.get("insert") or counts.get("update") else " AND false"
-    no_p = "" if counts.get("delete") else " AND false"
+    no_p = "" if counts.get("delete", 0) > asked_again else " AND false"
+    again = ""
+    if asked_again:
+        again_keys = ", ".join(f"CAST(c.{quote_ident(n)} AS {t_types[n]}) AS {quote_ident(n)}"
+                               for n in snap.primary_key)
+        again = (f" UNION ALL BY NAME SELECT 'delete' AS {OP}, {again_keys}, "
+                 f"c.{OLD_VERSION} AS {OLD_VERSION} FROM changes c WHERE c.{PENDING}")
     if counts.get("delete"):
         _check_key_casts(con, snap, prev, t_types, p_types, on_p)
     con.execute(
@@ -300,7 +340,8 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
         f"FROM t JOIN changes c ON {on_t} WHERE c.{OP} <> 'delete'{no_t} "
         f"UNION ALL BY NAME "
         f"SELECT 'delete' AS {OP}, {', '.join(p_cols)}, p.{ver} AS {OLD_VERSION} "
-        f"FROM p JOIN changes c ON {on_p} WHERE c.{OP} = 'delete'{no_p}) "
+        f"FROM p JOIN changes c ON {on_p} WHERE c.{OP} = 'delete' AND NOT c.{PENDING}{no_p}"
+        f"{again}) "
         f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
 
 

@@ -23,6 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from . import logs
 from .apply import ApplyResult, _fault, apply, check_destination
 from .diff import OP, check_memory_limit, diff, open_duckdb, out_of_memory
@@ -30,7 +32,15 @@ from .dump import SourceTable, check_source, dump
 from .errors import START_OVER, GuardTripped, InputError, TableSyncError, TransientError
 from .postgres import RunLock, TableInfo, refuse_ambiguous_uri, uri_passwords
 from .report import Report, now_iso
-from .snapshots import Delta, Layout, Snapshot, State, new_snapshot_id, parse_delta_id
+from .snapshots import (
+    PENDING_DELETES,
+    Delta,
+    Layout,
+    Snapshot,
+    State,
+    new_snapshot_id,
+    parse_delta_id,
+)
 from .spec import JobSpec
 from .storage import open_storage
 
@@ -233,11 +243,16 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path],
     started = time.monotonic()
     prev = last_applied(ctx)
     prev_parts: list[Path] = []
+    pending: list[Path] = []
     if prev is not None:
         prev_parts = ctx.layout.fetch(ctx.layout.snapshot_prefix(prev.id), prev.parts,
                                       ctx.work_dir / "previous")
+        state = ctx.layout.get_state()
+        if state is not None and state.pending_deletes:
+            pending = ctx.layout.fetch(ctx.layout.snapshot_prefix(prev.id), [PENDING_DELETES],
+                                       ctx.work_dir / "previous-pending")
     delta, delta_parts = diff(ctx.spec, snap, parts, prev, prev_parts, ctx.work_dir,
-                              ctx.memory_limit)
+                              ctx.memory_limit, pending)
     if store:
         ctx.layout.put_delta(delta, delta_parts)
     ctx.report.phase_seconds["diff"] = round(time.monotonic() - started, 3)
@@ -297,9 +312,18 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
         ctx.layout.put_state(state)
         raise
     _fault("after-commit")
+    pending = result.pending_deletes
+    if pending is not None:
+        local = ctx.work_dir / "pending" / PENDING_DELETES
+        local.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pending, local, compression="zstd")
+        ctx.layout.storage.upload_file(local, ctx.layout.pending_deletes_key(delta.to_id))
+        log.info("deletes kept for the next run", extra={"fields": {
+            "pendingDeletes": pending.num_rows}})
     ctx.layout.put_state(State(last_applied_snapshot_id=delta.to_id,
                                captured_at=delta.captured_at, applied_at=now_iso(),
-                               delta_id=delta.id))
+                               delta_id=delta.id,
+                               pending_deletes=0 if pending is None else pending.num_rows))
     ctx.report.phase_seconds["apply"] = round(time.monotonic() - started, 3)
     # A run that first finished an interrupted apply reports both: its drift is both's.
     ctx.report.apply = (result if ctx.resumed is None or ctx.resumed is result

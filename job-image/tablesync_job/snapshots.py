@@ -3,6 +3,7 @@
 ::
 
     <url>/snapshots/<snapshot-id>/part-*.parquet + manifest.json
+    <url>/snapshots/<snapshot-id>/pending-deletes.parquet   # see State.pending_deletes
     <url>/deltas/<from-id>..<to-id>/part-*.parquet + manifest.json
     <url>/runs/<run-id>.json
     <url>/state.json            # last applied snapshot id and its watermark
@@ -26,6 +27,7 @@ from .errors import START_OVER, InputError
 from .storage import Storage
 
 BOOTSTRAP = "bootstrap"  # the FROM of the first delta, which has no T-1
+PENDING_DELETES = "pending-deletes.parquet"
 
 
 SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{4}")
@@ -107,6 +109,9 @@ class Delta:
     captured_at: str  # T's capturedAt: soft deletes stamp it
     parts: list[str] = field(default_factory=list)
     diff_seconds: float = 0.0
+    # of ``deletes``: keys the last apply kept because the destination was newer, still
+    # absent at the source in T, asked again (their old version is the destination's then)
+    pending_deletes: int = 0
 
     @property
     def id(self) -> str:
@@ -141,6 +146,12 @@ class State:
     applied_at: str | None
     delta_id: str | None
     applying: str | None = None
+    # Deletes the apply kept because the destination's row was newer (stale-skipped), stored
+    # as key and destination version in ``snapshots/<last applied>/pending-deletes.parquet``;
+    # the next diff deletes those still absent from the source (DESIGN.md section 4 says a
+    # newer row survives; a row the event lane updated and then lost the delete of would
+    # otherwise survive for good).
+    pending_deletes: int = 0
 
 
 class Layout:
@@ -163,6 +174,9 @@ class Layout:
     def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
         raw = self.storage.get_bytes(f"{self.snapshot_prefix(snapshot_id)}/manifest.json")
         return Snapshot.from_json(json.loads(raw)) if raw else None
+
+    def pending_deletes_key(self, snapshot_id: str) -> str:
+        return f"{self.snapshot_prefix(snapshot_id)}/{PENDING_DELETES}"
 
     def snapshot_ids(self) -> list[str]:
         return sorted({k.split("/")[1] for k in self.storage.list("snapshots/")

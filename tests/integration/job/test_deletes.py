@@ -41,6 +41,61 @@ def test_counter_versions_compare_each_delete_with_its_old_version(lane: Lane) -
     assert lane.dst("SELECT id, title FROM prices WHERE id <= 2") == [(2, "newer")]
 
 
+@pytest.mark.parametrize("kind", ["counter", "monotonic"])
+def test_a_delete_lost_after_an_update_the_event_lane_delivered_is_applied_next_run(
+        lane: Lane, kind: str) -> None:
+    """The event lane delivered an update (v 5 -> 6), then lost the delete. The destination's
+    6 is newer than T-1's 5, so the version-safe delete kept the row as stale-skipped, and no
+    later snapshot had the key again: the row stayed for good. The next run asks again."""
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, v bigint NOT NULL, title text)")
+    lane.src("INSERT INTO prices SELECT g, 5, 'x' FROM generate_series(1, 100) g")
+    lane.spec["spec"]["source"].update(versionColumn="v", versionKind=kind)
+    assert lane.run("run").code == 0
+    lane.both("UPDATE prices SET v = 6, title = 'y' WHERE id IN (1, 2)")  # delivered
+    lane.src("DELETE FROM prices WHERE id IN (1, 2)")  # lost by the event lane
+    lane.dst("UPDATE prices SET v = 7 WHERE id = 2")  # and the event lane writes 2 again
+
+    kept = lane.run("run")
+    assert kept.code == 0, kept.stderr
+    assert kept.report["apply"]["staleSkipped"] == 2
+    assert lane.state().get("pending_deletes") == 2
+
+    lane.dst("UPDATE prices SET v = 8 WHERE id = 2")  # still busy: 2 is asked again later
+    again = lane.run("run")
+
+    assert again.code == 0, again.stderr
+    assert again.report["delta"]["delete"] == 2
+    assert again.report["apply"]["deleted"] == 1 and again.report["apply"]["staleSkipped"] == 1
+    assert lane.dst("SELECT id FROM prices WHERE id <= 2") == [(2,)]
+    assert lane.state().get("pending_deletes") == 1
+    last = lane.run("run")
+    assert last.code == 0 and last.report["apply"]["deleted"] == 1
+    assert lane.table_text("destination") == lane.table_text("source")
+    assert lane.state().get("pending_deletes") == 0
+    assert lane.run("run").report["reason"] == "NoChanges"
+
+
+def test_a_kept_delete_whose_row_the_source_has_again_is_not_asked_again(lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, v bigint NOT NULL, title text)")
+    lane.src("INSERT INTO prices SELECT g, 5, 'x' FROM generate_series(1, 100) g")
+    lane.spec["spec"]["source"]["versionColumn"] = "v"
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id = 1")
+    assert lane.run("dump").code == 0  # T without 1
+    lane.src("INSERT INTO prices VALUES (1, 9, 'back')")  # re-inserted after T ...
+    lane.dst("UPDATE prices SET v = 9, title = 'back' WHERE id = 1")  # ... and delivered
+    assert lane.run("diff").code == 0
+    kept = lane.run("apply")
+    assert kept.code == 0 and kept.report["apply"]["staleSkipped"] == 1
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["delta"] == {"insert": 1, "update": 0, "delete": 0}
+    assert lane.dst("SELECT v, title FROM prices WHERE id = 1") == [(9, "back")]
+    assert lane.state().get("pending_deletes", 0) == 0
+
+
 def test_soft_deletes_stamp_the_column_and_a_reinsert_clears_it(lane: Lane) -> None:
     load_prices(lane, 100)
     lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
