@@ -17,7 +17,8 @@ Called by ``pipeline``. Rules from DESIGN.md sections 1 and 4:
   destination's copy is not newer than T: ``dest.version <= watermark`` for timestamp and
   monotonic versions, ``dest.version <=`` T-1's version of that row for counters. ``soft``
   stamps ``destination.softDeleteColumn`` with T's capturedAt instead; ``ignore`` leaves rows
-  alone.
+  alone. A delete kept because the destination was newer is asked again by the next run
+  (:func:`_pending_deletes`).
 * Outcome per row: inserted, updated, deleted, alreadyCurrent (the destination already held
   this version: the event lane delivered it), staleSkipped (the destination held something
   newer). ON CONFLICT locks every conflicting row, so the counts taken after the upsert in the
@@ -31,6 +32,7 @@ alreadyCurrent or staleSkipped). Nothing is visible to others until the commit.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -117,7 +119,8 @@ def lossless(source: str, dest: str) -> bool:
     Types are ``format_type()`` spellings. Equal types, and these widenings: a wider integer
     or a numeric with room for its digits; numeric(p,s) into numeric with at least as many
     integer and fraction digits; any text type into text, varchar(n) into a longer or
-    unbounded varchar; real into double precision; json into jsonb.
+    unbounded varchar; a timestamp or time into one of the same kind with at least as many
+    fraction digits; real into double precision; json into jsonb.
     """
     if source == dest:
         return True
@@ -137,7 +140,15 @@ def lossless(source: str, dest: str) -> bool:
     if base_src == "character varying" and base_dst == "character varying":
         return dest == "character varying" or (
             source != "character varying" and int(dest[18:-1]) >= int(source[18:-1]))
+    frm_time, to_time = _TIME_PRECISION.match(source), _TIME_PRECISION.match(dest)
+    if frm_time and to_time and frm_time.group("base", "zone") == to_time.group("base", "zone"):
+        return int(to_time["digits"] or 6) >= int(frm_time["digits"] or 6)
     return (source, dest) in {("real", "double precision"), ("json", "jsonb")}
+
+
+# timestamp(3) with time zone, time without time zone, ...: fraction digits 0-6 (default 6)
+_TIME_PRECISION = re.compile(r"^(?P<base>timestamp|time)(?:\((?P<digits>\d)\))?"
+                             r"(?P<zone> with(?:out)? time zone)$")
 
 
 # softDeleteColumn types that take capturedAt (an ISO 8601 instant) and NULL

@@ -101,6 +101,12 @@ def test_wrong_kind_is_refused() -> None:
     ("double precision", "real", False),
     ("json", "jsonb", True),
     ("timestamp with time zone", "timestamp without time zone", False),
+    ("timestamp(3) with time zone", "timestamp with time zone", True),  # 3 digits into 6
+    ("timestamp with time zone", "timestamp(3) with time zone", False),  # would round
+    ("timestamp(0) without time zone", "timestamp(3) without time zone", True),
+    ("timestamp(3) without time zone", "timestamp with time zone", False),
+    ("time(2) without time zone", "time without time zone", True),
+    ("time without time zone", "time with time zone", False),
 ])
 def test_only_lossless_destination_types_are_accepted(source: str, dest: str, ok: bool) -> None:
     from tablesync_job.apply import lossless
