@@ -553,6 +553,8 @@ def _newer(spec: JobSpec, dest: TableInfo, delta: Delta, columns: list[str]) -> 
     Its version is higher, or the destination's is NULL. With ``compare: content`` also at an
     equal version when any other column differs (as text: json, xml and others have no
     equality): the diff found a change that kept the version, and the source is the truth.
+    With ``compare: version``, likewise for the columns added at the source since T-1
+    (``Delta.added_columns``): adding one did not change the versions, so it is backfilled.
     With ``deletes: soft`` also, whatever the versions, when the destination row was stamped
     deleted no later than T's capturedAt: the row is live at the source in T, so it came back
     (restored as it was, or re-inserted with a counter that started again), as a hard-deleted
@@ -563,7 +565,9 @@ def _newer(spec: JobSpec, dest: TableInfo, delta: Delta, columns: list[str]) -> 
     cond = f"d.{ver} IS NULL OR d.{ver} < EXCLUDED.{ver}"
     keys = set(spec.source.primary_key) | {spec.source.version_column}
     others = [q(c) for c in columns if c not in keys]
-    if spec.source.compare == "content" and others:
+    if spec.source.compare != "content":
+        others = [q(c) for c in columns if c in delta.added_columns and c not in keys]
+    if others:
         mine = ", ".join(f"d.{c}::text" for c in others)
         theirs = ", ".join(f"EXCLUDED.{c}::text" for c in others)
         cond += f" OR (d.{ver} = EXCLUDED.{ver} AND ROW({mine}) IS DISTINCT FROM ROW({theirs}))"

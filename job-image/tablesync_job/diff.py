@@ -162,6 +162,7 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
         to_rows=snap.rows, version_kind=snap.version_kind, watermark=watermark,
         captured_at=snap.captured_at, diff_seconds=round(time.monotonic() - started, 3),
         pending_deletes=asked_again,
+        added_columns=added_columns(snap, prev) if spec.source.compare != "content" else [],
     )
     log.info("diffed", extra={"fields": {"phase": "diff", "delta": delta.id,
                                          "insert": delta.inserts, "update": delta.updates,
@@ -215,9 +216,12 @@ def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev
     else:
         key_cols = ", ".join(keys)
         changed = f"t.{ver} IS DISTINCT FROM p.{ver}"
-        t_side = f"SELECT {key_cols}, {ver} FROM t"
+        # a column added since T-1 is backfilled: its rows differ where T has a value
+        added = [quote_ident(c) for c in added_columns(snap, prev)]
+        changed += "".join(f" OR t.{c} IS NOT NULL" for c in added)
+        t_side = f"SELECT {', '.join([key_cols, ver, *added])} FROM t"
         p_side = f"SELECT {key_cols}, {ver} FROM p"
-        width = len(keys) + 1
+        width = len(keys) + 1 + len(added)
     key_out = ", ".join(f"COALESCE(t.{k}, p.{k}) AS {k}" for k in keys)
     before = {c.name: c.arrow_type for c in prev.columns}
     for field_name, names in (("spec.source.primaryKey", spec.source.primary_key),
@@ -248,6 +252,14 @@ def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev
         raise InputError(f"spec.source: key or version column(s) {', '.join(retyped)} changed "
                          f"type since the last applied snapshot {prev.id}, and the diff cannot "
                          f"compare the two ({str(err).splitlines()[0]}); {START_OVER}") from None
+
+
+def added_columns(snap: Snapshot, prev: Snapshot | None) -> list[str]:
+    """The columns of T that T-1 lacks (added at the source since), in T's order."""
+    if prev is None:
+        return []
+    before = {c.name for c in prev.columns}
+    return [c.name for c in snap.columns if c.name not in before]
 
 
 def _ask_again(con: duckdb.DuckDBPyConnection, keys: list[str], pending: list[Path]) -> int:

@@ -112,6 +112,9 @@ class Delta:
     # of ``deletes``: keys the last apply kept because the destination was newer, still
     # absent at the source in T, asked again (their old version is the destination's then)
     pending_deletes: int = 0
+    # ``compare: version`` only: columns T-1 lacked. Their values are written at an equal
+    # version too (the version did not change when the column was added at the source).
+    added_columns: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:

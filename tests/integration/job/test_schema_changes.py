@@ -104,3 +104,21 @@ def test_a_renamed_version_column_names_the_field(lane: Lane) -> None:
         "snapshot"), result.error_line
     assert "Traceback" not in result.stderr
     assert lane.state() == state
+
+
+def test_a_column_added_at_the_source_is_backfilled_with_compare_version(lane: Lane) -> None:
+    """Adding a column keeps every version: the diff saw no change and the destination kept
+    NULL in it for good (``compare: content`` found it)."""
+    _versioned(lane, "x text", "(1, 'a', 1), (2, 'b', 1), (3, 'c', 1)")
+    lane.src("ALTER TABLE prices ADD COLUMN color text NOT NULL DEFAULT 'red'")
+    lane.dst("ALTER TABLE prices ADD COLUMN color text")
+    lane.src("UPDATE prices SET color = 'blue' WHERE id = 2")
+    lane.dst("UPDATE prices SET color = 'red' WHERE id = 3")  # the event lane has it already
+    lane.src("UPDATE prices SET x = 'a2', v = 2 WHERE id = 1")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["updated"] == 2 and result.report["apply"]["alreadyCurrent"] == 1
+    assert lane.table_text("destination") == lane.table_text("source")
+    assert lane.run("run").report["reason"] == "NoChanges"
