@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -123,8 +124,15 @@ def scratch_full(err: BaseException, work_dir: Path) -> TransientError | None:
                           "volume, or TABLESYNC_WORK_DIR on a bigger disk); a retry may help")
 
 
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
 def make_context(spec: JobSpec, run_id: str | None = None) -> RunContext:
     run_id = run_id or os.environ.get("TABLESYNC_RUN_ID") or new_snapshot_id()
+    if not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        # it names runs/<run-id>.json: '../state' wrote the run record over state.json
+        raise InputError(f"TABLESYNC_RUN_ID={run_id!r} is not a run id: use letters, digits, "
+                         "'.', '_' and '-' (at most 200; the operator sets the Job's name)")
     logs.set_context(tablesync=spec.label, runId=run_id)
     memory_limit = check_memory_limit(os.environ.get("TABLESYNC_MEMORY_LIMIT") or "1GB",
                                       "TABLESYNC_MEMORY_LIMIT")
@@ -335,8 +343,17 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
 
 
 def retention(ctx: RunContext, last_applied: str | None) -> None:
-    """Keep the newest ``keepSnapshots`` snapshots and ``last_applied``; log what went."""
-    removed = ctx.layout.apply_retention(ctx.spec.storage.keep_snapshots, last_applied)
+    """Keep the newest ``keepSnapshots`` snapshots and ``last_applied``; log what went.
+
+    A failure is a warning: it comes after the commit (or a guard), whose outcome the run
+    reports; a failed retention reported as a failed run hid the drift it had corrected.
+    """
+    try:
+        removed = ctx.layout.apply_retention(ctx.spec.storage.keep_snapshots, last_applied)
+    except TableSyncError as err:
+        log.warning(f"retention failed, old snapshots stay until a later run removes them: "
+                    f"{err.message}", extra={"fields": {"retentionFailed": True}})
+        return
     if removed:
         log.info("retention", extra={"fields": {"removedSnapshots": removed}})
 
@@ -401,16 +418,23 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
     if standing and not approve:
         state = ctx.layout.get_state()
         current = state.last_applied_snapshot_id if state else None
-        if parse_delta_id(standing, "TABLESYNC_APPROVE_DELTA")[0] == current:
-            approve = standing
-        else:
+        if parse_delta_id(standing, "TABLESYNC_APPROVE_DELTA")[0] != current:
             log.warning("approval no longer applies", extra={"fields": {
                 "approved": standing, "lastApplied": current}})
+        elif ctx.layout.get_delta(standing) is None:
+            # gone (retention of later tripped runs): a normal run computes a fresh delta,
+            # which trips again and names itself, instead of every run failing on this one
+            log.warning(f"approved delta {standing} (TABLESYNC_APPROVE_DELTA) is no longer "
+                        "stored; approve the delta this run names instead",
+                        extra={"fields": {"approved": standing, "lastApplied": current}})
+        else:
+            approve = standing
     if approve and not dry_run:
         delta, parts = stored_delta(ctx, approve, "--approve")
         describe_delta(ctx, delta)
         result = phase_apply(ctx, delta, parts)
         return succeeded(report, delta, result, approved=True)
+    last_applied(ctx)  # a state.json naming a missing T-1 fails before a dump is stored
     snap, parts = phase_dump(ctx, store=not dry_run, refuse_behind=True)
     _fault("after-dump")
     delta, delta_parts = phase_diff(ctx, snap, parts, store=not dry_run)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,14 @@ class State:
     # otherwise survive for good).
     pending_deletes: int = 0
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> State:
+        state = cls(**data)
+        if state.last_applied_snapshot_id is not None and \
+                not isinstance(state.last_applied_snapshot_id, str):
+            raise ValueError("last_applied_snapshot_id is not a string")
+        return state
+
 
 class Layout:
     """Reads and writes the records above under one TableSync's prefix."""
@@ -175,15 +183,17 @@ class Layout:
         self.storage.put_bytes(f"{prefix}/manifest.json", _dump_json(asdict(snap)))
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
-        raw = self.storage.get_bytes(f"{self.snapshot_prefix(snapshot_id)}/manifest.json")
-        return Snapshot.from_json(json.loads(raw)) if raw else None
+        key = f"{self.snapshot_prefix(snapshot_id)}/manifest.json"
+        data = self._read_json(key)
+        return None if data is None else _record(Snapshot, data, key, self.storage.url)
 
     def pending_deletes_key(self, snapshot_id: str) -> str:
         return f"{self.snapshot_prefix(snapshot_id)}/{PENDING_DELETES}"
 
     def snapshot_ids(self) -> list[str]:
+        # at this depth only: another TableSync's prefix may lie under ours (url/snapshots)
         return sorted({k.split("/")[1] for k in self.storage.list("snapshots/")
-                       if k.endswith("/manifest.json")})
+                       if k.endswith("/manifest.json") and k.count("/") == 2})
 
     # deltas ----------------------------------------------------------------------------
     def delta_prefix(self, delta: str) -> str:
@@ -197,12 +207,13 @@ class Layout:
         self.storage.put_bytes(f"{prefix}/manifest.json", _dump_json(asdict(delta)))
 
     def get_delta(self, delta: str) -> Delta | None:
-        raw = self.storage.get_bytes(f"{self.delta_prefix(delta)}/manifest.json")
-        return Delta.from_json(json.loads(raw)) if raw else None
+        key = f"{self.delta_prefix(delta)}/manifest.json"
+        data = self._read_json(key)
+        return None if data is None else _record(Delta, data, key, self.storage.url)
 
     def delta_ids(self) -> list[str]:
         return sorted({k.split("/")[1] for k in self.storage.list("deltas/")
-                       if k.endswith("/manifest.json")})
+                       if k.endswith("/manifest.json") and k.count("/") == 2})
 
     def fetch(self, prefix: str, parts: list[str], into: Path) -> list[Path]:
         """Local paths of ``parts``: in place for file://, else downloaded ``into``."""
@@ -224,8 +235,26 @@ class Layout:
 
     # state and runs --------------------------------------------------------------------
     def get_state(self) -> State | None:
-        raw = self.storage.get_bytes("state.json")
-        return State(**json.loads(raw)) if raw else None
+        data = self._read_json("state.json")
+        return None if data is None else _record(State, data, "state.json", self.storage.url)
+
+    def _read_json(self, key: str) -> dict[str, Any] | None:
+        """A stored JSON object; None if the key does not exist. InputError naming the file
+        when it is empty (a truncated write) or not a JSON object: a damaged record must stop
+        the run, not pass for a missing one (an empty state.json bootstrapped, exit 0)."""
+        raw = self.storage.get_bytes(key)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            data, why = None, f"not JSON ({err})" if raw.strip() else "empty"
+        else:
+            why = f"a JSON {type(data).__name__}, not an object"
+        if not isinstance(data, dict):
+            raise InputError(f"spec.storage.url: {self.storage.url}/{key} is damaged ({why}); "
+                             f"restore it, or {START_OVER}")
+        return data
 
     def put_state(self, state: State | None) -> None:
         """Write ``state.json``; None deletes it (no apply committed yet)."""
@@ -270,6 +299,18 @@ class Layout:
     def _folders(self, prefix: str) -> list[str]:
         """The names of the folders under ``prefix`` that hold any file."""
         return sorted({k.split("/")[1] for k in self.storage.list(prefix) if k.count("/") >= 2})
+
+
+def _record(kind: Any, data: dict[str, Any], key: str, url: str) -> Any:
+    """``kind`` (Snapshot, Delta or State) from its stored JSON; fields a newer version wrote
+    are left out (a rolled-back image still reads them). InputError naming the file when a
+    field is missing or of the wrong shape."""
+    known = {f.name for f in fields(kind)}
+    try:
+        return kind.from_json({k: v for k, v in data.items() if k in known})
+    except (TypeError, ValueError, KeyError) as err:
+        raise InputError(f"spec.storage.url: {url}/{key} is damaged ({err}); restore it, or "
+                         f"{START_OVER}") from None
 
 
 def _dump_json(data: dict[str, Any]) -> bytes:

@@ -22,7 +22,7 @@ DeleteMode = Literal["apply", "soft", "ignore"]
 VersionKind = Literal["auto", "timestamp", "monotonic", "counter"]
 
 _IDENT = re.compile(r"^[^\x00]{1,63}$")
-_STORAGE_URL = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*)$")
+_STORAGE_URL = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^?#]*)?|file:///[^?#]*[^/?#][^?#]*)$")
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,8 @@ def parse(doc: Any, origin: str = "manifest") -> JobSpec:
     sto = r.obj(spec.get("storage"), "spec.storage")
     url = sto.get("url")
     if not isinstance(url, str) or not _STORAGE_URL.match(url):
-        raise r.error("spec.storage.url", "must be s3://bucket/prefix or file:///absolute/path")
+        raise r.error("spec.storage.url",
+                      "must be s3://bucket/prefix or file:///absolute/path, without ? or #")
     keep = sto.get("keepSnapshots", 3)
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise r.error("spec.storage.keepSnapshots", "must be a whole number >= 1")

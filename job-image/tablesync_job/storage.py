@@ -282,8 +282,15 @@ class S3Storage:
         keys = self.list(prefix)
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
-            self._call(self._client.delete_objects, Bucket=self.bucket,
-                       Delete={"Objects": batch, "Quiet": True})
+            answer = self._call(self._client.delete_objects, Bucket=self.bucket,
+                                Delete={"Objects": batch, "Quiet": True})
+            refused = answer.get("Errors") or []
+            if refused:  # one answer per key, not an error response: easy to miss
+                first = refused[0]
+                raise TransientError(
+                    f"storage: {len(refused)} object(s) under {self.url}/{prefix} were not "
+                    f"deleted ({first.get('Code')}: {first.get('Message')}); the credentials "
+                    "need s3:DeleteObject on the bucket for retention")
 
     def delete(self, key: str) -> None:
         self._call(self._client.delete_object, Bucket=self.bucket, Key=self._key(key))

@@ -25,7 +25,7 @@ VersionKind = Literal["auto", "timestamp", "monotonic", "counter"]
 # Mirrors the job's checks (job-image/tablesync_job/spec.py) so a manifest the operator
 # accepts is one the job accepts.
 _IDENT = re.compile(r"^[^\x00]{1,63}$")
-_S3_OR_FILE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*)$")
+_S3_OR_FILE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^?#]*)?|file:///[^?#]*[^/?#][^?#]*)$")
 _HTTP = re.compile(r"^https?://")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
@@ -294,7 +294,8 @@ def _parse_spec(raw: Any, r: _Reader) -> TableSyncSpec | None:
     sto = r.obj(s.get("storage"), "spec.storage") or {}
     url = sto.get("url")
     if not isinstance(url, str) or not _S3_OR_FILE.match(url):
-        r.problem("spec.storage.url", "must be s3://bucket/prefix or file:///absolute/path")
+        r.problem("spec.storage.url",
+                  "must be s3://bucket/prefix or file:///absolute/path, without ? or #")
         url = None
     endpoint = r.optional_string(sto.get("endpoint"), "spec.storage.endpoint")
     if endpoint is not None and not _HTTP.match(endpoint):

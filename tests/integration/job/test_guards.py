@@ -78,3 +78,20 @@ def test_a_guard_that_keeps_tripping_does_not_pile_up_snapshots(lane: Lane) -> N
     assert tripped[-1].report["snapshotId"] in kept
     approved = lane.run("run", "--approve", tripped[-1].report["deltaId"])
     assert approved.code == 0, approved.stderr
+
+
+def test_a_standing_approval_whose_delta_is_gone_lets_runs_go_on(lane: Lane) -> None:
+    """Retention of later tripped runs removed the approved delta: every run then failed on
+    it (exit 2, before a dump), so no newer delta ever appeared to approve instead."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    state = lane.state()
+    assert state is not None
+    lane.src("TRUNCATE prices")
+    gone = f"{state['last_applied_snapshot_id']}..20261121T000000.000000Z-0000"
+
+    result = lane.run("run", env={"TABLESYNC_APPROVE_DELTA": gone})
+
+    assert result.code == 3, result.stderr
+    assert result.report["deltaId"] != gone
+    assert "is no longer stored" in result.stderr

@@ -187,3 +187,96 @@ def test_a_path_in_the_way_of_file_storage_is_an_input_error(lane: Lane) -> None
         f"tablesync-job: spec.storage.url: cannot write {root / 'state.json'} (Is a directory)")
     assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
     assert not (root / "state.json").exists()
+
+
+def _applied_once(lane: Lane) -> dict[str, Any]:
+    load_prices(lane, 20)
+    assert lane.run("run").code == 0
+    state = lane.state()
+    assert state is not None
+    return state
+
+
+def test_an_empty_state_json_is_named_not_taken_for_a_first_run(lane: Lane) -> None:
+    """Empty (a truncated write) it read as "no state": the run bootstrapped, exit 0, and the
+    rows deleted at the source meanwhile stayed in the destination for good."""
+    _applied_once(lane)
+    lane.src("DELETE FROM prices WHERE id = 1")
+    state_file = lane.work / "store" / "state.json"
+    for damaged in (b"", b'{"last_applied_snapshot_id": "2026', b"[]", b"null"):
+        state_file.write_bytes(damaged)
+
+        result = lane.run("run")
+
+        assert result.code == 2, (damaged, result.stderr)
+        assert "state.json is damaged" in result.error_line and "Traceback" not in result.stderr
+    assert lane.dst("SELECT count(*) FROM prices") == [(20,)]
+
+
+def test_a_state_field_a_newer_version_wrote_is_left_alone(lane: Lane) -> None:
+    """A rolled-back image reads the state a newer one wrote (it was an internal error)."""
+    state = _applied_once(lane)
+    (lane.work / "store" / "state.json").write_text(json.dumps({**state, "future": 1}))
+    lane.src("DELETE FROM prices WHERE id = 1")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["deleted"] == 1
+
+
+def test_a_run_id_that_is_a_path_is_refused(lane: Lane) -> None:
+    """TABLESYNC_RUN_ID=../state wrote the run record over state.json."""
+    state = _applied_once(lane)
+
+    result = lane.run("run", env={"TABLESYNC_RUN_ID": "../state"})
+
+    assert result.code == 2
+    assert result.error_line.startswith("tablesync-job: TABLESYNC_RUN_ID='../state' is not")
+    assert lane.state() == state
+
+
+def test_a_missing_last_applied_snapshot_fails_before_a_new_one_is_stored(lane: Lane) -> None:
+    """Each run stored a whole new snapshot first, then failed (and ran no retention)."""
+    state = _applied_once(lane)
+    snapshots = lane.work / "store" / "snapshots"
+    for folder in snapshots.iterdir():
+        for file in folder.iterdir():
+            file.unlink()
+        folder.rmdir()
+
+    result = lane.run("run")
+
+    assert result.code == 2
+    assert f"names snapshot {state['last_applied_snapshot_id']} but it is missing" in \
+        result.error_line
+    assert list(snapshots.iterdir()) == []
+
+
+def test_retention_that_may_not_delete_warns_and_the_run_succeeds(s3_lane: Lane,
+                                                                 minio: MinioServer) -> None:
+    """delete_objects answers per key: the refusals were ignored, the log said the snapshots
+    were removed, and they piled up. A failure there must not fail an apply that committed."""
+    s3_lane.spec["spec"]["storage"]["keepSnapshots"] = 1
+    load_prices(s3_lane, 10)
+    sts = boto3.client("sts", endpoint_url=minio.endpoint, aws_access_key_id=minio.access_key,
+                       aws_secret_access_key=minio.secret_key, region_name="us-east-1")
+    no_delete = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": [
+        "s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:GetBucketLocation"],
+        "Resource": ["arn:aws:s3:::*"]}]}
+    creds = sts.assume_role(RoleArn="arn:xxx:xxx:xxx:xxxx", RoleSessionName="no-delete",
+                            Policy=json.dumps(no_delete))["Credentials"]
+    env = {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+           "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+           "AWS_SESSION_TOKEN": creds["SessionToken"]}
+    assert s3_lane.run("run", env=env).code == 0
+    s3_lane.src("UPDATE prices SET updated_at = now() WHERE id = 1")
+
+    result = s3_lane.run("run", env=env)
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["updated"] == 1
+    warnings = [json.loads(line) for line in result.stderr.splitlines()
+                if line.startswith("{") and '"retentionFailed"' in line]
+    assert warnings and "s3:DeleteObject" in warnings[0]["msg"]
+    assert '"removedSnapshots"' not in result.stderr

@@ -47,6 +47,11 @@ def test_a_bare_spec_is_accepted() -> None:
     (("source", "table"), "a.b.c", "spec.source.table"),
     (("source", "compare"), "hash", "spec.source.compare"),
     (("storage", "url"), "http://bucket/x", "spec.storage.url"),
+    # urlsplit drops these: two TableSyncs (x#one, x#two) shared the prefix x and its state
+    (("storage", "url"), "s3://bucket/x#one", "spec.storage.url"),
+    (("storage", "url"), "s3://bucket/x?two", "spec.storage.url"),
+    (("storage", "url"), "file:///srv/sync#orders", "spec.storage.url"),
+    (("storage", "url"), "file:///", "spec.storage.url"),  # was the working directory
     (("storage", "keepSnapshots"), 0, "spec.storage.keepSnapshots"),
     (("destination", "deletes"), "maybe", "spec.destination.deletes"),
     (("guards",), {"maxDeleteFraction": 1.5}, "spec.guards.maxDeleteFraction"),

@@ -106,9 +106,11 @@ def test_fractions_must_be_within_zero_and_one(fraction: Any) -> None:
     assert "fraction from 0 to 1" in problems(body)["spec.guards.maxDeleteFraction"]
 
 
-def test_storage_url_must_be_s3_or_file() -> None:
+@pytest.mark.parametrize("url", ["http://example.com/x", "s3://bucket/x#one",
+                                 "s3://bucket/x?two", "file:///"])
+def test_storage_url_must_be_s3_or_file(url: str) -> None:
     body = tablesync()
-    body["spec"]["storage"]["url"] = "http://example.com/x"
+    body["spec"]["storage"]["url"] = url
     assert "spec.storage.url" in problems(body)
 
 
