@@ -280,3 +280,21 @@ def test_retention_that_may_not_delete_warns_and_the_run_succeeds(s3_lane: Lane,
                 if line.startswith("{") and '"retentionFailed"' in line]
     assert warnings and "s3:DeleteObject" in warnings[0]["msg"]
     assert '"removedSnapshots"' not in result.stderr
+
+
+def test_a_prefix_under_another_ones_snapshots_folder_keeps_its_deltas(lane: Lane) -> None:
+    """Ids were read at any depth: A (keepSnapshots 1) took C's folders, at url/snapshots/,
+    for snapshots of its own and deleted C's deltas with them."""
+    load_prices(lane, 10)
+    outer = lane.storage_url
+    lane.spec["spec"]["storage"]["keepSnapshots"] = 1
+    lane.spec["spec"]["storage"]["url"] = outer + "/snapshots"  # C
+    assert lane.run("run").code == 0
+    inner = lane.work / "store" / "snapshots"
+    deltas = sorted(p.name for p in (inner / "deltas").iterdir())
+    lane.spec["spec"]["storage"]["url"] = outer  # A
+    for _ in range(2):
+        lane.src("UPDATE prices SET updated_at = now() WHERE id = 1")
+        assert lane.run("run").code == 0
+
+    assert sorted(p.name for p in (inner / "deltas").iterdir()) == deltas
