@@ -233,9 +233,10 @@ def lsn_bytes(lsn: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
-def last_applied(ctx: RunContext) -> Snapshot | None:
-    """T-1: the snapshot named by state.json (None before the first apply)."""
-    state = ctx.layout.get_state()
+def last_applied(ctx: RunContext, state: State | None = None) -> Snapshot | None:
+    """T-1: the snapshot named by state.json (None before the first apply); ``state`` if the
+    caller has read it already."""
+    state = state or ctx.layout.get_state()
     if state is None or state.last_applied_snapshot_id is None:
         return None
     prev = ctx.layout.get_snapshot(state.last_applied_snapshot_id)
@@ -249,13 +250,13 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path],
                store: bool = True) -> tuple[Delta, list[Path]]:
     logs.set_context(phase="diff")
     started = time.monotonic()
-    prev = last_applied(ctx)
+    state = ctx.layout.get_state()
+    prev = last_applied(ctx, state)
     prev_parts: list[Path] = []
     pending: list[Path] = []
     if prev is not None:
         prev_parts = ctx.layout.fetch(ctx.layout.snapshot_prefix(prev.id), prev.parts,
                                       ctx.work_dir / "previous")
-        state = ctx.layout.get_state()
         if state is not None and state.pending_deletes:
             pending = ctx.layout.fetch(ctx.layout.snapshot_prefix(prev.id), [PENDING_DELETES],
                                        ctx.work_dir / "previous-pending")
