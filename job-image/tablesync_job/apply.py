@@ -367,7 +367,7 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta,
     """
     started = time.monotonic()
     result = ApplyResult()
-    progress = logs.Progress("apply", total=delta.changes)
+    progress = logs.Progress("apply", total=delta.changes + delta.refills)
     conn = adbc_connect(uri, "destination", autocommit=False)
     try:
         with adbc_errors("destination", f"applying {delta.id} to {dest.table}"):
@@ -411,13 +411,43 @@ def _plan_settings(cur: Any, spec: JobSpec) -> None:
     columns = [OP, *spec.source.primary_key, spec.source.version_column, OLD_VERSION]
     cur.execute(f"ANALYZE {STAGE} ({', '.join(quote_ident(c) for c in columns)})")
     cur.execute("SELECT set_config('random_page_cost', least(current_setting("
-                "'random_page_cost')::float8, 1.1)::text, true), set_config('jit', 'off', true), "
-                "set_config('DateStyle', 'ISO, YMD', true), "
-                "set_config('IntervalStyle', 'postgres', true)")
+                "'random_page_cost')::float8, 1.1)::text, true), set_config('jit', 'off', true)")
+    _text_styles(cur)
     # A DEFERRABLE unique or foreign key constraint is checked at the commit, on the final
     # rows, not row by row (a swap of two unique values, a parent deleted before its child
     # moves away): the source satisfied it as a whole.
     cur.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
+def _text_styles(cur: Any) -> None:
+    """The dump's DateStyle and IntervalStyle, for values that travel as text (this
+    transaction only)."""
+    cur.execute("SELECT set_config('DateStyle', 'ISO, YMD', true), "
+                "set_config('IntervalStyle', 'postgres', true)")
+
+
+def missing_rows(uri: str, dest: TableInfo, keys: list[str], probe: Path) -> tuple[int, int]:
+    """(missing, probed): how many of the keys in ``probe`` (a Parquet file in the delta's
+    shape, from ``diff.probe``) the destination lacks. Reads only; the stage is dropped with
+    the rolled-back transaction."""
+    conn = adbc_connect(uri, "destination", autocommit=False)
+    try:
+        with adbc_errors("destination", f"looking up sampled keys in {dest.table}"):
+            cur = conn.cursor()
+            staged = _Staged()
+            stage_schema, batches = _batches([probe], logs.Progress("probe"), staged)
+            cur.adbc_ingest(STAGE, pa.RecordBatchReader.from_batches(stage_schema, batches),
+                            mode="create", temporary=True)
+            _text_styles(cur)
+            join = " AND ".join(f"d.{quote_ident(k)} = {_value(dest, staged, k)}" for k in keys)
+            cur.execute(f"SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM "
+                        f"{qualified(dest.table)} d WHERE {join})), count(*) FROM {STAGE} s")
+            missing, probed = cur.fetchone()
+            cur.close()
+            conn.rollback()
+    finally:
+        conn.close()
+    return int(missing), int(probed)
 
 
 def _cast(dest: TableInfo, column: str, expr: str) -> str:

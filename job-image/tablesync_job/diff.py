@@ -8,12 +8,14 @@ over ranges of the first key column (boundaries from a sample of T-1), each smal
 the hash table to stay in memory: far faster than one join that spills. Output (DESIGN.md
 section 4) is the fat delta, Parquet with the columns::
 
-    _tablesync_op           'insert' | 'update' | 'delete'
+    _tablesync_op           'insert' | 'update' | 'delete' | 'refill'
     <every column of T>     the full new row (for a delete: the row as T-1 had it)
     _tablesync_old_version  the version in T-1 (NULL for an insert)
 
 DuckDB runs with an explicit ``memory_limit`` and ``temp_directory`` so a large diff spills to
-disk instead of being killed. Without T-1 (bootstrap) every row of T is an insert.
+disk instead of being killed. Without T-1 (bootstrap) every row of T is an insert. With
+``refill`` every other row of T is in the delta too, as a 'refill': the destination has lost
+rows that T-1 and T share (:func:`probe`), and the apply upserts them like updates.
 """
 
 from __future__ import annotations
@@ -120,13 +122,14 @@ def parquet_scan(parts: list[Path]) -> str:
 
 def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot | None,
          prev_parts: list[Path], work_dir: Path, memory_limit: str,
-         pending: list[Path] | None = None) -> tuple[Delta, list[Path]]:
+         pending: list[Path] | None = None, refill: bool = False) -> tuple[Delta, list[Path]]:
     """Write the delta from ``prev`` (None: bootstrap) to ``snap`` as Parquet under work_dir.
 
     ``pending``: the last apply's kept deletes (``State.pending_deletes``: key columns and
     OLD_VERSION, the destination's version then); those whose key T still lacks are deleted
-    again, bound by that version. Returns the delta manifest (not yet stored) and its local
-    part files.
+    again, bound by that version. ``refill``: the rows of T the delta would leave out are
+    in it as 'refill' (counted in ``Delta.refills``). Returns the delta manifest (not yet
+    stored) and its local part files.
     """
     started = time.monotonic()
     out_dir = work_dir / "delta" / snap.id
@@ -149,6 +152,8 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
                 con.execute(f"CREATE VIEW p AS SELECT * FROM {parquet_scan(prev_parts)}")
                 _changes(con, spec, snap, prev, keys, ver, memory_limit)
                 asked_again = _ask_again(con, keys, pending or [])
+                if refill:
+                    _refill(con, keys, ver)
                 counts = {op: int(n) for op, n in con.execute(
                     f"SELECT {OP}, count(*) FROM changes GROUP BY {OP}").fetchall()}
                 _write_fat_delta(con, snap, prev, keys, ver, out, counts, asked_again)
@@ -161,13 +166,14 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
         deletes=counts.get("delete", 0), from_rows=prev.rows if prev else 0,
         to_rows=snap.rows, version_kind=snap.version_kind, watermark=watermark,
         captured_at=snap.captured_at, diff_seconds=round(time.monotonic() - started, 3),
-        pending_deletes=asked_again,
+        pending_deletes=asked_again, refills=counts.get("refill", 0),
         added_columns=added_columns(snap, prev) if spec.source.compare != "content" else [],
     )
     log.info("diffed", extra={"fields": {"phase": "diff", "delta": delta.id,
                                          "insert": delta.inserts, "update": delta.updates,
                                          "delete": delta.deletes,
                                          "pendingDeletes": delta.pending_deletes,
+                                         "refill": delta.refills,
                                          "seconds": delta.diff_seconds}})
     return delta, [out]
 
@@ -284,6 +290,41 @@ def _ask_again(con: duckdb.DuckDBPyConnection, keys: list[str], pending: list[Pa
     return int(row[0])
 
 
+def _refill(con: duckdb.DuckDBPyConnection, keys: list[str], ver: str) -> None:
+    """Add every key of T that ``changes`` lacks (unchanged since T-1) as a 'refill'."""
+    on = " AND ".join(f"c.{k} = t.{k}" for k in keys)
+    con.execute(f"INSERT INTO changes SELECT {', '.join(f't.{k}' for k in keys)}, 'refill', "
+                f"t.{ver}, false FROM t WHERE NOT EXISTS (SELECT 1 FROM changes c WHERE {on})")
+
+
+def probe(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path], work_dir: Path,
+          memory_limit: str, rows: int) -> Path | None:
+    """Up to ``rows`` keys of T that T-1 had too, drawn at random, as a Parquet file in the
+    delta's shape (OP 'update' and the key columns); None if there are none.
+
+    After the last apply the destination held each of them (deleted since only if the event
+    lane deleted it after T), whether or not this delta changes the row: ``pipeline`` looks
+    them up there to find rows lost outside any delta.
+    """
+    out = work_dir / "probe" / "probe.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    keys = [quote_ident(k) for k in spec.source.primary_key]
+    on = " AND ".join(f"d.{k} = t.{k}" for k in keys)
+    with out_of_memory(memory_limit):
+        con = open_duckdb(work_dir, memory_limit)
+        try:
+            con.execute(
+                f"COPY (SELECT 'update' AS {OP}, * FROM (SELECT {', '.join(keys)} FROM "
+                f"{parquet_scan(snap_parts)} t WHERE NOT EXISTS (SELECT 1 FROM "
+                f"{parquet_scan(delta_parts)} d WHERE d.{OP} = 'insert' AND {on})) "
+                f"USING SAMPLE reservoir({int(rows)} ROWS)) TO {quote_literal(str(out))} "
+                f"(FORMAT parquet)")
+            row: Any = con.execute(f"SELECT count(*) FROM {parquet_scan([out])}").fetchone()
+        finally:
+            con.close()
+    return out if row[0] else None
+
+
 def _content_sides(snap: Snapshot, prev: Snapshot) -> tuple[str, str, str, int]:
     """(changed condition, T side, T-1 side, width) of the content comparison.
 
@@ -337,7 +378,8 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
         else:
             p_cols.append(f"CAST(NULL AS {kind}) AS {c}")
     # A side without changes is not scanned at all (each scan reads every column).
-    no_t = "" if counts.get("insert") or counts.get("update") else " AND false"
+    no_t = "" if counts.get("insert") or counts.get("update") or counts.get("refill") \
+        else " AND false"
     no_p = "" if counts.get("delete", 0) > asked_again else " AND false"
     again = ""
     if asked_again:

@@ -48,11 +48,13 @@ class GuardTripped(TableSyncError):
     """A guard refused the delta; nothing was applied and the state did not advance.
 
     ``delta_id`` (``FROM..TO``) is what an operator passes to ``--approve`` to apply it anyway.
+    ``finding`` is what the guard saw, without the advice (a dry run reports it as is).
     """
 
     exit_code = EXIT_GUARD
 
-    def __init__(self, message: str, *, reason: str, delta_id: str) -> None:
+    def __init__(self, message: str, *, reason: str, delta_id: str, finding: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.delta_id = delta_id
+        self.finding = finding

@@ -27,8 +27,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from . import logs
-from .apply import ApplyResult, _fault, apply, check_destination
-from .diff import OP, check_memory_limit, diff, open_duckdb, out_of_memory
+from .apply import ApplyResult, _fault, apply, check_destination, missing_rows
+from .diff import OP, check_memory_limit, diff, open_duckdb, out_of_memory, probe
 from .dump import SourceTable, check_source, dump
 from .errors import START_OVER, GuardTripped, InputError, TableSyncError, TransientError
 from .postgres import RunLock, TableInfo, refuse_ambiguous_uri, uri_passwords
@@ -46,6 +46,14 @@ from .spec import JobSpec
 from .storage import open_storage
 
 log = logs.get("tablesync_job.pipeline")
+
+# Keys of T (that T-1 had too) looked up in the destination on each run (probe_destination).
+PROBE_ROWS = 1000
+# Above this fraction of them missing, the delta takes every row of T (a refill). Legitimately
+# missing is only a row the event lane deleted after T, in the seconds or minutes before the
+# apply: a tenth of the table in that window is a purge, and a refill then costs one upsert of
+# T whose rows deleted after T come back until the next run deletes them.
+REFILL_MISSING_FRACTION = 0.1
 
 
 def require_env(name: str) -> str:
@@ -246,8 +254,13 @@ def last_applied(ctx: RunContext, state: State | None = None) -> Snapshot | None
     return prev
 
 
-def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path],
-               store: bool = True) -> tuple[Delta, list[Path]]:
+def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path], store: bool = True,
+               refill: bool = False) -> tuple[Delta, list[Path]]:
+    """Diff T against T-1 (from state.json); store the delta unless ``store`` is False.
+
+    ``refill``: the delta takes every row of T (``diff.diff``), after
+    :func:`probe_destination` found rows missing.
+    """
     logs.set_context(phase="diff")
     started = time.monotonic()
     state = ctx.layout.get_state()
@@ -261,12 +274,53 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path],
             pending = ctx.layout.fetch(ctx.layout.snapshot_prefix(prev.id), [PENDING_DELETES],
                                        ctx.work_dir / "previous-pending")
     delta, delta_parts = diff(ctx.spec, snap, parts, prev, prev_parts, ctx.work_dir,
-                              ctx.memory_limit, pending)
+                              ctx.memory_limit, pending, refill=refill)
     if store:
         ctx.layout.put_delta(delta, delta_parts)
-    ctx.report.phase_seconds["diff"] = round(time.monotonic() - started, 3)
+    seconds = ctx.report.phase_seconds.get("diff", 0.0) if refill else 0.0
+    ctx.report.phase_seconds["diff"] = round(seconds + time.monotonic() - started, 3)
     describe_delta(ctx, delta)
     return delta, delta_parts
+
+
+def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta: Delta,
+                      delta_parts: list[Path]) -> tuple[Delta, list[Path]]:
+    """The delta to apply: ``delta``, or a refill of it if the destination lost rows.
+
+    A delta brings across what changed between T-1 and T. A row the destination lost
+    otherwise (the table emptied, dropped and created again, a stray DELETE, an event lane
+    that deleted too much) is in no delta, and stays lost for good with exit 0. So each run
+    looks up :data:`PROBE_ROWS` random keys of T that T-1 had too: the last apply left each of
+    them in the destination. Above :data:`REFILL_MISSING_FRACTION` missing, the diff runs again
+    with ``refill`` and the delta takes every row of T (its deletes unchanged, guarded as
+    always); the rows the apply inserts then count as drift. Fewer missing are a warning.
+    Rows present with an older version (a destination restored from a backup) are not told
+    apart.
+    """
+    if delta.bootstrap:
+        return delta, delta_parts
+    started = time.monotonic()
+    sample = probe(ctx.spec, parts, delta_parts, ctx.work_dir, ctx.memory_limit, PROBE_ROWS)
+    missing = probed = 0
+    if sample is not None:
+        dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
+        missing, probed = missing_rows(ctx.destination_uri, dest,
+                                       list(ctx.spec.source.primary_key), sample)
+    ctx.report.phase_seconds["diff"] = round(
+        ctx.report.phase_seconds.get("diff", 0.0) + time.monotonic() - started, 3)
+    if not missing:
+        return delta, delta_parts
+    fields = {"missingSampled": missing, "sampled": probed}
+    table = ctx.spec.destination.table
+    if missing <= REFILL_MISSING_FRACTION * probed:
+        log.warning(f"{missing} of {probed} sampled rows that the destination {table} held "
+                    "after the last apply are missing from it, and no delta brings them back "
+                    "(deleted outside the sync?)", extra={"fields": fields})
+        return delta, delta_parts
+    log.warning(f"{missing} of {probed} sampled rows that the destination {table} held after "
+                "the last apply are missing from it (emptied or replaced?): this run "
+                "applies every row of the new snapshot", extra={"fields": fields})
+    return phase_diff(ctx, snap, parts, store=False, refill=True)
 
 
 def describe_delta(ctx: RunContext, delta: Delta) -> None:
@@ -275,6 +329,8 @@ def describe_delta(ctx: RunContext, delta: Delta) -> None:
     ctx.report.bootstrap = delta.bootstrap
     ctx.report.delta = {"insert": delta.inserts, "update": delta.updates,
                         "delete": delta.deletes}
+    if delta.refills:
+        ctx.report.delta["refill"] = delta.refills
 
 
 def check_guards(spec: JobSpec, delta: Delta, approved: str | None) -> None:
@@ -286,20 +342,21 @@ def check_guards(spec: JobSpec, delta: Delta, approved: str | None) -> None:
         return
     fraction = delta.deletes / delta.from_rows
     if spec.destination.deletes != "ignore" and fraction > spec.guards.max_delete_fraction:
+        finding = (f"delta {delta.id} would delete {delta.deletes} of {delta.from_rows} rows "
+                   f"({fraction:.1%} > spec.guards.maxDeleteFraction "
+                   f"{spec.guards.max_delete_fraction:.1%})")
         raise GuardTripped(
-            f"delta {delta.id} would delete {delta.deletes} of {delta.from_rows} rows "
-            f"({fraction:.1%} > spec.guards.maxDeleteFraction {spec.guards.max_delete_fraction:.1%}"
-            f"); nothing applied. If the source really lost these rows, approve with "
+            f"{finding}; nothing applied. If the source really lost these rows, approve with "
             f"--approve {delta.id} (annotation tablesync.dev/approve-delta)",
-            reason="DeleteGuardTripped", delta_id=delta.id)
+            reason="DeleteGuardTripped", delta_id=delta.id, finding=finding)
     shrink = 1 - delta.to_rows / delta.from_rows
     if shrink > spec.guards.max_shrink_fraction:
+        finding = (f"snapshot {delta.to_id} has {delta.to_rows} rows, {shrink:.1%} fewer than "
+                   f"the {delta.from_rows} of {delta.from_id} (> spec.guards.maxShrinkFraction "
+                   f"{spec.guards.max_shrink_fraction:.1%})")
         raise GuardTripped(
-            f"snapshot {delta.to_id} has {delta.to_rows} rows, {shrink:.1%} fewer than the "
-            f"{delta.from_rows} of {delta.from_id} (> spec.guards.maxShrinkFraction "
-            f"{spec.guards.max_shrink_fraction:.1%}); nothing applied. Approve with "
-            f"--approve {delta.id} if this is real",
-            reason="ShrinkGuardTripped", delta_id=delta.id)
+            f"{finding}; nothing applied. Approve with --approve {delta.id} if this is real",
+            reason="ShrinkGuardTripped", delta_id=delta.id, finding=finding)
 
 
 def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult:
@@ -438,19 +495,32 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
     last_applied(ctx)  # a state.json naming a missing T-1 fails before a dump is stored
     snap, parts = phase_dump(ctx, store=not dry_run, refuse_behind=True)
     _fault("after-dump")
-    delta, delta_parts = phase_diff(ctx, snap, parts, store=not dry_run)
+    delta, delta_parts = phase_diff(ctx, snap, parts, store=False)
+    delta, delta_parts = probe_destination(ctx, snap, parts, delta, delta_parts)
+    if not dry_run:
+        ctx.layout.put_delta(delta, delta_parts)
     _fault("after-diff")
+    tripped = None
     try:
         check_guards(ctx.spec, delta, approve)
-    except GuardTripped:
+    except GuardTripped as err:
         if not dry_run:  # a guard that trips run after run must not pile up snapshots
             state = ctx.layout.get_state()
             retention(ctx, state.last_applied_snapshot_id if state else None)
-        raise
+            raise
+        tripped = err
     if dry_run:
+        # a guard is part of what the dry run shows; its delta is not stored, so there is
+        # nothing to --approve yet: a run stores it and names it
         report.result, report.reason = "DryRun", "DryRun"
+        refills = f", {delta.refills} refills" if delta.refills else ""
         report.message = (f"dry run: delta {delta.id} has {delta.inserts} inserts, "
-                          f"{delta.updates} updates, {delta.deletes} deletes; nothing applied")
+                          f"{delta.updates} updates, {delta.deletes} deletes{refills}; nothing "
+                          "applied")
+        if tripped is not None:
+            report.message += (f". A run would stop at {tripped.reason} (exit 3): "
+                               f"{tripped.finding}; it stores its own delta and names it for "
+                               "--approve")
         report.sample = sample(ctx, delta_parts)
         return report
     result = phase_apply(ctx, delta, delta_parts)
@@ -462,6 +532,12 @@ def succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool)
     if delta.bootstrap:
         report.reason = "Bootstrapped"
         report.message = f"bootstrap: {result.inserted + result.updated} rows upserted"
+    elif delta.refills:
+        report.reason = "Refilled"
+        report.message = (f"applied {delta.id} with every row of {delta.to_id}, as the "
+                          f"destination had lost rows: {result.drift} rows corrected (drift), "
+                          f"{result.already_current} already current, {result.stale_skipped} "
+                          "stale skipped")
     elif delta.changes == 0:
         report.reason, report.message = "NoChanges", "no changes since the last applied snapshot"
     else:

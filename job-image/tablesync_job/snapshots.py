@@ -115,6 +115,9 @@ class Delta:
     # ``compare: version`` only: columns T-1 lacked. Their values are written at an equal
     # version too (the version did not change when the column was added at the source).
     added_columns: list[str] = field(default_factory=list)
+    # Rows of T unchanged since T-1, added because the destination had lost rows that no
+    # delta would bring back (pipeline.probe_destination): upserted like updates.
+    refills: int = 0
 
     @property
     def id(self) -> str:

@@ -42,10 +42,13 @@ class DeltaCounts:
     insert: int = 0
     update: int = 0
     delete: int = 0
+    # rows unchanged since the last applied snapshot, upserted because the destination had
+    # lost rows (the job's refill)
+    refill: int = 0
 
     @property
     def total(self) -> int:
-        return self.insert + self.update + self.delete
+        return self.insert + self.update + self.delete + self.refill
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ def parse_report(text: str) -> RunReport:
                 insert=_int(delta_raw.get("insert")),
                 update=_int(delta_raw.get("update")),
                 delete=_int(delta_raw.get("delete")),
+                refill=_int(delta_raw.get("refill")),
             )
             if isinstance(delta_raw, dict)
             else None

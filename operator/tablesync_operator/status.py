@@ -715,6 +715,8 @@ def _run_record(outcome: RunOutcome) -> RunRecord:
                 "update": rep.delta.update,
                 "delete": rep.delta.delete,
             }
+            if rep.delta.refill:
+                delta["refill"] = rep.delta.refill
         if rep.apply is not None:
             apply = {
                 "inserted": rep.apply.inserted,

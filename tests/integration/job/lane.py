@@ -58,7 +58,7 @@ class Lane:
                               text=True, timeout=600, check=False)
         report: dict[str, Any] = {}
         for line in reversed(proc.stdout.strip().splitlines()):
-            if line.startswith("{"):
+            if line.startswith("{") and line.endswith("}"):  # not a dry run's indented report
                 report = json.loads(line)
                 break
         if not report and proc.stdout.strip().startswith("{"):

@@ -33,3 +33,26 @@ def test_a_dry_run_prints_the_delta_and_changes_nothing(lane: Lane) -> None:
     assert lane.state() == state
     assert sorted(p.relative_to(store) for p in store.rglob("*")
                   if "runs" not in p.parts) == stored_before
+
+
+def test_a_dry_run_shows_a_guard_it_would_trip_without_an_approval_it_cannot_take(
+        lane: Lane) -> None:
+    """Before, it exited 3 with no sample, named --approve for a delta it had not stored
+    (approving it then failed: no such delta), and wrote a run record."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    state = lane.state()
+    runs = sorted((lane.work / "store" / "runs").iterdir())
+    lane.src("DELETE FROM prices WHERE id <= 20")
+
+    result = lane.run("run", "--dry-run")
+
+    assert result.code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert (out["result"], out["delta"]["delete"]) == ("DryRun", 20)
+    assert "A run would stop at DeleteGuardTripped (exit 3)" in out["message"]
+    assert "--approve " + out["deltaId"] not in out["message"]
+    assert {row["_tablesync_op"] for row in out["sample"]} == {"delete"}
+    assert sorted((lane.work / "store" / "runs").iterdir()) == runs
+    assert lane.state() == state
+    assert lane.run("run").code == 3  # the run itself still stops

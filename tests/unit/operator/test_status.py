@@ -169,6 +169,28 @@ def test_drift_run_counts_rows_the_event_lane_missed() -> None:
     assert s.runs == st.RunCounts(succeeded=2)
 
 
+def test_a_refill_is_drift_and_its_refill_rows_count_in_the_delta() -> None:
+    """The job's refill (the destination had lost rows): the rows it inserted are drift, and
+    the fraction is of every row the delta carried, refill included."""
+    refilled = report(
+        reason="Refilled",
+        delta={"insert": 10, "update": 980, "delete": 10, "refill": 99000},
+        apply={
+            "inserted": 50010,
+            "updated": 280,
+            "deleted": 10,
+            "alreadyCurrent": 49700,
+            "staleSkipped": 0,
+        },
+    )
+    s, _ = st.record_run(ready(), ts(), run("b", bootstrap_report()), NOW)
+    s, _ = st.record_run(s, ts(), run("c", refilled), NOW)
+    assert s.last_run is not None
+    assert s.last_run.delta == {"insert": 10, "update": 980, "delete": 10, "refill": 99000}
+    assert (s.drift.last_run_rows, s.drift.last_run_fraction) == (50300, 0.503)
+    assert (cond(s, "Drifted").status, cond(s, "LastRunSucceeded").reason) == ("True", "Refilled")
+
+
 def test_no_drift_run() -> None:
     quiet = report(
         apply={"inserted": 0, "updated": 0, "deleted": 0, "alreadyCurrent": 1000, "staleSkipped": 0}
