@@ -232,8 +232,9 @@ def build_cronjob(ts: TableSync, settings: Settings, approve_delta: str | None) 
             "spec": build_job_spec(ts, settings, approve_delta),
         },
     }
-    if spec.time_zone:
-        cron_spec["timeZone"] = spec.time_zone
+    # Always set: unset, the CronJob controller reads the schedule in kube-controller-manager's
+    # local zone, while the CRD documents UTC and the operator counts missed runs in UTC.
+    cron_spec["timeZone"] = spec.time_zone or "Etc/UTC"
     cronjob: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "CronJob",

@@ -47,6 +47,15 @@ def test_cronjob_is_owned_forbids_overlap_and_follows_the_schedule() -> None:
     assert spec["successfulJobsHistoryLimit"] == 3 and spec["failedJobsHistoryLimit"] == 3
 
 
+def test_a_schedule_without_a_time_zone_is_read_in_utc() -> None:
+    """Unset, the CronJob controller would read it in kube-controller-manager's zone, where
+    the operator counts missed runs in UTC (as the CRD documents)."""
+    body = tablesync()
+    del body["spec"]["timeZone"]
+    assert cronjob(body)["spec"]["timeZone"] == "Etc/UTC"
+    assert cronjob(tablesync(timeZone="Europe/Berlin"))["spec"]["timeZone"] == "Europe/Berlin"
+
+
 def test_suspend_follows_the_spec() -> None:
     assert cronjob(tablesync(suspend=True))["spec"]["suspend"] is True
 
