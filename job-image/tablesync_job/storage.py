@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from . import logs
 from .errors import START_OVER, InputError, TableSyncError, TransientError
+
+log = logs.get("tablesync_job.storage")
 
 
 class Storage(Protocol):
@@ -38,7 +41,9 @@ class Storage(Protocol):
 
 
 def _check_endpoint(endpoint: str, field: str) -> None:
-    """InputError naming ``field`` unless ``endpoint`` is http(s)://host[:port][/path]."""
+    """InputError naming ``field`` unless ``endpoint`` is http(s)://host[:port][/path].
+
+    """
     parts = urlsplit(endpoint)
     try:
         port_ok = parts.port is None or parts.port > 0
@@ -48,6 +53,23 @@ def _check_endpoint(endpoint: str, field: str) -> None:
             or any(c.isspace() for c in endpoint):
         raise InputError(f"{field}: {endpoint!r} is not an endpoint URL; use "
                          "http(s)://host[:port], e.g. http://minio.storage:9000")
+
+
+def _without_userinfo(endpoint: str, field: str) -> str:
+    """``endpoint`` without a ``user:password@`` part, its password registered as a secret.
+
+    S3 signs each request with the access keys and never reads userinfo, so it is dropped
+    (with a warning) rather than sent, and never printed: before, a failure message showed
+    the endpoint, password and all.
+    """
+    parts = urlsplit(endpoint)
+    if "@" not in parts.netloc:
+        return endpoint
+    logs.register_secret(endpoint)
+    host = parts.netloc.rpartition("@")[2]
+    log.warning(f"{field}: the user and password in the endpoint are ignored (S3 signs requests "
+                "with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); drop them from the URL")
+    return parts._replace(netloc=host).geturl()
 
 
 def open_storage(url: str, endpoint: str | None = None) -> Storage:
@@ -177,9 +199,10 @@ class S3Storage:
         self.prefix = prefix
         field = "spec.storage.endpoint" if endpoint else "AWS_ENDPOINT_URL"
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
-        self.endpoint = endpoint or "AWS S3"
         if endpoint is not None:
+            endpoint = _without_userinfo(endpoint, field)
             _check_endpoint(endpoint, field)
+        self.endpoint = endpoint or "AWS S3"
         # Credentials: boto3's chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the
         # credentials Secret, or ambient: web identity, a shared file, instance metadata).
         try:

@@ -81,6 +81,27 @@ def test_a_malformed_endpoint_is_named(s3_lane: Lane) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_a_password_in_the_endpoint_is_dropped_and_never_printed(s3_lane: Lane) -> None:
+    """S3 never reads it (requests are signed with the access keys); before, a failure message
+    printed the endpoint, password and all."""
+    load_prices(s3_lane, 10)
+    port = s3_lane.env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]
+    s3_lane.spec["spec"]["storage"]["endpoint"] = f"http://admin:Sup3rS3cret@127.0.0.1:{port}"
+
+    result = s3_lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert "user and password in the endpoint are ignored" in result.stderr
+    assert "Sup3rS3cret" not in result.stdout + result.stderr
+
+    s3_lane.spec["spec"]["storage"]["endpoint"] = "http://admin:Sup3rS3cret@127.0.0.1:9"
+    unreachable = s3_lane.run("run", env={"AWS_MAX_ATTEMPTS": "1"})
+
+    assert unreachable.code == 75, unreachable.stderr
+    assert "unreachable" in unreachable.error_line
+    assert "Sup3rS3cret" not in unreachable.stdout + unreachable.stderr
+
+
 def _drop_a_part_of_the_last_applied_snapshot(lane: Lane, minio: MinioServer | None) -> None:
     state = _state(lane, minio)
     snap = f"snapshots/{state['last_applied_snapshot_id']}/part-00000.parquet"
