@@ -116,6 +116,12 @@ def check_source(spec: JobSpec, uri: str) -> SourceTable:
                "tell a newer row from an older one")
         raise InputError(f"spec.source.versionColumn: {version.name!r} is {version.pg_type}, "
                          f"{why}; use a timestamp, a sequence or a counter column")
+    if version.type_name == "date" and spec.source.compare != "content":
+        log.warning(f"spec.source.versionColumn: {version.name!r} is a date, so a row changed "
+                    "again on the day of its last change keeps its version, and compare: "
+                    "version does not see that change until the row's date moves on; use a "
+                    "timestamp column or set spec.source.compare: content",
+                    extra={"fields": {"coarseVersion": version.name}})
     kind = spec.source.version_kind
     if kind == "auto":
         kind = "timestamp" if version.type_name in _TIME_TYPES else "counter"

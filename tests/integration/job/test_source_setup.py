@@ -202,3 +202,19 @@ def test_keys_only_postgres_finds_equal_name_the_key(lane: Lane) -> None:
     assert result.code == 2
     assert "check spec.source.primaryKey" in result.error_line
     assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+
+
+def test_a_date_version_warns_that_same_day_changes_wait_under_compare_version(
+        lane: Lane) -> None:
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, title text, changed_on date NOT NULL)")
+    lane.src("INSERT INTO prices VALUES (1, 'a', current_date)")
+    lane.spec["spec"]["source"]["versionColumn"] = "changed_on"
+
+    warned = lane.run("run")
+
+    assert warned.code == 0, warned.stderr
+    assert '"coarseVersion": "changed_on"' in warned.stderr
+    assert "compare: content" in warned.stderr
+    lane.spec["spec"]["source"]["compare"] = "content"
+    quiet = lane.run("run")
+    assert quiet.code == 0 and "coarseVersion" not in quiet.stderr
