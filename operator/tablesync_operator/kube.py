@@ -149,6 +149,10 @@ class Kube:
         secret.clear()
         return keys
 
+    def service_account_exists(self, namespace: str, name: str) -> bool:
+        """True if the ServiceAccount exists (job pods can only use one of their namespace)."""
+        return self._get(_ns_path(_CORE, namespace, "serviceaccounts", name)) is not None
+
     # -- CronJobs and Jobs ---------------------------------------------------------------
 
     def get_cronjob(self, namespace: str, name: str) -> Obj | None:

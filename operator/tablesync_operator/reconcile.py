@@ -138,7 +138,7 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
     scheduled = [t for t in (scheduled_time(j) for j in jobs) if t is not None]
 
     cronjob = kube.get_cronjob(namespace, manifests.cronjob_name(ts))
-    problem = secret_problem(kube, ts)
+    problem = secret_problem(kube, ts) or account_problem(kube, ts, ctx.settings)
     if problem is None and cronjob is not None and not controlled_by(cronjob, ts.uid):
         problem = (
             st.Reason.CRONJOB_CONFLICT,
@@ -211,6 +211,27 @@ def secret_problem(kube: Kube, ts: TableSync) -> tuple[str, str] | None:
                 f"its keys are: {', '.join(sorted(keys)) or 'none'}",
             )
     return None
+
+
+def account_problem(kube: Kube, ts: TableSync, settings: Settings) -> tuple[str, str] | None:
+    """(reason, message) if the job pods' ServiceAccount is missing from the TableSync's
+    namespace, else None. Without it the Job controller cannot create a single pod, and the
+    run ends only at its deadline (``job.activeDeadlineSeconds``) as DeadlineExceeded. None
+    when no account is named (the namespace's ``default``)."""
+    name = ts.spec.job.service_account_name or settings.job_service_account
+    if not name or kube.service_account_exists(ts.namespace, name):
+        return None
+    if ts.spec.job.service_account_name:
+        fix = "create it there, or change spec.job.serviceAccountName"
+    else:
+        fix = (f"install the chart with {ts.namespace} in job.serviceAccount.namespaces (or "
+               "operator.watchNamespaces), which creates it there, or set "
+               "spec.job.serviceAccountName to an account of this namespace")
+    return (
+        st.Reason.SERVICE_ACCOUNT_NOT_FOUND,
+        f"ServiceAccount {name!r} for the job pods does not exist in namespace {ts.namespace} "
+        f"(a pod can only use one of its own namespace), so no run could start; {fix}",
+    )
 
 
 def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:

@@ -45,6 +45,7 @@ class Reason:
     INVALID_SPEC = "InvalidSpec"
     SECRET_NOT_FOUND = "SecretNotFound"
     SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
+    SERVICE_ACCOUNT_NOT_FOUND = "ServiceAccountNotFound"
     CRONJOB_CONFLICT = "CronJobConflict"
     API_ERROR = "ApiError"
     NO_RUN_YET = "NoRunYet"

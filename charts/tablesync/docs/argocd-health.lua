@@ -4,9 +4,10 @@
 --   resource.customizations.health.tablesync.dev_TableSync: |
 --     <this file>
 --
--- Mapping (status written by the tablesync operator, DESIGN.md section 3):
+-- Mapping (status written by the tablesync operator; the project README's "Status" section):
 --   generation not yet observed (status.observedGeneration < metadata.generation) -> Progressing
---   Stalled=True (invalid spec, missing Secret, CronJob name conflict)              -> Degraded
+--   Stalled=True (invalid spec, missing Secret or job ServiceAccount, CronJob name conflict)
+--                                                                                    -> Degraded
 --   Reconciling=True (retrying after an API error)                                   -> Progressing
 --   Ready=True                                                                       -> Healthy
 --   anything else (no status yet, Ready=False without Stalled)                       -> Progressing

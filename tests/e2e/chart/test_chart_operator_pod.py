@@ -39,12 +39,14 @@ def test_operator_from_the_chart_reconciles_with_only_the_chart_rbac(
                                check=False).stdout.strip()
 
     for what in (("patch", "cronjobs.batch"), ("create", "cronjobs.batch"), ("get", "secrets"),
+                 ("get", "serviceaccounts"),
                  ("update", "tablesyncs.tablesync.dev", "--subresource=status"),
                  ("create", "jobs.batch"),
                  ("update", f"leases.coordination.k8s.io/{installed.operator}")):
         assert can(operator_sa, namespace, *what) == "yes", what
     assert can(operator_sa, "default", "get", "secrets") == "no"  # not a watched namespace
     assert can(operator_sa, namespace, "list", "secrets") == "no"
+    assert can(operator_sa, namespace, "create", "serviceaccounts") == "no"
     assert can(operator_sa, namespace, "delete", "cronjobs.batch") == "no"
     assert can(operator_sa, namespace, "update", "leases.coordination.k8s.io/other") == "no"
     assert can(job_sa, namespace, "get", "tablesyncs.tablesync.dev") == "no"

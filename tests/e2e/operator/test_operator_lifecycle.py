@@ -131,3 +131,26 @@ def test_missing_secret_stalls_and_recovers_without_a_restart(
     events = {e["reason"] for e in lane.events()}
     assert {"SecretNotFound", "Reconciled"} <= events
     assert json.dumps(lane.status()).count("wrong-key") <= 1  # key names only, never values
+
+
+def test_a_missing_job_service_account_stalls_and_recovers_without_a_restart(
+    cluster: Cluster, make_lane: Callable[[str], Lane], tablesync_operator: object
+) -> None:
+    """Before, the CronJob's Jobs could not create a pod and each run ended an hour later
+    as DeadlineExceeded, with Ready=True meanwhile."""
+    lane = make_lane("prices")
+    lane.secrets()
+    lane.create(job={"serviceAccountName": "s3-reader"})
+    stalled = lane.wait_condition("Stalled", "True", "ServiceAccountNotFound")
+    assert "'s3-reader'" in stalled["message"] and lane.namespace in stalled["message"]
+    assert cronjob(lane) is None
+
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "s3-reader", "namespace": lane.namespace},
+        }
+    )
+    lane.wait_condition("Ready", "True", "Reconciled", timeout_seconds=30)
+    assert cronjob(lane) is not None

@@ -22,6 +22,7 @@ class FakeKube(Kube):
         super().__init__(api_client=None)
         self.tablesyncs: dict[Key, Obj] = {}
         self.secrets: dict[Key, set[str]] = {}
+        self.service_accounts: set[Key] = set()
         self.cronjobs: dict[Key, Obj] = {}
         self.jobs: dict[Key, Obj] = {}
         self.pods: dict[str, list[Obj]] = {}  # by job uid
@@ -79,6 +80,9 @@ class FakeKube(Kube):
     def get_secret_keys(self, namespace: str, name: str) -> set[str] | None:
         keys = self.secrets.get((namespace, name))
         return set(keys) if keys is not None else None
+
+    def service_account_exists(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self.service_accounts
 
     # CronJobs / Jobs / pods
     def get_cronjob(self, namespace: str, name: str) -> Obj | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -93,6 +94,33 @@ def test_invalid_spec_stalls_without_touching_the_cronjob(kube: FakeKube) -> Non
     edit(kube, lambda b: b["spec"].update(schedule="*/30 * * * *"))
     sync(ctx(kube), NS, NAME)
     assert conditions(kube)["Stalled"] == ("False", "Reconciled")
+
+
+def test_a_missing_job_service_account_stalls_then_recovers_when_it_appears(
+    kube: FakeKube,
+) -> None:
+    """Without it the Job controller creates no pod, and the run ended only at its deadline
+    (an hour later) as DeadlineExceeded."""
+    settings = dataclasses.replace(SETTINGS, job_service_account="tablesync-job")
+    with_account = Context(kube=kube, settings=settings, clock=lambda: NOW)
+    sync(with_account, NS, NAME)
+    assert conditions(kube)["Stalled"] == ("True", "ServiceAccountNotFound")
+    message = next(
+        c["message"] for c in kube.status_of(NS, NAME)["conditions"] if c["type"] == "Stalled"
+    )
+    assert "'tablesync-job'" in message and "job.serviceAccount.namespaces" in message
+    assert (NS, NAME) not in kube.cronjobs
+    kube.service_accounts.add((NS, "tablesync-job"))
+    sync(with_account, NS, NAME)
+    assert conditions(kube)["Ready"] == ("True", "Reconciled")
+
+    edit(kube, lambda b: b["spec"].update(job={"serviceAccountName": "s3-reader"}))
+    sync(with_account, NS, NAME)
+    assert conditions(kube)["Stalled"] == ("True", "ServiceAccountNotFound")
+    message = next(
+        c["message"] for c in kube.status_of(NS, NAME)["conditions"] if c["type"] == "Stalled"
+    )
+    assert "'s3-reader'" in message and "spec.job.serviceAccountName" in message
 
 
 def test_missing_secret_stalls_then_recovers_when_it_appears(kube: FakeKube) -> None:
