@@ -426,10 +426,18 @@ def _text_styles(cur: Any) -> None:
                 "set_config('IntervalStyle', 'postgres', true)")
 
 
-def missing_rows(uri: str, dest: TableInfo, keys: list[str], probe: Path) -> tuple[int, int]:
-    """(missing, probed): how many of the keys in ``probe`` (a Parquet file in the delta's
-    shape, from ``diff.probe``) the destination lacks. Reads only; the stage is dropped with
-    the rolled-back transaction."""
+def missing_keys(spec: JobSpec, uri: str, dest: TableInfo, captured_at: str,
+                 probe: Path) -> tuple[list[tuple[str, ...]], int]:
+    """(missing, probed): the keys in ``probe`` (a Parquet file in the delta's shape, from
+    ``diff.probe``) that the destination lacks, each as Postgres's own text of its key
+    columns (in ``spec.source.primaryKey`` order), and how many keys were looked up.
+
+    With ``deletes: soft`` a row stamped no later than T's ``capturedAt`` counts as missing
+    too (T has it: the stamp is wrong); a later stamp is the event lane's. Reads only; the
+    stage is dropped with the rolled-back transaction. The text is ISO dates, hex bytea and
+    shortest-exact floats, which :func:`dump.present_at_source` casts back.
+    """
+    keys = list(spec.source.primary_key)
     conn = adbc_connect(uri, "destination", autocommit=False)
     try:
         with adbc_errors("destination", f"looking up sampled keys in {dest.table}"):
@@ -439,15 +447,24 @@ def missing_rows(uri: str, dest: TableInfo, keys: list[str], probe: Path) -> tup
             cur.adbc_ingest(STAGE, pa.RecordBatchReader.from_batches(stage_schema, batches),
                             mode="create", temporary=True)
             _text_styles(cur)
+            cur.execute("SELECT set_config('extra_float_digits', '3', true), "
+                        "set_config('bytea_output', 'hex', true)")
             join = " AND ".join(f"d.{quote_ident(k)} = {_value(dest, staged, k)}" for k in keys)
-            cur.execute(f"SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM "
-                        f"{qualified(dest.table)} d WHERE {join})), count(*) FROM {STAGE} s")
-            missing, probed = cur.fetchone()
+            if spec.destination.deletes == "soft":
+                soft = spec.destination.soft_delete_column
+                stamp = _cast(dest, soft, quote_literal(captured_at))
+                join += f" AND (d.{quote_ident(soft)} IS NULL OR d.{quote_ident(soft)} > {stamp})"
+            texts = ", ".join(f"CAST({_value(dest, staged, k)} AS text)" for k in keys)
+            cur.execute(f"SELECT {texts} FROM {STAGE} s WHERE NOT EXISTS (SELECT 1 FROM "
+                        f"{qualified(dest.table)} d WHERE {join})")
+            missing = [tuple(row) for row in cur.fetchall()]
+            cur.execute(f"SELECT count(*) FROM {STAGE}")
+            probed = int(cur.fetchone()[0])
             cur.close()
             conn.rollback()
     finally:
         conn.close()
-    return int(missing), int(probed)
+    return missing, probed
 
 
 def _cast(dest: TableInfo, column: str, expr: str) -> str:

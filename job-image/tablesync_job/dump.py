@@ -133,6 +133,41 @@ def check_source(spec: JobSpec, uri: str) -> SourceTable:
     return SourceTable(info=info, version_kind=kind)
 
 
+def present_at_source(spec: JobSpec, uri: str, source: SourceTable,
+                      keys: list[tuple[str, ...]]) -> int | None:
+    """How many of ``keys`` (Postgres's text of each key column, in ``spec.source.primaryKey``
+    order, from ``apply.missing_keys``) the source table holds now; None if it cannot tell
+    (a key type without ``=``, or a text the source's type does not take back).
+
+    A sampled key the destination lacks is lost only if the source still has it: one the
+    source deleted after the snapshot is the event lane's delete, delivered before the
+    apply. One statement, read-only (a standby serves it), with the key texts as arrays.
+    """
+    if not keys:
+        return 0
+    names = list(spec.source.primary_key)
+    cols = {c.name: c for c in source.info.columns}
+    table = qualified(source.info.table)
+    args = ", ".join("%s::text[]" for _ in names)
+    aliases = ", ".join(f"k{i}" for i in range(len(names)))
+    on = " AND ".join(f"t.{quote_ident(n)} = CAST(u.k{i} AS {cols[n].pg_type})"
+                      for i, n in enumerate(names))
+    columns = [[key[i] for key in keys] for i in range(len(names))]
+    with connect(uri, "source") as conn:
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+                conn.execute("SET LOCAL IntervalStyle = 'postgres'")
+                row = conn.execute(
+                    f"SELECT count(*) FROM unnest({args}) AS u({aliases}) WHERE EXISTS "
+                    f"(SELECT 1 FROM {table} t WHERE {on})", columns).fetchone()
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.DataError) as err:
+            log.warning(f"the keys missing from the destination could not be looked up at the "
+                        f"source ({str(err).splitlines()[0]}); they count as lost")
+            return None
+    return int(row[0]) if row else 0
+
+
 def _orders(conn: Any, info: TableInfo, column: str) -> bool:
     """Whether Postgres has ``<`` for the column's type (the apply's version guard needs it).
 

@@ -27,9 +27,9 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from . import logs
-from .apply import ApplyResult, _fault, apply, check_destination, missing_rows
+from .apply import ApplyResult, _fault, apply, check_destination, missing_keys
 from .diff import OP, check_memory_limit, diff, open_duckdb, out_of_memory, probe
-from .dump import SourceTable, check_source, dump
+from .dump import SourceTable, check_source, dump, present_at_source
 from .errors import START_OVER, GuardTripped, InputError, TableSyncError, TransientError
 from .postgres import RunLock, TableInfo, refuse_ambiguous_uri, uri_passwords
 from .report import Report, now_iso
@@ -49,11 +49,6 @@ log = logs.get("tablesync_job.pipeline")
 
 # Keys of T (that T-1 had too) looked up in the destination on each run (probe_destination).
 PROBE_ROWS = 1000
-# Above this fraction of them missing, the delta takes every row of T (a refill). Legitimately
-# missing is only a row the event lane deleted after T, in the seconds or minutes before the
-# apply: a tenth of the table in that window is a purge, and a refill then costs one upsert of
-# T whose rows deleted after T come back until the next run deletes them.
-REFILL_MISSING_FRACTION = 0.1
 
 
 def require_env(name: str) -> str:
@@ -288,38 +283,52 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
     """The delta to apply: ``delta``, or a refill of it if the destination lost rows.
 
     A delta brings across what changed between T-1 and T. A row the destination lost
-    otherwise (the table emptied, dropped and created again, a stray DELETE, an event lane
-    that deleted too much) is in no delta, and stays lost for good with exit 0. So each run
-    looks up :data:`PROBE_ROWS` random keys of T that T-1 had too: the last apply left each of
-    them in the destination. Above :data:`REFILL_MISSING_FRACTION` missing, the diff runs again
-    with ``refill`` and the delta takes every row of T (its deletes unchanged, guarded as
-    always); the rows the apply inserts then count as drift. Fewer missing are a warning.
-    Rows present with an older version (a destination restored from a backup) are not told
-    apart.
+    otherwise (the table emptied, dropped and created again, a stray DELETE, or with
+    ``deletes: soft`` a wrong stamp) is in no delta, and stayed lost for good with exit 0.
+    So each run looks up :data:`PROBE_ROWS` random keys of T that T-1 had too: the last apply
+    left each of them in the destination. One the destination lacks is lost if the source
+    still has it (else the event lane delivered its delete since T). With lost rows and
+    ``spec.destination.lostRows: refill`` the diff runs again with ``refill`` and the delta
+    takes every row of T (its deletes unchanged, guarded as always); the rows the apply
+    inserts count as drift. ``warn`` logs them; ``ignore`` does not look. The figures go
+    into the report (``lostRows``). A destination restored from an older backup still holds
+    its rows, with older versions, and is not told apart.
     """
-    if delta.bootstrap:
+    mode = ctx.spec.destination.lost_rows
+    if delta.bootstrap or mode == "ignore":
         return delta, delta_parts
     started = time.monotonic()
     sample = probe(ctx.spec, parts, delta_parts, ctx.work_dir, ctx.memory_limit, PROBE_ROWS)
-    missing = probed = 0
+    missing: list[tuple[str, ...]] = []
+    probed = 0
     if sample is not None:
         dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
-        missing, probed = missing_rows(ctx.destination_uri, dest,
-                                       list(ctx.spec.source.primary_key), sample)
+        missing, probed = missing_keys(ctx.spec, ctx.destination_uri, dest, snap.captured_at,
+                                       sample)
+    lost = present_at_source(ctx.spec, ctx.source_uri, ctx.source(), missing) if missing else 0
+    if lost is None:
+        lost = len(missing)
     ctx.report.phase_seconds["diff"] = round(
         ctx.report.phase_seconds.get("diff", 0.0) + time.monotonic() - started, 3)
     if not missing:
         return delta, delta_parts
-    fields = {"missingSampled": missing, "sampled": probed}
+    ctx.report.lost_rows = {"sampled": probed, "missing": len(missing), "lost": lost}
+    fields = {"sampled": probed, "missingSampled": len(missing), "lostSampled": lost}
     table = ctx.spec.destination.table
-    if missing <= REFILL_MISSING_FRACTION * probed:
-        log.warning(f"{missing} of {probed} sampled rows that the destination {table} held "
-                    "after the last apply are missing from it, and no delta brings them back "
-                    "(deleted outside the sync?)", extra={"fields": fields})
+    if not lost:
+        log.info(f"{len(missing)} of {probed} sampled rows are missing from {table}, all deleted "
+                 "at the source since the snapshot (the event lane's deletes)",
+                 extra={"fields": fields})
         return delta, delta_parts
-    log.warning(f"{missing} of {probed} sampled rows that the destination {table} held after "
-                "the last apply are missing from it (emptied or replaced?): this run "
-                "applies every row of the new snapshot", extra={"fields": fields})
+    lost_text = (f"{lost} of {probed} sampled rows that the destination {table} held after "
+                 "the last apply are missing from it (emptied, re-created, deleted outside the "
+                 "sync?) while the source still has them")
+    if mode == "warn":
+        log.warning(f"{lost_text}; no delta brings them back (spec.destination.lostRows: warn; "
+                    "refill applies every row of the snapshot)", extra={"fields": fields})
+        return delta, delta_parts
+    log.warning(f"{lost_text}: this run applies every row of the new snapshot",
+                extra={"fields": fields})
     return phase_diff(ctx, snap, parts, store=False, refill=True)
 
 

@@ -43,6 +43,9 @@ class Report:
     rows: int | None = None
     delta: dict[str, int] | None = None
     apply: dict[str, int] | None = None
+    # sampled keys of T looked up in the destination, those missing, and of them those the
+    # source still has (pipeline.probe_destination); set only when some were missing
+    lost_rows: dict[str, int] | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
@@ -63,6 +66,7 @@ class Report:
             "fromSnapshotId": self.from_snapshot_id, "deltaId": self.delta_id,
             "capturedAt": self.captured_at, "bootstrap": self.bootstrap, "rows": self.rows,
             "delta": self.delta, "apply": self.apply, "phaseSeconds": self.phase_seconds,
+            **({"lostRows": self.lost_rows} if self.lost_rows else {}),
             "startedAt": self.started_at, "finishedAt": self.finished_at, "error": self.error,
         }
         return {key: value if key in _VERBATIM else redact_values(value)

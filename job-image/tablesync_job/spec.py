@@ -19,6 +19,7 @@ from .errors import InputError
 
 CompareMode = Literal["version", "content"]
 DeleteMode = Literal["apply", "soft", "ignore"]
+LostRowsMode = Literal["refill", "warn", "ignore"]
 VersionKind = Literal["auto", "timestamp", "monotonic", "counter"]
 
 _IDENT = re.compile(r"^[^\x00]{1,63}$")
@@ -61,6 +62,9 @@ class DestinationSpec:
     deletes: DeleteMode = "apply"
     # With ``deletes: soft``: the timestamptz column set to the snapshot's capturedAt.
     soft_delete_column: str = "deleted_at"
+    # Rows the destination lost outside any delta, found by a sample each run
+    # (pipeline.probe_destination): refill them, only warn, or do not look.
+    lost_rows: LostRowsMode = "refill"
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,8 @@ def parse(doc: Any, origin: str = "manifest") -> JobSpec:
                          ("apply", "soft", "ignore")),  # type: ignore[arg-type]
         soft_delete_column=r.ident(dst.get("softDeleteColumn", "deleted_at"),
                                    "spec.destination.softDeleteColumn"),
+        lost_rows=r.choice(dst.get("lostRows", "refill"), "spec.destination.lostRows",
+                           ("refill", "warn", "ignore")),  # type: ignore[arg-type]
     )
 
     grd = r.obj(spec.get("guards") or {}, "spec.guards")

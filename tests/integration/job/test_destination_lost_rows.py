@@ -2,14 +2,19 @@
 
 A delta brings across what changed between T-1 and T. Before this, a destination emptied,
 dropped and created again, or cut by a stray DELETE got the delta alone, with exit 0, and the
-other rows never came back. Now each run looks up random keys of T that T-1 had too; above a
-tenth missing, the delta takes every row of T (a refill), fewer missing are a warning.
+other rows never came back. Now each run looks up random keys of T that T-1 had too; those
+the destination lacks and the source still has are lost, and the delta then takes every row of
+T (a refill), unless ``spec.destination.lostRows`` says warn or ignore.
 """
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
+from tablesync_job import pipeline, spec
+from tablesync_job.postgres import quote_ident
 from tests.integration.job.lane import PRICES_DDL, Lane, load_prices
 
 
@@ -68,15 +73,74 @@ def test_a_refill_still_deletes_what_the_source_deleted(lane: Lane) -> None:
     assert lane.table_text("destination") == lane.table_text("source")
 
 
-def test_a_few_missing_rows_are_a_warning_not_a_refill(lane: Lane) -> None:
+def test_a_few_lost_rows_refill_too_and_warn_says_so_instead(lane: Lane) -> None:
     first_run_then_changes(lane)
-    lane.dst("DELETE FROM prices WHERE id BETWEEN 1001 AND 1020")
+    lane.dst("DELETE FROM prices WHERE id BETWEEN 1001 AND 1100")
+    lane.spec["spec"]["destination"]["lostRows"] = "warn"
+
+    warned = lane.run("run")
+
+    assert warned.code == 0 and warned.report["reason"] == "Applied", warned.stderr
+    assert "lostRows: warn" in warned.stderr
+    lost = warned.report["lostRows"]
+    assert lost["lost"] == lost["missing"] > 0 and lost["sampled"] > 900
+    assert lane.dst("SELECT count(*) FROM prices WHERE id BETWEEN 1001 AND 1100") == [(10,)]
+
+    lane.spec["spec"]["destination"]["lostRows"] = "refill"
+    refilled = lane.run("run")
+    assert refilled.code == 0 and refilled.report["reason"] == "Refilled", refilled.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_lost_rows_ignore_does_not_look(lane: Lane) -> None:
+    """For a destination that holds a subset on purpose (old partitions dropped, a trigger
+    that filters): a refill would bring the rest back on every run."""
+    first_run_then_changes(lane)
+    lane.dst("TRUNCATE prices")
+    lane.spec["spec"]["destination"]["lostRows"] = "ignore"
 
     result = lane.run("run")
 
     assert result.code == 0 and result.report["reason"] == "Applied", result.stderr
-    assert "missingSampled" in result.stderr and "deleted outside the sync" in result.stderr
-    assert "refill" not in result.report["delta"]
+    assert "lostRows" not in result.report and "missingSampled" not in result.stderr
+
+
+def test_rows_the_source_deleted_after_the_snapshot_are_not_taken_for_lost(
+        lane: Lane, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A purge at the source that the event lane delivers between the dump and the look-up:
+    those rows are missing from the destination, but the source no longer has them either.
+    Taken for lost, the refill put them back (and the next runs' delete guard kept them)."""
+    load_prices(lane, 2000)
+    assert lane.run("run").code == 0
+    for name, value in lane.env.items():
+        monkeypatch.setenv(name, value)
+    ctx = pipeline.make_context(spec.parse(lane.spec))
+    try:
+        pipeline.preflight(ctx)
+        snap, parts = pipeline.phase_dump(ctx)
+        for run_sql in (lane.src, lane.dst):  # the purge, and the event lane delivering it
+            run_sql("DELETE FROM prices WHERE id % 5 = 0")
+        delta, delta_parts = pipeline.phase_diff(ctx, snap, parts, store=False)
+        checked, _ = pipeline.probe_destination(ctx, snap, parts, delta, delta_parts)
+    finally:
+        pipeline.cleanup(ctx)
+
+    assert checked is delta and checked.refills == 0
+    assert ctx.report.lost_rows is not None
+    assert ctx.report.lost_rows["missing"] > 100 and ctx.report.lost_rows["lost"] == 0
+
+
+def test_soft_deleted_stamps_the_snapshot_contradicts_are_lost_rows(lane: Lane) -> None:
+    load_prices(lane, 500)
+    lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
+    lane.spec["spec"]["destination"]["deletes"] = "soft"
+    assert lane.run("run").code == 0
+    lane.dst("UPDATE prices SET deleted_at = now() - interval '1 minute'")
+
+    result = lane.run("run")
+
+    assert result.code == 0 and result.report["reason"] == "Refilled", result.stderr
+    assert lane.dst("SELECT count(*) FROM prices WHERE deleted_at IS NOT NULL") == [(0,)]
 
 
 def test_the_delete_guard_still_holds_in_a_refill_and_approving_applies_it(
@@ -109,3 +173,65 @@ def test_a_dry_run_says_so_and_changes_nothing(lane: Lane) -> None:
     assert {row["_tablesync_op"] for row in out["sample"]} >= {"refill", "update", "delete"}
     assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
     assert lane.state() == state
+
+
+# Key columns whose text travels from the destination to the source for the look-up there:
+# (source and destination DDL, rows, primaryKey).
+KEY_CASES = {
+    "composite, collation": (
+        'CREATE TABLE k (a text COLLATE "C", b int, v timestamptz NOT NULL, PRIMARY KEY (a, b))',
+        "INSERT INTO k SELECT chr(65 + g % 26) || g, g % 7, now() - interval '1h' "
+        "FROM generate_series(1, 300) g", ["a", "b"]),
+    "infinite timestamp and date": (
+        "CREATE TABLE k (id int, a timestamp, d date, v timestamptz NOT NULL, "
+        "PRIMARY KEY (id, a, d))",
+        "INSERT INTO k SELECT g, CASE g % 3 WHEN 0 THEN 'infinity' WHEN 1 THEN '-infinity' "
+        "ELSE '2020-01-01'::timestamp + g * interval '1.5 s' END, CASE WHEN g % 2 = 0 THEN "
+        "'infinity'::date ELSE '2020-01-01'::date + g END, now() - interval '1h' "
+        "FROM generate_series(1, 300) g", ["id", "a", "d"]),
+    "bytea": (
+        "CREATE TABLE k (a bytea PRIMARY KEY, v timestamptz NOT NULL)",
+        "INSERT INTO k SELECT decode(md5(g::text), 'hex') || '\\x00'::bytea, "
+        "now() - interval '1h' FROM generate_series(1, 300) g", ["a"]),
+    "arrays with bounds": (
+        "CREATE TABLE k (a int[] PRIMARY KEY, t text[], v timestamptz NOT NULL)",
+        "INSERT INTO k SELECT CASE WHEN g % 2 = 0 THEN array[g, g + 1] ELSE "
+        "('[0:1]={' || g || ',1}')::int[] END, array['a b', '', 'NULL'], "
+        "now() - interval '1h' FROM generate_series(1, 300) g", ["a"]),
+    "interval, domain and enum": (
+        "CREATE DOMAIN dk AS text CHECK (VALUE <> ''); "
+        "CREATE TYPE en AS ENUM ('a', 'b', 'c'); "
+        "CREATE TABLE k (a dk, e en, i interval, v timestamptz NOT NULL, PRIMARY KEY (a, e, i))",
+        "INSERT INTO k SELECT 'k' || g, (array['a', 'b', 'c'])[1 + g % 3]::en, "
+        "g * interval '1 day 3 hours 1.5 s', now() - interval '1h' "
+        "FROM generate_series(1, 300) g", ["a", "e", "i"]),
+    "quoted names": (
+        'CREATE TABLE k ("Id" int, "we""ird" text, v timestamptz NOT NULL, '
+        'PRIMARY KEY ("Id", "we""ird"))',
+        "INSERT INTO k SELECT g, 'w ' || g, now() - interval '1h' "
+        "FROM generate_series(1, 300) g", ["Id", 'we"ird']),
+}
+
+
+@pytest.mark.parametrize("case", list(KEY_CASES))
+def test_lost_rows_are_confirmed_at_the_source_whatever_the_key_type(
+        lane: Lane, case: str) -> None:
+    ddl, rows, key = KEY_CASES[case]
+    lane.both(ddl)
+    lane.src(rows)
+    lane.spec["spec"]["source"].update(table="public.k", primaryKey=key, versionColumn="v")
+    lane.spec["spec"]["destination"]["table"] = "public.k"
+    assert lane.run("run").code == 0
+    lane.src("UPDATE k SET v = now() WHERE ctid IN (SELECT ctid FROM k LIMIT 5)")
+    healthy = lane.run("run")
+    assert healthy.code == 0 and healthy.report["reason"] == "Applied", healthy.stderr
+    assert "lostRows" not in healthy.report
+    lane.dst("DELETE FROM k WHERE random() < 0.6")
+
+    result = lane.run("run")
+
+    assert result.code == 0 and result.report["reason"] == "Refilled", result.stderr
+    assert result.report["lostRows"]["lost"] == result.report["lostRows"]["missing"]
+    text = f"SELECT t::text FROM k t ORDER BY {', '.join(quote_ident(c) for c in key)}"
+    assert lane.dst(text) == lane.src(text)
+    assert "could not be looked up" not in result.stderr

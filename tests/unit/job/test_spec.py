@@ -30,7 +30,7 @@ def test_defaults_follow_the_design() -> None:
     assert str(spec.source.table) == "public.prices"
     assert str(spec.destination.table) == "public.prices"
     assert spec.source.compare == "version" and spec.source.version_kind == "auto"
-    assert spec.destination.deletes == "apply"
+    assert spec.destination.deletes == "apply" and spec.destination.lost_rows == "refill"
     assert spec.guards.max_delete_fraction == 0.05
     assert spec.guards.max_shrink_fraction == 0.5
     assert spec.storage.keep_snapshots == 3
@@ -54,6 +54,7 @@ def test_a_bare_spec_is_accepted() -> None:
     (("storage", "url"), "file:///", "spec.storage.url"),  # was the working directory
     (("storage", "keepSnapshots"), 0, "spec.storage.keepSnapshots"),
     (("destination", "deletes"), "maybe", "spec.destination.deletes"),
+    (("destination", "lostRows"), "repair", "spec.destination.lostRows"),
     (("guards",), {"maxDeleteFraction": 1.5}, "spec.guards.maxDeleteFraction"),
     (("guards",), {"maxShrinkFraction": -0.1}, "spec.guards.maxShrinkFraction"),
 ])
