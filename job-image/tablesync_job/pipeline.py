@@ -532,7 +532,15 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
                                "--approve")
         report.sample = sample(ctx, delta_parts)
         return report
-    result = phase_apply(ctx, delta, delta_parts)
+    try:
+        result = phase_apply(ctx, delta, delta_parts)
+    except InputError as err:
+        if not delta.refills:
+            raise
+        # a destination that holds a subset on purpose (old partitions dropped) refuses them
+        raise InputError(f"{err.message} (this run was a refill of rows the destination "
+                         "lacks: if it holds a subset of the source on purpose, set "
+                         "spec.destination.lostRows: ignore)") from None
     return succeeded(report, delta, result, approved=False)
 
 

@@ -105,6 +105,27 @@ def test_lost_rows_ignore_does_not_look(lane: Lane) -> None:
     assert "lostRows" not in result.report and "missingSampled" not in result.stderr
 
 
+def test_a_refill_the_destination_refuses_names_lost_rows_ignore(lane: Lane) -> None:
+    """Old partitions dropped at the destination on purpose: the refill cannot put their
+    rows back, and the error says how to keep the destination a subset."""
+    lane.src(PRICES_DDL)
+    lane.dst(PRICES_DDL.replace("updated_at timestamptz NOT NULL)",
+                                "updated_at timestamptz NOT NULL) PARTITION BY RANGE (id)"))
+    lane.dst("CREATE TABLE prices_old PARTITION OF prices FOR VALUES FROM (0) TO (500)")
+    lane.dst("CREATE TABLE prices_new PARTITION OF prices FOR VALUES FROM (500) TO (MAXVALUE)")
+    lane.src("INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 't', now() - interval '1h' "
+             "FROM generate_series(1, 1000) g")
+    assert lane.run("run").code == 0
+    lane.dst("DROP TABLE prices_old")
+
+    refused = lane.run("run")
+
+    assert refused.code == 2, refused.stderr
+    assert "spec.destination.lostRows: ignore" in refused.error_line
+    lane.spec["spec"]["destination"]["lostRows"] = "ignore"
+    assert lane.run("run").code == 0
+
+
 def test_rows_the_source_deleted_after_the_snapshot_are_not_taken_for_lost(
         lane: Lane, monkeypatch: pytest.MonkeyPatch) -> None:
     """A purge at the source that the event lane delivers between the dump and the look-up:
