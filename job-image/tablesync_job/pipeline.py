@@ -264,10 +264,10 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path], store: bool =
     pending: list[Path] = []
     if prev is not None:
         prev_parts = ctx.layout.fetch(ctx.layout.snapshot_prefix(prev.id), prev.parts,
-                                      ctx.work_dir / "previous")
+                                      ctx.work_dir / "previous" / prev.id)
         if state is not None and state.pending_deletes:
             pending = ctx.layout.fetch(ctx.layout.snapshot_prefix(prev.id), [PENDING_DELETES],
-                                       ctx.work_dir / "previous-pending")
+                                       ctx.work_dir / "previous-pending" / prev.id)
     delta, delta_parts = diff(ctx.spec, snap, parts, prev, prev_parts, ctx.work_dir,
                               ctx.memory_limit, pending, refill=refill)
     if store:

@@ -219,7 +219,9 @@ class Layout:
                        if k.endswith("/manifest.json") and k.count("/") == 2})
 
     def fetch(self, prefix: str, parts: list[str], into: Path) -> list[Path]:
-        """Local paths of ``parts``: in place for file://, else downloaded ``into``."""
+        """Local paths of ``parts``: in place for file://, else downloaded ``into``; a part
+        already there (the same run fetched it before: a refill diffs T-1 again) is reused,
+        so ``into`` must be named for what it holds."""
         local = []
         for part in parts:
             in_place = self.storage.local_path(f"{prefix}/{part}")
@@ -232,7 +234,8 @@ class Layout:
                 continue
             into.mkdir(parents=True, exist_ok=True)
             target = into / part
-            self.storage.download_file(f"{prefix}/{part}", target)
+            if not target.is_file():  # downloads land complete or not at all
+                self.storage.download_file(f"{prefix}/{part}", target)
             local.append(target)
         return local
 

@@ -269,8 +269,6 @@ def test_the_resync_serves_a_tablesync_the_watch_never_showed(
 ) -> None:
     """kopf can miss a namespace created while it starts (it ignores its second listing);
     the resync lists the TableSyncs of the watched namespaces and serves them anyway."""
-    import dataclasses
-
     from tablesync_operator.reconcile import resync_all
 
     kube.extra_namespaces = {"dev", "other"}
@@ -288,8 +286,6 @@ def test_the_resync_serves_a_tablesync_the_watch_never_showed(
 
 
 def test_the_resync_skips_namespaces_it_does_not_watch(kube: FakeKube) -> None:
-    import dataclasses
-
     from tablesync_operator.reconcile import resync_all
 
     c = Context(
