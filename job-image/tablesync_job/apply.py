@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -426,11 +426,21 @@ def _text_styles(cur: Any) -> None:
                 "set_config('IntervalStyle', 'postgres', true)")
 
 
+class Probed(NamedTuple):
+    """What :func:`missing_keys` found: keys as Postgres's own text of each key column (in
+    ``spec.source.primaryKey`` order)."""
+    missing: list[tuple[str, ...]]  # keys the destination lacks
+    behind: list[tuple[str, ...]]  # keys it holds older; each ends with T-1's version (text)
+    probed: int  # keys looked up
+
+
 def missing_keys(spec: JobSpec, uri: str, dest: TableInfo, captured_at: str,
-                 probe: Path) -> tuple[list[tuple[str, ...]], int]:
-    """(missing, probed): the keys in ``probe`` (a Parquet file in the delta's shape, from
-    ``diff.probe``) that the destination lacks, each as Postgres's own text of its key
-    columns (in ``spec.source.primaryKey`` order), and how many keys were looked up.
+                 probe: Path) -> Probed:
+    """The keys in ``probe`` (a Parquet file in the delta's shape, from ``diff.probe``) that
+    the destination lacks, or holds at a version older than T-1's (the probe's version
+    column; a NULL version counts as older, as in the upsert's guard): the last apply left
+    each at T-1's version or newer, so an older one was set back outside the sync (a
+    restore from a backup, an event replayed out of order).
 
     With ``deletes: soft`` a row stamped no later than T's ``capturedAt`` counts as missing
     too (T has it: the stamp is wrong); a later stamp is the event lane's. Reads only; the
@@ -438,6 +448,7 @@ def missing_keys(spec: JobSpec, uri: str, dest: TableInfo, captured_at: str,
     shortest-exact floats, which :func:`dump.present_at_source` casts back.
     """
     keys = list(spec.source.primary_key)
+    ver = spec.source.version_column
     conn = adbc_connect(uri, "destination", autocommit=False)
     try:
         with adbc_errors("destination", f"looking up sampled keys in {dest.table}"):
@@ -458,13 +469,20 @@ def missing_keys(spec: JobSpec, uri: str, dest: TableInfo, captured_at: str,
             cur.execute(f"SELECT {texts} FROM {STAGE} s WHERE NOT EXISTS (SELECT 1 FROM "
                         f"{qualified(dest.table)} d WHERE {join})")
             missing = [tuple(row) for row in cur.fetchall()]
+            behind: list[tuple[str, ...]] = []
+            if ver in stage_schema.names and ver not in keys:
+                d_ver, s_ver = f"d.{quote_ident(ver)}", _value(dest, staged, ver)
+                cur.execute(f"SELECT {texts}, CAST({s_ver} AS text) FROM {STAGE} s WHERE EXISTS "
+                            f"(SELECT 1 FROM {qualified(dest.table)} d WHERE {join} AND "
+                            f"({d_ver} < {s_ver} OR ({d_ver} IS NULL AND {s_ver} IS NOT NULL)))")
+                behind = [tuple(row) for row in cur.fetchall()]
             cur.execute(f"SELECT count(*) FROM {STAGE}")
             probed = int(cur.fetchone()[0])
             cur.close()
             conn.rollback()
     finally:
         conn.close()
-    return missing, probed
+    return Probed(missing, behind, probed)
 
 
 def _cast(dest: TableInfo, column: str, expr: str) -> str:

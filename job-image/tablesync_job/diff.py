@@ -300,25 +300,34 @@ def _refill(con: duckdb.DuckDBPyConnection, keys: list[str], ver: str) -> None:
 def probe(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path], work_dir: Path,
           memory_limit: str, rows: int) -> Path | None:
     """Up to ``rows`` keys of T that T-1 had too, drawn at random, as a Parquet file in the
-    delta's shape (OP 'update' and the key columns); None if there are none.
+    delta's shape (OP 'update', the key columns and, unless it is a key column, the version
+    column holding T-1's version of the row: the version the last apply left); None if
+    there are none.
 
-    After the last apply the destination held each of them (deleted since only if the event
-    lane deleted it after T), whether or not this delta changes the row: ``pipeline`` looks
-    them up there to find rows lost outside any delta.
+    After the last apply the destination held each of them at that version or a newer one
+    (deleted since only if the event lane deleted it after T), whether or not this delta
+    changes the row: ``pipeline`` looks them up there to find rows lost, or set back to an
+    older version, outside any delta.
     """
     out = work_dir / "probe" / "probe.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     keys = [quote_ident(k) for k in spec.source.primary_key]
+    ver = quote_ident(spec.source.version_column)
     on = " AND ".join(f"d.{k} = t.{k}" for k in keys)
+    on_sample = " AND ".join(f"d.{k} = s.{k}" for k in keys)
+    picked = ", ".join(keys) if ver in keys else f"{', '.join(keys)}, {ver}"
+    applied = "" if ver in keys else (
+        f", CASE WHEN d.{OP} IS NULL THEN s.{ver} ELSE d.{OLD_VERSION} END AS {ver}")
     with out_of_memory(memory_limit):
         con = open_duckdb(work_dir, memory_limit)
         try:
             con.execute(
-                f"COPY (SELECT 'update' AS {OP}, * FROM (SELECT {', '.join(keys)} FROM "
-                f"{parquet_scan(snap_parts)} t WHERE NOT EXISTS (SELECT 1 FROM "
-                f"{parquet_scan(delta_parts)} d WHERE d.{OP} = 'insert' AND {on})) "
-                f"USING SAMPLE reservoir({int(rows)} ROWS)) TO {quote_literal(str(out))} "
-                f"(FORMAT parquet)")
+                f"COPY (SELECT 'update' AS {OP}, {', '.join(f's.{k}' for k in keys)}{applied} "
+                f"FROM (SELECT * FROM (SELECT {picked} FROM {parquet_scan(snap_parts)} t "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {parquet_scan(delta_parts)} d "
+                f"WHERE d.{OP} = 'insert' AND {on})) USING SAMPLE reservoir({int(rows)} ROWS)) s "
+                f"LEFT JOIN (SELECT * FROM {parquet_scan(delta_parts)} WHERE {OP} = 'update') d "
+                f"ON {on_sample}) TO {quote_literal(str(out))} (FORMAT parquet)")
             row: Any = con.execute(f"SELECT count(*) FROM {parquet_scan([out])}").fetchone()
         finally:
             con.close()

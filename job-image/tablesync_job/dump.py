@@ -134,24 +134,32 @@ def check_source(spec: JobSpec, uri: str) -> SourceTable:
 
 
 def present_at_source(spec: JobSpec, uri: str, source: SourceTable,
-                      keys: list[tuple[str, ...]]) -> int | None:
+                      keys: list[tuple[str, ...]], versioned: bool = False) -> int | None:
     """How many of ``keys`` (Postgres's text of each key column, in ``spec.source.primaryKey``
     order, from ``apply.missing_keys``) the source table holds now; None if it cannot tell
     (a key type without ``=``, or a text the source's type does not take back).
 
+    ``versioned``: each key ends with the text of a version (T-1's), and counts only if the
+    source's row has that version or a newer one.
+
     A sampled key the destination lacks is lost only if the source still has it: one the
     source deleted after the snapshot is the event lane's delete, delivered before the
-    apply. One statement, read-only (a standby serves it), with the key texts as arrays.
+    apply. Likewise a row the destination holds older than T-1 was set back only if the
+    source has not gone back too (a row deleted and inserted again with a version counter
+    that started over). One statement, read-only (a standby serves it), with the key texts
+    as arrays.
     """
     if not keys:
         return 0
     names = list(spec.source.primary_key)
+    if versioned:
+        names.append(spec.source.version_column)
     cols = {c.name: c for c in source.info.columns}
     table = qualified(source.info.table)
     args = ", ".join("%s::text[]" for _ in names)
     aliases = ", ".join(f"k{i}" for i in range(len(names)))
-    on = " AND ".join(f"t.{quote_ident(n)} = CAST(u.k{i} AS {cols[n].pg_type})"
-                      for i, n in enumerate(names))
+    on = " AND ".join(f"t.{quote_ident(n)} {'>=' if versioned and i == len(names) - 1 else '='}"
+                      f" CAST(u.k{i} AS {cols[n].pg_type})" for i, n in enumerate(names))
     columns = [[key[i] for key in keys] for i in range(len(names))]
     with connect(uri, "source") as conn:
         try:
@@ -162,8 +170,9 @@ def present_at_source(spec: JobSpec, uri: str, source: SourceTable,
                     f"SELECT count(*) FROM unnest({args}) AS u({aliases}) WHERE EXISTS "
                     f"(SELECT 1 FROM {table} t WHERE {on})", columns).fetchone()
         except (psycopg.errors.UndefinedFunction, psycopg.errors.DataError) as err:
-            log.warning(f"the keys missing from the destination could not be looked up at the "
-                        f"source ({str(err).splitlines()[0]}); they count as lost")
+            log.warning(f"the sampled keys the destination lacks or holds older could not be "
+                        f"looked up at the source ({str(err).splitlines()[0]}); they count as "
+                        "lost")
             return None
     return int(row[0]) if row else 0
 

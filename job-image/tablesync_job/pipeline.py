@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from . import logs
-from .apply import ApplyResult, _fault, apply, check_destination, missing_keys
+from .apply import ApplyResult, Probed, _fault, apply, check_destination, missing_keys
 from .diff import OP, check_memory_limit, diff, open_duckdb, out_of_memory, probe
 from .dump import SourceTable, check_source, dump, present_at_source
 from .errors import START_OVER, GuardTripped, InputError, TableSyncError, TransientError
@@ -284,45 +284,53 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
 
     A delta brings across what changed between T-1 and T. A row the destination lost
     otherwise (the table emptied, dropped and created again, a stray DELETE, or with
-    ``deletes: soft`` a wrong stamp) is in no delta, and stayed lost for good with exit 0.
-    So each run looks up :data:`PROBE_ROWS` random keys of T that T-1 had too: the last apply
-    left each of them in the destination. One the destination lacks is lost if the source
-    still has it (else the event lane delivered its delete since T). With lost rows and
-    ``spec.destination.lostRows: refill`` the diff runs again with ``refill`` and the delta
-    takes every row of T (its deletes unchanged, guarded as always); the rows the apply
-    inserts count as drift. ``warn`` logs them; ``ignore`` does not look. The figures go
-    into the report (``lostRows``). A destination restored from an older backup still holds
-    its rows, with older versions, and is not told apart.
+    ``deletes: soft`` a wrong stamp), or set back to an older version (restored from a
+    backup, an event replayed out of order), is in no delta, and stayed so for good with
+    exit 0. So each run looks up :data:`PROBE_ROWS` random keys of T that T-1 had too: the
+    last apply left each of them in the destination at T-1's version or a newer one. One the
+    destination lacks is lost if the source still has it (else the event lane delivered its
+    delete since T); one it holds older, if the source's is not older too. With lost rows
+    and ``spec.destination.lostRows: refill`` the diff runs again with ``refill`` and the
+    delta takes every row of T (its deletes unchanged, guarded as always; the upsert's
+    version guard writes only the rows the destination holds older); the rows the apply
+    writes count as drift. ``warn`` logs them; ``ignore`` does not look. The figures go
+    into the report (``lostRows``).
     """
     mode = ctx.spec.destination.lost_rows
     if delta.bootstrap or mode == "ignore":
         return delta, delta_parts
     started = time.monotonic()
     sample = probe(ctx.spec, parts, delta_parts, ctx.work_dir, ctx.memory_limit, PROBE_ROWS)
-    missing: list[tuple[str, ...]] = []
-    probed = 0
+    found = Probed([], [], 0)
     if sample is not None:
         dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
-        missing, probed = missing_keys(ctx.spec, ctx.destination_uri, dest, snap.captured_at,
-                                       sample)
-    lost = present_at_source(ctx.spec, ctx.source_uri, ctx.source(), missing) if missing else 0
-    if lost is None:
-        lost = len(missing)
+        found = missing_keys(ctx.spec, ctx.destination_uri, dest, snap.captured_at, sample)
+    lost = 0
+    for keys, versioned in ((found.missing, False), (found.behind, True)):
+        if keys:
+            present = present_at_source(ctx.spec, ctx.source_uri, ctx.source(), keys, versioned)
+            lost += len(keys) if present is None else present
     ctx.report.phase_seconds["diff"] = round(
         ctx.report.phase_seconds.get("diff", 0.0) + time.monotonic() - started, 3)
-    if not missing:
+    if not found.missing and not found.behind:
         return delta, delta_parts
-    ctx.report.lost_rows = {"sampled": probed, "missing": len(missing), "lost": lost}
-    fields = {"sampled": probed, "missingSampled": len(missing), "lostSampled": lost}
+    missing, behind, probed = len(found.missing), len(found.behind), found.probed
+    ctx.report.lost_rows = {"sampled": probed, "missing": missing, "behind": behind,
+                            "lost": lost}
+    fields = {"sampled": probed, "missingSampled": missing, "behindSampled": behind,
+              "lostSampled": lost}
     table = ctx.spec.destination.table
+    found_text = " and ".join(text for n, text in (
+        (missing, f"{missing} are missing from {table}"),
+        (behind, f"{behind} are older there than the last apply left them")) if n)
     if not lost:
-        log.info(f"{len(missing)} of {probed} sampled rows are missing from {table}, all deleted "
-                 "at the source since the snapshot (the event lane's deletes)",
+        log.info(f"of {probed} sampled rows, {found_text}; the source deleted or set back "
+                 "each of them too since the snapshot (the event lane's changes)",
                  extra={"fields": fields})
         return delta, delta_parts
-    lost_text = (f"{lost} of {probed} sampled rows that the destination {table} held after "
-                 "the last apply are missing from it (emptied, re-created, deleted outside the "
-                 "sync?) while the source still has them")
+    lost_text = (f"of {probed} sampled rows, {found_text} (emptied, re-created, restored "
+                 f"from a backup, changed outside the sync?); {lost} of them the source still "
+                 "has as the last apply left them, or newer")
     if mode == "warn":
         log.warning(f"{lost_text}; no delta brings them back (spec.destination.lostRows: warn; "
                     "refill applies every row of the snapshot)", extra={"fields": fields})
