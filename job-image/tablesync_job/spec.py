@@ -26,6 +26,29 @@ _IDENT = re.compile(r"^[^\x00]{1,63}$")
 _STORAGE_URL = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^?#]*)?|file:///[^?#]*[^/?#][^?#]*)$")
 
 
+def s3_prefix_problem(url: str) -> str | None:
+    """What S3 (or MinIO) would refuse in the object names under an ``s3://`` URL's prefix,
+    as the rest of an error message; None when they are fine (and for ``file://``).
+
+    Object keys are at most 1024 bytes of UTF-8 (the AWS S3 user guide, "Naming objects");
+    MinIO also refuses empty, ``.`` and ``..`` path segments. The run adds up to about
+    100 bytes under the prefix (``snapshots/<id>/part-00000.parquet``), so the prefix may
+    have 900.
+    """
+    if not url.startswith("s3://"):
+        return None
+    prefix = url[len("s3://"):].partition("/")[2].rstrip("/")
+    if not prefix:
+        return None
+    if any(segment in ("", ".", "..") for segment in prefix.split("/")):
+        return "the prefix must not have empty, . or .. segments (// /./ /../)"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in prefix):
+        return "the prefix must not have control characters"
+    if len(prefix.encode()) > 900:
+        return "the prefix must be at most 900 bytes (S3 object keys are at most 1024)"
+    return None
+
+
 @dataclass(frozen=True)
 class TableName:
     """A schema-qualified table; ``public`` when the manifest gives no schema."""
@@ -62,7 +85,7 @@ class DestinationSpec:
     deletes: DeleteMode = "apply"
     # With ``deletes: soft``: the timestamptz column set to the snapshot's capturedAt.
     soft_delete_column: str = "deleted_at"
-    # Rows the destination lost outside any delta, found by a sample each run
+    # Rows the destination lost (or holds older) outside any delta, found by a sample each run
     # (pipeline.probe_destination): refill them, only warn, or do not look.
     lost_rows: LostRowsMode = "refill"
 
@@ -157,6 +180,8 @@ def parse(doc: Any, origin: str = "manifest") -> JobSpec:
     if not isinstance(url, str) or not _STORAGE_URL.match(url):
         raise r.error("spec.storage.url",
                       "must be s3://bucket/prefix or file:///absolute/path, without ? or #")
+    if (problem := s3_prefix_problem(url)) is not None:
+        raise r.error("spec.storage.url", problem)
     keep = sto.get("keepSnapshots", 3)
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise r.error("spec.storage.keepSnapshots", "must be a whole number >= 1")

@@ -109,6 +109,24 @@ def _file_write_errors(root: Path, path: Path) -> Iterator[None]:
                              "retry may help") from None
 
 
+def _durable_replace(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` over ``path`` so that a crash or power loss leaves the old file or the
+    new one, whole: the data is flushed before the rename, and the directory after it
+    (POSIX rename is atomic but not durable; ext4 and xfs may otherwise keep the rename and
+    lose the data, or the other way round)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class FileStorage:
     """A directory on local disk; writes go through a temporary file and a rename."""
 
@@ -134,8 +152,9 @@ class FileStorage:
         with self._writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            _durable_replace(tmp, path)
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
@@ -149,7 +168,7 @@ class FileStorage:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             shutil.copyfile(local, tmp)
-            os.replace(tmp, path)
+            _durable_replace(tmp, path)
 
     def download_file(self, key: str, local: Path) -> None:
         shutil.copyfile(self._path(key), local)
@@ -180,6 +199,10 @@ _INPUT_CODES = {
     "SignatureDoesNotMatch": "the secret key was refused by {endpoint}: fix AWS_SECRET_ACCESS_KEY "
                              "in the credentials Secret",
     "InvalidBucketName": "{bucket} is not a valid bucket name: fix spec.storage.url",
+    "KeyTooLongError": "an object name under spec.storage.url is too long for {endpoint}: "
+                       "shorten the prefix",
+    "XMinioInvalidObjectName": "{endpoint} refuses the object names under spec.storage.url: "
+                               "fix its prefix",
     "403": "access to bucket {bucket} denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
            "in the credentials Secret and the bucket policy",
     "404": "bucket {bucket} does not exist: create it or fix spec.storage.url",
@@ -199,6 +222,8 @@ class S3Storage:
         self.prefix = prefix
         field = "spec.storage.endpoint" if endpoint else "AWS_ENDPOINT_URL"
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
+        # what an unreachable endpoint's message names: where the endpoint came from
+        self._field = field if endpoint else "spec.storage.endpoint"
         if endpoint is not None:
             endpoint = _without_userinfo(endpoint, field)
             _check_endpoint(endpoint, field)
@@ -253,7 +278,7 @@ class S3Storage:
                     bucket=self.bucket, endpoint=self.endpoint))
             return TransientError(f"storage {self.endpoint} bucket {self.bucket}: {code or err}")
         return TransientError(f"storage {self.endpoint} unreachable: {type(err).__name__}: {err}; "
-                              "check spec.storage.endpoint; a retry may help")
+                              f"check {self._field}; a retry may help")
 
     def _call(self, fn: Any, *args: Any, key: str | None = None, **kwargs: Any) -> Any:
         from boto3.exceptions import S3UploadFailedError

@@ -33,6 +33,29 @@ _DELTA_ID = re.compile(r"^[A-Za-z0-9_.:\-]+\.\.[A-Za-z0-9_.:\-]+$")
 MAX_NAME_LENGTH = 52  # CronJob name limit; the CronJob has the TableSync's name
 
 
+def s3_prefix_problem(url: str) -> str | None:
+    """What S3 (or MinIO) would refuse in the object names under an ``s3://`` URL's prefix,
+    as the rest of an error message; None when they are fine (and for ``file://``).
+
+    Object keys are at most 1024 bytes of UTF-8 (the AWS S3 user guide, "Naming objects");
+    MinIO also refuses empty, ``.`` and ``..`` path segments. The run adds up to about
+    100 bytes under the prefix (``snapshots/<id>/part-00000.parquet``), so the prefix may
+    have 900.
+    """
+    if not url.startswith("s3://"):
+        return None
+    prefix = url[len("s3://"):].partition("/")[2].rstrip("/")
+    if not prefix:
+        return None
+    if any(segment in ("", ".", "..") for segment in prefix.split("/")):
+        return "the prefix must not have empty, . or .. segments (// /./ /../)"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in prefix):
+        return "the prefix must not have control characters"
+    if len(prefix.encode()) > 900:
+        return "the prefix must be at most 900 bytes (S3 object keys are at most 1024)"
+    return None
+
+
 @dataclass(frozen=True)
 class SpecProblem:
     """One invalid field: ``path`` as in the manifest, ``message`` says what to do."""
@@ -296,6 +319,9 @@ def _parse_spec(raw: Any, r: _Reader) -> TableSyncSpec | None:
     if not isinstance(url, str) or not _S3_OR_FILE.match(url):
         r.problem("spec.storage.url",
                   "must be s3://bucket/prefix or file:///absolute/path, without ? or #")
+        url = None
+    elif (problem := s3_prefix_problem(url)) is not None:
+        r.problem("spec.storage.url", problem)
         url = None
     endpoint = r.optional_string(sto.get("endpoint"), "spec.storage.endpoint")
     if endpoint is not None and not _HTTP.match(endpoint):

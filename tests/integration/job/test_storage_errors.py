@@ -319,3 +319,13 @@ def test_a_prefix_under_another_ones_snapshots_folder_keeps_its_deltas(lane: Lan
         assert lane.run("run").code == 0
 
     assert sorted(p.name for p in (inner / "deltas").iterdir()) == deltas
+
+
+def test_an_unreachable_endpoint_names_where_it_came_from(s3_lane: Lane) -> None:
+    load_prices(s3_lane, 10)
+
+    result = s3_lane.run("run", env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                                     "AWS_MAX_ATTEMPTS": "1"})
+
+    assert result.code == 75, result.stderr
+    assert "unreachable" in result.error_line and "check AWS_ENDPOINT_URL" in result.error_line

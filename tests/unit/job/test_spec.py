@@ -52,6 +52,11 @@ def test_a_bare_spec_is_accepted() -> None:
     (("storage", "url"), "s3://bucket/x?two", "spec.storage.url"),
     (("storage", "url"), "file:///srv/sync#orders", "spec.storage.url"),
     (("storage", "url"), "file:///", "spec.storage.url"),  # was the working directory
+    # object names S3 or MinIO refuse: the run failed with exit 75 (a retry never helps)
+    (("storage", "url"), "s3://bucket/a//b", "empty, . or .. segments"),
+    (("storage", "url"), "s3://bucket/a/../b", "empty, . or .. segments"),
+    (("storage", "url"), "s3://bucket/a\x01b", "control characters"),
+    (("storage", "url"), "s3://bucket/" + "x" * 901, "at most 900 bytes"),
     (("storage", "keepSnapshots"), 0, "spec.storage.keepSnapshots"),
     (("destination", "deletes"), "maybe", "spec.destination.deletes"),
     (("destination", "lostRows"), "repair", "spec.destination.lostRows"),

@@ -107,11 +107,22 @@ def test_fractions_must_be_within_zero_and_one(fraction: Any) -> None:
 
 
 @pytest.mark.parametrize("url", ["http://example.com/x", "s3://bucket/x#one",
-                                 "s3://bucket/x?two", "file:///"])
+                                 "s3://bucket/x?two", "file:///",
+                                 # object names S3 or MinIO refuse (the run failed with exit 75)
+                                 "s3://bucket/a//b", "s3://bucket/a/../b", "s3://bucket/./b",
+                                 "s3://bucket/a\tb", "s3://bucket/" + "x" * 901])
 def test_storage_url_must_be_s3_or_file(url: str) -> None:
     body = tablesync()
     body["spec"]["storage"]["url"] = url
     assert "spec.storage.url" in problems(body)
+
+
+@pytest.mark.parametrize("url", ["s3://bucket", "s3://bucket/", "s3://bucket/a/b/",
+                                 "s3://bucket/" + "x" * 900, "s3://bucket/a.b/..c/ü"])
+def test_storage_urls_s3_takes(url: str) -> None:
+    body = tablesync()
+    body["spec"]["storage"]["url"] = url
+    assert parse(body).spec.storage.url == url
 
 
 def test_missing_secret_key_ref_key_is_named() -> None:
