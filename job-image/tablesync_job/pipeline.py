@@ -570,6 +570,11 @@ def succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool)
         report.message = (f"applied {delta.id}{' (approved)' if approved else ''}: "
                           f"{result.drift} rows corrected (drift), {result.already_current} "
                           f"already current, {result.stale_skipped} stale skipped")
+    lost = report.lost_rows
+    if lost and lost["lost"] and not delta.refills:
+        # lostRows: warn; in the message, the status's LastRunSucceeded shows it
+        report.message += (f"; {lost['lost']} of {lost['sampled']} sampled rows were lost "
+                           "outside any delta and stay lost (spec.destination.lostRows: warn)")
     return report
 
 

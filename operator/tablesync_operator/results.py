@@ -87,6 +87,9 @@ class RunReport:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
+    lost_rows: Mapping[str, int] | None = None
+    """``sampled``, ``missing``, ``behind``, ``lost``: the job's look-up of random keys in the
+    destination, when any was missing or older (job-image/README.md, ``Refilled``)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ def parse_report(text: str) -> RunReport:
     delta_raw = doc.get("delta")
     apply_raw = doc.get("apply")
     phases_raw = doc.get("phaseSeconds") or {}
+    lost_raw = doc.get("lostRows")
     phases = (
         {
             str(k): float(v)
@@ -203,6 +207,15 @@ def parse_report(text: str) -> RunReport:
         started_at=parse_time(doc.get("startedAt")),
         finished_at=parse_time(doc.get("finishedAt")),
         error=_opt_str(doc.get("error")),
+        lost_rows=(
+            {
+                str(k): int(v)
+                for k, v in lost_raw.items()
+                if isinstance(v, int) and not isinstance(v, bool)
+            }
+            if isinstance(lost_raw, dict)
+            else None
+        ),
     )
 
 

@@ -141,6 +141,9 @@ class RunRecord:
     """``inserted``, ``updated``, ``deleted``, ``alreadyCurrent``, ``staleSkipped``."""
     drift_rows: int | None = None
     phase_seconds: Mapping[str, float] = field(default_factory=dict)
+    lost_rows: Mapping[str, int] | None = None
+    """``sampled``, ``missing``, ``behind``, ``lost``: keys the job looked up in the
+    destination, when any was missing or older there."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -164,6 +167,7 @@ class RunRecord:
             "apply": dict(self.apply) if self.apply is not None else None,
             "driftRows": self.drift_rows,
             "phaseSeconds": dict(self.phase_seconds) if self.phase_seconds else None,
+            "lostRows": dict(self.lost_rows) if self.lost_rows else None,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -201,6 +205,7 @@ class RunRecord:
             delta=counts(d.get("delta")),
             apply=counts(d.get("apply")),
             drift_rows=opt_int(d.get("driftRows")),
+            lost_rows=counts(d.get("lostRows")),
             phase_seconds=(
                 {str(k): float(v) for k, v in phases.items() if isinstance(v, int | float)}
                 if isinstance(phases, Mapping)
@@ -750,6 +755,7 @@ def _run_record(outcome: RunOutcome) -> RunRecord:
         apply=apply,
         drift_rows=drift,
         phase_seconds={k: round(v, 3) for k, v in (rep.phase_seconds if rep else {}).items()},
+        lost_rows=dict(rep.lost_rows) if rep and rep.lost_rows else None,
     )
 
 

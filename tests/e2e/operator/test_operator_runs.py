@@ -178,3 +178,33 @@ def test_a_schedule_skipped_under_forbid_is_an_overrun(make_lane: Callable[[str]
     assert overrun["lastMissedScheduleTime"] in cond["message"]
     assert "concurrencyPolicy Forbid" in cond["message"]
     assert "ScheduleMissed" in [e["reason"] for e in lane.events()]
+
+
+def test_rows_the_destination_lost_show_in_the_status(make_lane: Callable[[str], Lane]) -> None:
+    """``lostRows: warn`` only reports them: the figures and the message reach the status
+    (the pod's log goes with the Job); with ``refill`` the run brings them back as drift."""
+    lane = make_lane("prices")
+    lane.load(2000)
+    lane.secrets()
+    destination = lane.manifest()["spec"]["destination"]
+    lane.create(destination={**destination, "lostRows": "warn"})
+    assert lane.run()["result"] == "Succeeded"
+    lane.dst("DELETE FROM public.prices WHERE product_id <= 500")
+
+    warned = lane.run()
+    assert (warned["result"], warned["reason"]) == ("Succeeded", "NoChanges"), warned
+    lost = warned["lostRows"]
+    assert lost["sampled"] == 1000 and lost["missing"] == lost["lost"] > 100, lost
+    assert "stay lost (spec.destination.lostRows: warn)" in warned["message"]
+    cond = lane.wait_condition("LastRunSucceeded", "True", "NoChanges")
+    assert "stay lost" in cond["message"]
+
+    generation = lane.create(destination=destination)["metadata"]["generation"]
+    wait_for(lambda: lane.status().get("observedGeneration") == generation, 30,
+             "the CronJob to take lostRows: refill")
+    refilled = lane.run()
+    assert (refilled["result"], refilled["reason"]) == ("Succeeded", "Refilled"), refilled
+    assert refilled["apply"]["inserted"] == 500 and refilled["driftRows"] == 500
+    assert refilled["delta"]["refill"] > 0 and refilled["lostRows"]["lost"] > 100
+    lane.wait_condition("Drifted", "True", "DriftCorrected")
+    assert lane.table(lane.destination_db) == lane.table(lane.source_db)

@@ -83,6 +83,7 @@ def test_a_few_lost_rows_refill_too_and_warn_says_so_instead(lane: Lane) -> None
 
     assert warned.code == 0 and warned.report["reason"] == "Applied", warned.stderr
     assert "lostRows: warn" in warned.stderr
+    assert "sampled rows were lost outside any delta and stay lost" in warned.report["message"]
     lost = warned.report["lostRows"]
     assert lost["lost"] == lost["missing"] > 0 and lost["sampled"] > 900
     assert lane.dst("SELECT count(*) FROM prices WHERE id BETWEEN 1001 AND 1100") == [(10,)]

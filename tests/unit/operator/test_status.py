@@ -191,6 +191,21 @@ def test_a_refill_is_drift_and_its_refill_rows_count_in_the_delta() -> None:
     assert (cond(s, "Drifted").status, cond(s, "LastRunSucceeded").reason) == ("True", "Refilled")
 
 
+def test_the_runs_look_up_of_lost_rows_is_in_the_status_and_survives_a_round_trip() -> None:
+    warned = report(lostRows={"sampled": 1000, "missing": 120, "behind": 30, "lost": 150},
+                    message="applied a..b: 0 rows corrected (drift); 150 of 1000 sampled rows "
+                            "were lost outside any delta and stay lost")
+    s, _ = st.record_run(ready(), ts(), run(rep=warned), NOW)
+    assert s.last_run is not None
+    lost = {"sampled": 1000, "missing": 120, "behind": 30, "lost": 150}
+    assert s.last_run.lost_rows == lost
+    assert s.to_dict()["lastRun"]["lostRows"] == lost
+    assert st.TableSyncStatus.from_dict(s.to_dict()) == s
+    assert "stay lost" in cond(s, "LastRunSucceeded").message
+    quiet, _ = st.record_run(ready(), ts(), run(rep=report()), NOW)
+    assert quiet.last_run is not None and "lostRows" not in quiet.to_dict()["lastRun"]
+
+
 def test_no_drift_run() -> None:
     quiet = report(
         apply={"inserted": 0, "updated": 0, "deleted": 0, "alreadyCurrent": 1000, "staleSkipped": 0}
