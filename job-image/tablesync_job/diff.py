@@ -326,7 +326,8 @@ def probe(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path], work_d
                 f"FROM (SELECT * FROM (SELECT {picked} FROM {parquet_scan(snap_parts)} t "
                 f"WHERE NOT EXISTS (SELECT 1 FROM {parquet_scan(delta_parts)} d "
                 f"WHERE d.{OP} = 'insert' AND {on})) USING SAMPLE reservoir({int(rows)} ROWS)) s "
-                f"LEFT JOIN (SELECT * FROM {parquet_scan(delta_parts)} WHERE {OP} = 'update') d "
+                f"LEFT JOIN (SELECT {', '.join(keys)}, {OP}, {OLD_VERSION} FROM "
+                f"{parquet_scan(delta_parts)} WHERE {OP} = 'update') d "
                 f"ON {on_sample}) TO {quote_literal(str(out))} (FORMAT parquet)")
             row: Any = con.execute(f"SELECT count(*) FROM {parquet_scan([out])}").fetchone()
         finally:
