@@ -438,9 +438,9 @@ def missing_keys(spec: JobSpec, uri: str, dest: TableInfo, captured_at: str,
                  probe: Path) -> Probed:
     """The keys in ``probe`` (a Parquet file in the delta's shape, from ``diff.probe``) that
     the destination lacks, or holds at a version older than T-1's (the probe's version
-    column; a NULL version counts as older, as in the upsert's guard): the last apply left
-    each at T-1's version or newer, so an older one was set back outside the sync (a
-    restore from a backup, an event replayed out of order).
+    column, unless NULL there; a NULL version here counts as older, as in the upsert's
+    guard): the last apply left each at T-1's version or newer, so an older one was set back
+    outside the sync (a restore from a backup, an event replayed out of order).
 
     With ``deletes: soft`` a row stamped no later than T's ``capturedAt`` counts as missing
     too (T has it: the stamp is wrong); a later stamp is the event lane's. Reads only; the
@@ -474,7 +474,7 @@ def missing_keys(spec: JobSpec, uri: str, dest: TableInfo, captured_at: str,
                 d_ver, s_ver = f"d.{quote_ident(ver)}", _value(dest, staged, ver)
                 cur.execute(f"SELECT {texts}, CAST({s_ver} AS text) FROM {STAGE} s WHERE EXISTS "
                             f"(SELECT 1 FROM {qualified(dest.table)} d WHERE {join} AND "
-                            f"({d_ver} < {s_ver} OR ({d_ver} IS NULL AND {s_ver} IS NOT NULL)))")
+                            f"{s_ver} IS NOT NULL AND ({d_ver} < {s_ver} OR {d_ver} IS NULL))")
                 behind = [tuple(row) for row in cur.fetchall()]
             cur.execute(f"SELECT count(*) FROM {STAGE}")
             probed = int(cur.fetchone()[0])

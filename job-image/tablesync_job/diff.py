@@ -297,12 +297,14 @@ def _refill(con: duckdb.DuckDBPyConnection, keys: list[str], ver: str) -> None:
                 f"t.{ver}, false FROM t WHERE NOT EXISTS (SELECT 1 FROM changes c WHERE {on})")
 
 
-def probe(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path], work_dir: Path,
-          memory_limit: str, rows: int) -> Path | None:
+def probe(spec: JobSpec, snap: Snapshot, prev: Snapshot, snap_parts: list[Path],
+          delta_parts: list[Path], work_dir: Path, memory_limit: str, rows: int) -> Path | None:
     """Up to ``rows`` keys of T that T-1 had too, drawn at random, as a Parquet file in the
     delta's shape (OP 'update', the key columns and, unless it is a key column, the version
     column holding T-1's version of the row: the version the last apply left); None if
-    there are none.
+    there are none. The version is NULL (not looked at) for a row the delta updates when
+    the version column's type changed since T-1: its old version is of the old type (a
+    naive timestamp, or a numeric stored as text), not comparable with T's.
 
     After the last apply the destination held each of them at that version or a newer one
     (deleted since only if the event lane deleted it after T), whether or not this delta
@@ -316,8 +318,11 @@ def probe(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path], work_d
     on = " AND ".join(f"d.{k} = t.{k}" for k in keys)
     on_sample = " AND ".join(f"d.{k} = s.{k}" for k in keys)
     picked = ", ".join(keys) if ver in keys else f"{', '.join(keys)}, {ver}"
+    retyped = _arrow_type(snap, spec.source.version_column) != _arrow_type(
+        prev, spec.source.version_column)
+    old_version = "NULL" if retyped else f"d.{OLD_VERSION}"
     applied = "" if ver in keys else (
-        f", CASE WHEN d.{OP} IS NULL THEN s.{ver} ELSE d.{OLD_VERSION} END AS {ver}")
+        f", CASE WHEN d.{OP} IS NULL THEN s.{ver} ELSE {old_version} END AS {ver}")
     with out_of_memory(memory_limit):
         con = open_duckdb(work_dir, memory_limit)
         try:
@@ -333,6 +338,10 @@ def probe(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path], work_d
         finally:
             con.close()
     return out if row[0] else None
+
+
+def _arrow_type(snap: Snapshot, column: str) -> str | None:
+    return next((c.arrow_type for c in snap.columns if c.name == column), None)
 
 
 def _content_sides(snap: Snapshot, prev: Snapshot) -> tuple[str, str, str, int]:

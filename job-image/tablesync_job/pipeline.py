@@ -300,7 +300,11 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
     if delta.bootstrap or mode == "ignore":
         return delta, delta_parts
     started = time.monotonic()
-    sample = probe(ctx.spec, parts, delta_parts, ctx.work_dir, ctx.memory_limit, PROBE_ROWS)
+    prev = ctx.layout.get_snapshot(delta.from_id) if delta.from_id else None
+    if prev is None:
+        return delta, delta_parts
+    sample = probe(ctx.spec, snap, prev, parts, delta_parts, ctx.work_dir, ctx.memory_limit,
+                   PROBE_ROWS)
     found = Probed([], [], 0)
     if sample is not None:
         dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
