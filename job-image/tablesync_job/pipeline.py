@@ -336,6 +336,7 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
                  f"from a backup, changed outside the sync?); {lost} of them the source still "
                  "has as the last apply left them, or newer")
     if mode == "warn":
+        ctx.report.lost_rows_kept = True
         log.warning(f"{lost_text}; no delta brings them back (spec.destination.lostRows: warn; "
                     "refill applies every row of the snapshot)", extra={"fields": fields})
         return delta, delta_parts
@@ -575,8 +576,8 @@ def succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool)
                           f"{result.drift} rows corrected (drift), {result.already_current} "
                           f"already current, {result.stale_skipped} stale skipped")
     lost = report.lost_rows
-    if lost and lost["lost"] and not delta.refills:
-        # lostRows: warn; in the message, the status's LastRunSucceeded shows it
+    if lost and report.lost_rows_kept:
+        # in the message, the status's LastRunSucceeded shows it (the pod's log goes)
         report.message += (f"; {lost['lost']} of {lost['sampled']} sampled rows were lost "
                            "outside any delta and stay lost (spec.destination.lostRows: warn)")
     return report

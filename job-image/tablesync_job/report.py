@@ -43,9 +43,11 @@ class Report:
     rows: int | None = None
     delta: dict[str, int] | None = None
     apply: dict[str, int] | None = None
-    # sampled keys of T looked up in the destination, those missing, and of them those the
-    # source still has (pipeline.probe_destination); set only when some were missing
+    # sampled keys of T looked up in the destination, those missing, those held older, and
+    # of them those the source confirms (pipeline.probe_destination); set only when any were
     lost_rows: dict[str, int] | None = None
+    # lost rows found and left so (spec.destination.lostRows: warn); said in the message
+    lost_rows_kept: bool = False
     phase_seconds: dict[str, float] = field(default_factory=dict)
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
