@@ -81,6 +81,7 @@ class RunContext:
     _dest: TableInfo | None = None
     _lock: RunLock | None = None
     resumed: ApplyResult | None = None  # the interrupted apply this run finished first
+    resumed_delta: Delta | None = None  # and its delta
 
     def __post_init__(self) -> None:
         logs.register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"))
@@ -457,7 +458,11 @@ def resume_interrupted(ctx: RunContext) -> None:
     parts = ctx.layout.fetch(ctx.layout.delta_prefix(delta.id), delta.parts,
                              ctx.work_dir / "interrupted")
     log.info("resuming an interrupted apply", extra={"fields": {"delta": delta.id}})
+    # checked against the delta's columns, not those of the source now (a column dropped
+    # since is an InputError naming it, not an internal error on every run)
+    checked, ctx._dest = ctx._dest, None
     ctx.resumed = phase_apply(ctx, delta, parts)
+    ctx.resumed_delta, ctx._dest = delta, checked
     log.info("resumed", extra={"fields": {"delta": delta.id, **ctx.resumed.as_report()}})
 
 
@@ -495,6 +500,11 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
     preflight(ctx)
     if not dry_run:
         resume_interrupted(ctx)
+        done = ctx.resumed_delta
+        if done is not None and done.id in (approve, standing):
+            # the approved delta's own run was killed after it began to apply (a retried pod)
+            describe_delta(ctx, done)
+            return succeeded(report, done, ctx.resumed or ApplyResult(), approved=True)
     if standing and not approve:
         state = ctx.layout.get_state()
         current = state.last_applied_snapshot_id if state else None

@@ -7,7 +7,7 @@ import shutil
 import psycopg
 import pytest
 
-from tests.integration.job.lane import Lane, load_prices
+from tests.integration.job.lane import JobResult, Lane, load_prices
 
 
 def change_source(lane: Lane) -> None:
@@ -158,3 +158,48 @@ def test_an_apply_the_destination_refused_is_not_resumed(lane: Lane, bootstrap: 
     fixed = lane.run("run")
     assert fixed.code == 0, fixed.stderr
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+@pytest.mark.parametrize("how", ["--approve", "TABLESYNC_APPROVE_DELTA"])
+def test_an_approved_run_killed_mid_apply_and_retried_reports_the_approved_delta(
+        lane: Lane, how: str) -> None:
+    """A retried pod of the approved run finishes the interrupted apply first. Before, the
+    retry then failed with --approve (exit 2, "stale"), or reported NoChanges with the next
+    delta's id under the variable, so the operator never saw the approval applied."""
+    load_prices(lane, 300)
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id % 2 = 0")
+    delta = lane.run("run").report["deltaId"]
+
+    def approved_run(env: dict[str, str]) -> JobResult:
+        if how == "--approve":
+            return lane.run("run", "--approve", delta, env=env)
+        return lane.run("run", env={**env, "TABLESYNC_APPROVE_DELTA": delta})
+
+    crashed = approved_run({"TABLESYNC_FAULT_INJECT": "mid-apply"})
+    assert crashed.code == -9
+
+    retried = approved_run({})
+
+    report = retried.report
+    assert retried.code == 0, retried.stderr
+    assert (report["reason"], report["deltaId"]) == ("Applied", delta)
+    assert report["apply"]["deleted"] == 150 and "(approved)" in report["message"]
+    assert lane.table_text("destination") == lane.table_text("source")
+    assert lane.run("run").report["reason"] == "NoChanges"
+
+
+def test_a_column_dropped_while_an_apply_was_interrupted_is_an_input_error(
+        lane: Lane) -> None:
+    """The resumed delta has the dropped column; the destination no longer does. Before, every
+    run failed with an internal error (exit 75, 'a retry may help')."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET price = price + 1 WHERE id <= 10")
+    assert lane.run("run", env={"TABLESYNC_FAULT_INJECT": "mid-apply"}).code == -9
+    lane.both("ALTER TABLE prices DROP COLUMN title")
+
+    rerun = lane.run("run")
+
+    assert rerun.code == 2, rerun.stderr
+    assert "title" in rerun.error_line and "Traceback" not in rerun.stderr
