@@ -28,6 +28,30 @@ def first_run_then_changes(lane: Lane) -> None:
              "FROM generate_series(3001, 3010) g")
 
 
+def probe_after_a_change_at_both(lane: Lane, monkeypatch: pytest.MonkeyPatch,
+                                 change: str) -> dict[str, int]:
+    """After a first run, one in-process run up to the look-up, with ``change`` made at the
+    source and delivered by the event lane between the dump and the look-up; asserts that
+    no refill follows and returns the report's lostRows."""
+    load_prices(lane, 2000)
+    assert lane.run("run").code == 0
+    for name, value in lane.env.items():
+        monkeypatch.setenv(name, value)
+    ctx = pipeline.make_context(spec.parse(lane.spec))
+    try:
+        pipeline.preflight(ctx)
+        snap, parts = pipeline.phase_dump(ctx)
+        for run_sql in (lane.src, lane.dst):
+            run_sql(change)
+        delta, delta_parts = pipeline.phase_diff(ctx, snap, parts, store=False)
+        checked, _ = pipeline.probe_destination(ctx, snap, parts, delta, delta_parts)
+    finally:
+        pipeline.cleanup(ctx)
+    assert checked is delta and checked.refills == 0
+    assert ctx.report.lost_rows is not None
+    return ctx.report.lost_rows
+
+
 def test_an_emptied_destination_gets_every_row_back_as_drift(lane: Lane) -> None:
     first_run_then_changes(lane)
     lane.dst("TRUNCATE prices")
@@ -133,24 +157,10 @@ def test_rows_the_source_deleted_after_the_snapshot_are_not_taken_for_lost(
     """A purge at the source that the event lane delivers between the dump and the look-up:
     those rows are missing from the destination, but the source no longer has them either.
     Taken for lost, the refill put them back (and the next runs' delete guard kept them)."""
-    load_prices(lane, 2000)
-    assert lane.run("run").code == 0
-    for name, value in lane.env.items():
-        monkeypatch.setenv(name, value)
-    ctx = pipeline.make_context(spec.parse(lane.spec))
-    try:
-        pipeline.preflight(ctx)
-        snap, parts = pipeline.phase_dump(ctx)
-        for run_sql in (lane.src, lane.dst):  # the purge, and the event lane delivering it
-            run_sql("DELETE FROM prices WHERE id % 5 = 0")
-        delta, delta_parts = pipeline.phase_diff(ctx, snap, parts, store=False)
-        checked, _ = pipeline.probe_destination(ctx, snap, parts, delta, delta_parts)
-    finally:
-        pipeline.cleanup(ctx)
+    # the purge, and the event lane delivering it
+    lost = probe_after_a_change_at_both(lane, monkeypatch, "DELETE FROM prices WHERE id % 5 = 0")
 
-    assert checked is delta and checked.refills == 0
-    assert ctx.report.lost_rows is not None
-    assert ctx.report.lost_rows["missing"] > 100 and ctx.report.lost_rows["lost"] == 0
+    assert lost["missing"] > 100 and lost["lost"] == 0
 
 
 def test_a_destination_restored_from_an_older_backup_is_refilled(lane: Lane) -> None:
@@ -180,25 +190,11 @@ def test_a_version_the_source_set_back_too_is_not_taken_for_a_restore(
     that started over, and the event lane delivering them: the destination holds them older
     than the last apply left them, and so does the source. A refill would put T's older
     rows back over them."""
-    load_prices(lane, 2000)
-    assert lane.run("run").code == 0
-    for name, value in lane.env.items():
-        monkeypatch.setenv(name, value)
-    ctx = pipeline.make_context(spec.parse(lane.spec))
-    try:
-        pipeline.preflight(ctx)
-        snap, parts = pipeline.phase_dump(ctx)
-        for run_sql in (lane.src, lane.dst):  # the source's change, and the event lane's
-            run_sql("UPDATE prices SET price = 7, updated_at = updated_at - interval '2 days' "
-                    "WHERE id % 5 = 0")
-        delta, delta_parts = pipeline.phase_diff(ctx, snap, parts, store=False)
-        checked, _ = pipeline.probe_destination(ctx, snap, parts, delta, delta_parts)
-    finally:
-        pipeline.cleanup(ctx)
+    lost = probe_after_a_change_at_both(
+        lane, monkeypatch, "UPDATE prices SET price = 7, updated_at = updated_at - "
+        "interval '2 days' WHERE id % 5 = 0")
 
-    assert checked is delta and checked.refills == 0
-    assert ctx.report.lost_rows is not None
-    assert ctx.report.lost_rows["behind"] > 100 and ctx.report.lost_rows["lost"] == 0
+    assert lost["behind"] > 100 and lost["lost"] == 0
 
 
 def test_soft_deleted_stamps_the_snapshot_contradicts_are_lost_rows(lane: Lane) -> None:
