@@ -174,11 +174,12 @@ class FileStorage:
         shutil.copyfile(self._path(key), local)
 
     def list(self, prefix: str) -> list[str]:
+        """Every file under ``prefix``, ``.tmp`` ones too: a run killed while writing leaves
+        one behind, and retention removes folders by what they hold."""
         base = self._path(prefix)
         if not base.exists():
             return []
-        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
-                      if p.is_file() and not p.name.endswith(".tmp"))
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)
