@@ -35,11 +35,12 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -192,6 +193,10 @@ def check_destination(spec: JobSpec, uri: str,
     must exist for ``deletes: soft``, in the destination only.
     """
     with connect(uri, "destination") as conn:
+        if conn.info.server_version < 130000:  # pg_current_xact_id(), see Transaction
+            raise InputError(f"TABLESYNC_DESTINATION_URI: the destination runs Postgres "
+                             f"{conn.info.server_version // 10000}; tablesync applies to "
+                             "Postgres 13 or later")
         info = describe_table(conn, spec.destination.table, "destination",
                               "spec.destination.table")
         if info.kind not in ("r", "p"):
@@ -358,10 +363,12 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta,
-          parts: list[Path]) -> ApplyResult:
+def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Path],
+          began: Callable[[Transaction], None] | None = None) -> ApplyResult:
     """Apply ``delta`` (local Parquet ``parts``) to the destination; commit; return counts.
 
+    ``began`` is called with the apply's :class:`Transaction` once it has begun, before it
+    writes anything and so before it can commit (``pipeline`` records it in ``state.json``).
     Raises InputError when a value does not fit the destination's column type, and
     TransientError on connection loss, deadlock or serialization failure (nothing committed).
     """
@@ -372,6 +379,10 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta,
     try:
         with adbc_errors("destination", f"applying {delta.id} to {dest.table}"):
             cur = conn.cursor()
+            if began is not None:
+                cur.execute(f"SELECT pg_current_xact_id()::text, {_SYSTEM}")
+                xid, system = cur.fetchone()
+                began(Transaction(xid, system))
             staged = _Staged()
             schema = pq.read_schema(parts[0])
             stage_schema, batches = _batches(parts, progress, staged)
@@ -396,6 +407,44 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta,
     log.info("applied", extra={"fields": {"phase": "apply", **result.as_report(),
                                           "seconds": result.seconds}})
     return result
+
+
+# The cluster's identity (``pg_control_system()``), NULL where the function is not granted.
+_SYSTEM = ("CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE') THEN "
+           "(SELECT system_identifier::text FROM pg_control_system()) END")
+
+
+class Transaction(NamedTuple):
+    """An apply's destination transaction: ``xid`` is ``pg_current_xact_id()`` (the 64-bit
+    id, as text), ``system`` the cluster's ``system_identifier`` (None where not readable)."""
+
+    xid: str
+    system: str | None
+
+
+TransactionStatus = Literal["committed", "aborted", "in progress"]
+
+
+def transaction_status(uri: str, transaction: Transaction) -> TransactionStatus | None:
+    """What became of an apply's transaction, from the destination's commit log
+    (``pg_xact_status``, the function Postgres documents for finding out whether a
+    transaction committed after the connection was lost).
+
+    None when the destination cannot tell: the id is older than the commit log it keeps, or
+    the destination is not the cluster the transaction ran on (another ``system_identifier``,
+    or an id still in its future). TransientError when the destination is unreachable.
+    """
+    with connect(uri, "destination") as conn:
+        row = conn.execute(f"SELECT {_SYSTEM}").fetchone()
+        here = row[0] if row else None
+        if transaction.system is not None and here is not None and here != transaction.system:
+            return None
+        try:
+            row = conn.execute("SELECT pg_xact_status(%s::xid8)", (transaction.xid,)).fetchone()
+        except psycopg.errors.DataError:  # "transaction ID ... is in the future", not an id
+            return None
+    status = row[0] if row else None
+    return status if status in ("committed", "aborted", "in progress") else None
 
 
 def _plan_settings(cur: Any, spec: JobSpec) -> None:

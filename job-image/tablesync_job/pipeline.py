@@ -7,8 +7,8 @@ the destination committed; a crash at any point leaves a state from which the ne
 recomputes the delta against the last *applied* snapshot and re-applies idempotently. A
 crash between the commit and the advance would leave T-1 behind the destination (a row T
 inserted and T' deleted would be in neither, and never deleted), so ``state.json`` names the
-delta being applied (``applying``) before the transaction starts, and the next run applies
-that delta again first (:func:`resume_interrupted`).
+delta being applied (``applying``) and its destination transaction before the transaction can
+commit, and the next run asks the destination whether it did (:func:`resume_interrupted`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import logs
-from .apply import ApplyResult, Probed, _fault, apply, check_destination, missing_keys
+from .apply import (
+    ApplyResult,
+    Probed,
+    Transaction,
+    TransactionStatus,
+    _fault,
+    apply,
+    check_destination,
+    missing_keys,
+    transaction_status,
+)
 from .diff import OP, check_memory_limit, diff, open_duckdb, out_of_memory, probe
 from .dump import SourceTable, check_source, dump, present_at_source
 from .errors import START_OVER, GuardTripped, InputError, TableSyncError, TransientError
@@ -391,9 +402,17 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
         raise InputError(f"delta {delta.id}: snapshot {delta.to_id} is missing from storage")
     dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
     state = ctx.layout.get_state()
-    ctx.layout.put_state(replace(state or State(None, None, None, None), applying=delta.id))
+
+    def began(transaction: Transaction) -> None:
+        # before the transaction writes, so before it can commit. A resumed delta keeps the
+        # marker of the transaction it was first applied in: that one may have committed.
+        if state is None or state.applying != delta.id:
+            ctx.layout.put_state(replace(state or State(None, None, None, None),
+                                         applying=delta.id, applying_xid=transaction.xid,
+                                         applying_system=transaction.system))
+
     try:
-        result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts)
+        result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts, began=began)
     except InputError:
         # a statement or the commit failed: rolled back, nothing to resume (the next run
         # diffs afresh, and sees a fixed source); after a TransientError (the connection may
@@ -440,30 +459,104 @@ def retention(ctx: RunContext, last_applied: str | None) -> None:
 
 
 def resume_interrupted(ctx: RunContext) -> None:
-    """Apply again the delta a dead run was applying (``state.json`` ``applying``), if any.
+    """Settle the apply a dead run left in ``state.json`` (``applying``), if any.
 
-    That run may or may not have committed; applying the delta again is idempotent either
-    way, and afterwards the state names the snapshot the destination holds. Its guards were
-    passed (or the delta approved) before it was first applied. Call after ``preflight``,
-    which takes the run lock: no live run can be applying. InputError if the delta is gone.
+    The destination says what became of that run's transaction (``pg_xact_status``, see
+    :func:`apply.transaction_status`), so T-1 ends up the snapshot the destination holds:
+
+    * aborted: nothing was applied; the marker goes and the run goes on from T-1, so a delta
+      the destination refuses is not applied again run after run;
+    * in progress: the dead run's session has not ended yet; TransientError;
+    * committed, or unknown (a marker without its transaction id, an id older than the
+      commit log keeps, another cluster): the delta is applied again, idempotent either way,
+      before anything else. Its guards were passed (or it was approved) before it was first
+      applied. Committed and now refused (a column dropped since) or gone from storage, the
+      state advances as that commit would have.
+
+    Call after ``preflight``, which takes the run lock: no live run can be applying.
+    InputError when the outcome is unknown and the delta is gone or refused.
     """
     state = ctx.layout.get_state()
     if state is None or state.applying is None:
         return
+    status, unknown = interrupted_status(ctx, state)
+    if status == "aborted":
+        log.info("an interrupted apply did not commit; the run goes on from the last applied "
+                 "snapshot", extra={"fields": {"delta": state.applying,
+                                               "transaction": state.applying_xid}})
+        cleared = replace(state, applying=None, applying_xid=None, applying_system=None)
+        ctx.layout.put_state(cleared if state.last_applied_snapshot_id is not None else None)
+        return
+    if status == "in progress":
+        raise TransientError(f"the apply of delta {state.applying} that a run was killed in is "
+                             f"still running in the destination (transaction "
+                             f"{state.applying_xid}); this run will be retried once it ends")
     delta = ctx.layout.get_delta(state.applying)
     if delta is None:
+        if status == "committed":
+            advance_committed(ctx, state, "its delta is missing from storage")
+            return
         raise InputError(f"state.json: an apply of delta {state.applying} was interrupted and "
                          f"the delta is missing from {ctx.spec.storage.url}; whether it "
-                         f"committed is unknown; {START_OVER}")
+                         f"committed is unknown ({unknown}); {START_OVER}")
     parts = ctx.layout.fetch(ctx.layout.delta_prefix(delta.id), delta.parts,
                              ctx.work_dir / "interrupted")
-    log.info("resuming an interrupted apply", extra={"fields": {"delta": delta.id}})
+    log.info("resuming an interrupted apply", extra={"fields": {
+        "delta": delta.id, "committed": "yes" if status == "committed" else "unknown"}})
     # checked against the delta's columns, not those of the source now (a column dropped
     # since is an InputError naming it, not an internal error on every run)
     checked, ctx._dest = ctx._dest, None
-    ctx.resumed = phase_apply(ctx, delta, parts)
-    ctx.resumed_delta, ctx._dest = delta, checked
+    try:
+        ctx.resumed = phase_apply(ctx, delta, parts)
+    except InputError as err:
+        if status != "committed":
+            raise InputError(f"{err.message}. This is the apply of delta {delta.id} a run was "
+                             f"killed in, and whether it committed is unknown ({unknown}), so "
+                             f"every run applies it again first: make the destination accept "
+                             f"it, or {START_OVER}") from None
+        advance_committed(ctx, state, f"applying it again was refused: {err.message}")
+        ctx.resumed = ApplyResult()
+    finally:
+        ctx._dest = checked
+    ctx.resumed_delta = delta
     log.info("resumed", extra={"fields": {"delta": delta.id, **ctx.resumed.as_report()}})
+
+
+def interrupted_status(ctx: RunContext, state: State) -> tuple[TransactionStatus | None, str]:
+    """What the destination says of the marked apply's transaction, and, when it cannot
+    tell, why. Waits up to 5 s for one still in progress: a killed run's session ends as
+    soon as Postgres notices the closed connection, at the latest after its statement."""
+    if state.applying_xid is None:
+        return None, "the marker in state.json names no transaction"
+    transaction = Transaction(state.applying_xid, state.applying_system)
+    deadline = time.monotonic() + 5
+    while True:
+        status = transaction_status(ctx.destination_uri, transaction)
+        if status != "in progress" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return status, (f"the destination no longer knows transaction {transaction.xid}: older "
+                    "than its commit log keeps, or another cluster")
+
+
+def advance_committed(ctx: RunContext, state: State, why: str) -> None:
+    """Advance ``state.json`` past the marked delta, whose transaction committed, without
+    applying it again. Deletes its apply kept for the next run count if their file was
+    stored before the run died. InputError if the delta's snapshot is gone."""
+    delta_id = str(state.applying)
+    _, to_id = parse_delta_id(delta_id, "state.json applying")
+    snap = ctx.layout.get_snapshot(to_id)
+    if snap is None:
+        raise InputError(f"state.json: the apply of delta {delta_id} committed, but snapshot "
+                         f"{to_id} is missing from {ctx.spec.storage.url}; {START_OVER}")
+    raw = ctx.layout.storage.get_bytes(ctx.layout.pending_deletes_key(to_id))
+    pending = 0 if raw is None else pq.read_metadata(pa.BufferReader(raw)).num_rows
+    ctx.layout.put_state(State(last_applied_snapshot_id=to_id, captured_at=snap.captured_at,
+                               applied_at=now_iso(), delta_id=delta_id,
+                               pending_deletes=pending))
+    log.warning(f"the apply of delta {delta_id} a run was killed in had committed (transaction "
+                f"{state.applying_xid}); {why}; the state advances to {to_id} as that commit "
+                "would have", extra={"fields": {"delta": delta_id, "pendingDeletes": pending}})
 
 
 def stored_delta(ctx: RunContext, delta_ref: str, field_name: str) -> tuple[Delta, list[Path]]:

@@ -140,11 +140,14 @@ class Delta:
 class State:
     """``state.json``: the last snapshot whose delta the destination committed.
 
-    ``applying`` names the delta an apply is under way for: written before the destination
-    transaction starts, cleared together with the advance after its commit. Found set by the
-    next run, it means a run died in between, committed or not; that run applies the same
-    delta again (idempotent) before anything else, so T-1 is the snapshot the destination
-    really holds. All fields but ``applying`` are None until the first apply committed.
+    ``applying`` names the delta an apply is under way for: written once the destination
+    transaction has begun and before it can commit, with that transaction's id
+    (``applying_xid``, ``pg_current_xact_id()``) and the cluster's ``system_identifier``
+    (``applying_system``); cleared together with the advance after the commit. Found set by
+    the next run, it means a run died in between; that run asks the destination what became
+    of the transaction (``pipeline.resume_interrupted``), so T-1 is the snapshot the
+    destination really holds. All fields but ``applying*`` are None until the first apply
+    committed.
     """
 
     last_applied_snapshot_id: str | None
@@ -152,6 +155,8 @@ class State:
     applied_at: str | None
     delta_id: str | None
     applying: str | None = None
+    applying_xid: str | None = None  # None in a marker an earlier build wrote
+    applying_system: str | None = None
     # Deletes the apply kept because the destination's row was newer (stale-skipped), stored
     # as key and destination version in ``snapshots/<last applied>/pending-deletes.parquet``;
     # the next diff deletes those still absent from the source (DESIGN.md section 4 says a

@@ -81,6 +81,12 @@ class Lane:
             return json.loads(path.read_text()) if path.exists() else None
         raise NotImplementedError("state() reads file:// storage only")
 
+    def put_state(self, state: dict[str, Any]) -> None:
+        """Overwrite state.json (file:// storage only), as an earlier build or a hand would."""
+        if not self.storage_url.startswith("file://"):
+            raise NotImplementedError("put_state() writes file:// storage only")
+        (Path(self.storage_url[len("file://"):]) / "state.json").write_text(json.dumps(state))
+
     def snapshot_manifest(self, snapshot_id: str) -> dict[str, Any]:
         """A stored snapshot's manifest.json (file:// storage only)."""
         if not self.storage_url.startswith("file://"):

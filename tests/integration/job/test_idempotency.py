@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 import psycopg
 import pytest
@@ -65,14 +66,15 @@ def test_a_crash_at_any_point_then_a_rerun_converges(lane: Lane, point: str) -> 
     dest = lane.table_text("destination")
     assert dest == lane.table_text("source")
     assert len(dest) == len(set(dest))
-    if point in ("mid-apply", "after-commit"):  # the interrupted delta was applied first
+    if point == "mid-apply":  # rolled back, as the destination says: a normal run follows
+        assert "an interrupted apply did not commit" in rerun.stderr
+        assert rerun.report["reason"] == "Applied"
+        assert rerun.report["apply"]["updated"] > 0
+    if point == "after-commit":  # committed: the delta was applied again first, all current
         assert "resuming an interrupted apply" in rerun.stderr
         assert rerun.report["reason"] == "NoChanges"  # nothing new since
-        if point == "mid-apply":  # rolled back: the rerun's drift is the delta's changes
-            assert rerun.report["apply"]["updated"] > 0
-        else:  # committed: the rerun found the delta's rows already current
-            assert rerun.report["apply"]["updated"] == 0
-            assert rerun.report["apply"]["alreadyCurrent"] > 0
+        assert rerun.report["apply"]["updated"] == 0
+        assert rerun.report["apply"]["alreadyCurrent"] > 0
     state = lane.state()
     assert state is not None and state["applying"] is None
 
@@ -113,20 +115,85 @@ def test_a_counter_update_by_an_interrupted_apply_then_deleted_is_deleted(lane: 
     assert lane.dst("SELECT count(*) FROM prices WHERE id = 7") == [(0,)]
 
 
-def test_an_interrupted_apply_whose_delta_is_gone_is_an_input_error(lane: Lane) -> None:
+def interrupt_an_apply(lane: Lane, point: str, marker: str = "kept") -> dict[str, Any]:
+    """Kill a run at ``point`` (mid-apply or after-commit) of an apply changing rows 1 to 10;
+    return the state.json it left. ``marker``: ``kept``; ``no transaction`` (as an earlier
+    build wrote it); ``another cluster`` (the destination is not where the apply ran)."""
     load_prices(lane, 100)
     assert lane.run("run").code == 0
-    lane.src("UPDATE prices SET title = 'changed' WHERE id = 1")
-    crashed = lane.run("run", env={"TABLESYNC_FAULT_INJECT": "mid-apply"})
-    assert crashed.code == -9
+    lane.src("UPDATE prices SET price = price + 1, updated_at = now() WHERE id <= 10")
+    assert lane.run("run", env={"TABLESYNC_FAULT_INJECT": point}).code == -9
     state = lane.state()
-    assert state is not None and state["applying"]
+    assert state is not None and state["applying"] and state["applying_xid"]
+    if marker == "no transaction":
+        del state["applying_xid"], state["applying_system"]
+    elif marker == "another cluster":
+        state["applying_system"] = "1"
+    lane.put_state(state)
+    return state
+
+
+@pytest.mark.parametrize("point, marker, code", [
+    ("mid-apply", "kept", 0),  # rolled back: the delta is not needed
+    ("after-commit", "kept", 0),  # committed: the state advances without it
+    ("mid-apply", "no transaction", 2),  # unknown: only starting over is safe
+    ("mid-apply", "another cluster", 2),
+])
+def test_an_interrupted_apply_whose_delta_is_gone(
+        lane: Lane, point: str, marker: str, code: int) -> None:
+    state = interrupt_an_apply(lane, point, marker)
     shutil.rmtree(lane.work / "store" / "deltas" / state["applying"])
 
     rerun = lane.run("run")
 
-    assert rerun.code == 2
-    assert "state.json" in rerun.error_line and "interrupted" in rerun.error_line
+    assert rerun.code == code, rerun.stderr
+    if code == 2:
+        assert "state.json" in rerun.error_line and "interrupted" in rerun.error_line
+        assert "committed is unknown" in rerun.error_line
+    else:
+        assert lane.table_text("destination") == lane.table_text("source")
+        assert lane.state()["applying"] is None  # type: ignore[index]
+
+
+def test_an_interrupted_apply_still_running_in_the_destination_is_waited_for(
+        lane: Lane) -> None:
+    """The marker names a transaction that has not ended (a killed run's session that
+    Postgres has not yet noticed is gone): it may still commit, so the run backs off."""
+    state = interrupt_an_apply(lane, "mid-apply")
+    with psycopg.connect(lane.destination) as held:  # a transaction left open
+        xid = held.execute("SELECT pg_current_xact_id()::text").fetchone()[0]  # type: ignore[index]
+        lane.put_state({**state, "applying_xid": xid})
+
+        running = lane.run("run")
+
+        assert running.code == 75, running.stderr
+        assert f"still running in the destination (transaction {xid})" in running.error_line
+        held.rollback()
+    ended = lane.run("run")
+    assert ended.code == 0, ended.stderr
+    assert "an interrupted apply did not commit" in ended.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_refused_delta_whose_apply_was_interrupted_is_not_applied_again(lane: Lane) -> None:
+    """Killed mid-apply (rolled back), and the destination refuses the delta since (a CHECK
+    it violates). Before, every run applied the stored delta again first and failed, also
+    after the source was fixed, until someone edited state.json by hand."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET price = -1, updated_at = now() WHERE id = 5")
+    assert lane.run("run", env={"TABLESYNC_FAULT_INJECT": "mid-apply"}).code == -9
+    lane.dst("ALTER TABLE prices ADD CONSTRAINT positive CHECK (price > 0)")
+
+    refused = lane.run("run")
+
+    assert refused.code == 2, refused.stderr
+    assert "positive" in refused.error_line
+    assert lane.state()["applying"] is None  # type: ignore[index]
+    lane.src("UPDATE prices SET price = 2, updated_at = now() WHERE id = 5")  # fixed
+    fixed = lane.run("run")
+    assert fixed.code == 0, fixed.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
 
 
 def test_a_second_concurrent_run_backs_off(lane: Lane) -> None:
@@ -160,9 +227,10 @@ def test_an_apply_the_destination_refused_is_not_resumed(lane: Lane, bootstrap: 
     assert lane.table_text("destination") == lane.table_text("source")
 
 
+@pytest.mark.parametrize("point", ["mid-apply", "after-commit"])
 @pytest.mark.parametrize("how", ["--approve", "TABLESYNC_APPROVE_DELTA"])
 def test_an_approved_run_killed_mid_apply_and_retried_reports_the_approved_delta(
-        lane: Lane, how: str) -> None:
+        lane: Lane, how: str, point: str) -> None:
     """A retried pod of the approved run finishes the interrupted apply first. Before, the
     retry then failed with --approve (exit 2, "stale"), or reported NoChanges with the next
     delta's id under the variable, so the operator never saw the approval applied."""
@@ -176,7 +244,7 @@ def test_an_approved_run_killed_mid_apply_and_retried_reports_the_approved_delta
             return lane.run("run", "--approve", delta, env=env)
         return lane.run("run", env={**env, "TABLESYNC_APPROVE_DELTA": delta})
 
-    crashed = approved_run({"TABLESYNC_FAULT_INJECT": "mid-apply"})
+    crashed = approved_run({"TABLESYNC_FAULT_INJECT": point})
     assert crashed.code == -9
 
     retried = approved_run({})
@@ -184,22 +252,37 @@ def test_an_approved_run_killed_mid_apply_and_retried_reports_the_approved_delta
     report = retried.report
     assert retried.code == 0, retried.stderr
     assert (report["reason"], report["deltaId"]) == ("Applied", delta)
-    assert report["apply"]["deleted"] == 150 and "(approved)" in report["message"]
+    assert "(approved)" in report["message"]
+    # rolled back, the retry applies it; committed, the retry finds the rows already gone
+    assert report["apply"]["deleted"] == (150 if point == "mid-apply" else 0)
     assert lane.table_text("destination") == lane.table_text("source")
     assert lane.run("run").report["reason"] == "NoChanges"
 
 
-def test_a_column_dropped_while_an_apply_was_interrupted_is_an_input_error(
-        lane: Lane) -> None:
-    """The resumed delta has the dropped column; the destination no longer does. Before, every
-    run failed with an internal error (exit 75, 'a retry may help')."""
-    load_prices(lane, 100)
-    assert lane.run("run").code == 0
-    lane.src("UPDATE prices SET price = price + 1 WHERE id <= 10")
-    assert lane.run("run", env={"TABLESYNC_FAULT_INJECT": "mid-apply"}).code == -9
+@pytest.mark.parametrize("point, marker", [
+    ("mid-apply", "kept"), ("after-commit", "kept"), ("mid-apply", "no transaction")])
+def test_a_column_dropped_while_an_apply_was_interrupted(
+        lane: Lane, point: str, marker: str) -> None:
+    """The interrupted delta has the dropped column; the destination no longer does. Rolled
+    back, a fresh diff applies the source as it is now; committed, the state advances past
+    the delta. Not known (a marker without its transaction), it is an input error naming the
+    column and the way out. Before, every run failed with an internal error (exit 75, 'a
+    retry may help'), and then with the input error for good."""
+    interrupt_an_apply(lane, point, marker)
     lane.both("ALTER TABLE prices DROP COLUMN title")
 
     rerun = lane.run("run")
 
-    assert rerun.code == 2, rerun.stderr
-    assert "title" in rerun.error_line and "Traceback" not in rerun.stderr
+    assert "Traceback" not in rerun.stderr
+    if marker == "no transaction":
+        assert rerun.code == 2, rerun.stderr
+        assert "title" in rerun.error_line and "to start over, delete state.json" in \
+            rerun.error_line
+        return
+    assert rerun.code == 0, rerun.stderr
+    if point == "after-commit":
+        assert "had committed" in rerun.stderr and "applying it again was refused" in \
+            rerun.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
+    assert lane.state()["applying"] is None  # type: ignore[index]
+    assert lane.run("run").report["reason"] == "NoChanges"
