@@ -16,6 +16,7 @@ from typing import Any
 
 from . import logs, pipeline
 from . import spec as spec_mod
+from .apply import ApplyResult
 from .errors import EXIT_OK, EXIT_TRANSIENT, GuardTripped, InputError, TableSyncError
 from .report import Report, now_iso, write_termination_message
 from .snapshots import delta_id
@@ -144,6 +145,13 @@ def _diff_only(ctx: pipeline.RunContext, snapshot_id: str | None) -> None:
 def _apply_only(ctx: pipeline.RunContext, delta_ref: str | None, approve: str | None) -> None:
     pipeline.preflight(ctx)
     pipeline.resume_interrupted(ctx)
+    done = ctx.resumed_delta
+    if done is not None and delta_ref in (None, done.id):
+        # this command's own apply, killed after it began (a retry), or the one left over
+        pipeline.describe_delta(ctx, done)
+        pipeline.succeeded(ctx.report, done, ctx.resumed or ApplyResult(),
+                           approved=approve == done.id)
+        return
     if delta_ref is None:
         state = ctx.layout.get_state()
         start = delta_id(state.last_applied_snapshot_id if state else None, "")

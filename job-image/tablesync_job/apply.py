@@ -364,11 +364,14 @@ def _fault(point: str) -> None:
 
 
 def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Path],
-          began: Callable[[Transaction], None] | None = None) -> ApplyResult:
+          began: Callable[[Transaction], None] | None = None,
+          committing: Callable[[ApplyResult], None] | None = None) -> ApplyResult:
     """Apply ``delta`` (local Parquet ``parts``) to the destination; commit; return counts.
 
     ``began`` is called with the apply's :class:`Transaction` once it has begun, before it
-    writes anything and so before it can commit (``pipeline`` records it in ``state.json``).
+    writes anything and so before it can commit (``pipeline`` records it in ``state.json``);
+    ``committing`` with the counts and the deletes kept for the next run just before the
+    commit (``pipeline`` stores them: a commit is never without them).
     Raises InputError when a value does not fit the destination's column type, and
     TransientError on connection loss, deadlock or serialization failure (nothing committed).
     """
@@ -398,6 +401,8 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Pa
             if staged.survived:
                 result.pending_deletes = _pending_deletes(cur, spec, dest, parts, schema,
                                                           staged)
+            if committing is not None:
+                committing(result)
             conn.commit()
             cur.close()
     finally:
@@ -430,9 +435,12 @@ def transaction_status(uri: str, transaction: Transaction) -> TransactionStatus 
     (``pg_xact_status``, the function Postgres documents for finding out whether a
     transaction committed after the connection was lost).
 
-    None when the destination cannot tell: the id is older than the commit log it keeps, or
-    the destination is not the cluster the transaction ran on (another ``system_identifier``,
-    or an id still in its future). TransientError when the destination is unreachable.
+    'aborted' too for an id still in the future of the same cluster (``system_identifier``):
+    a promoted standby or a restore from before it began. None when the destination cannot
+    tell: the id is older than the commit log it keeps, or the destination is not the
+    cluster the transaction ran on (another ``system_identifier``, or an id in its future
+    where the identifier is not readable). TransientError when the destination is
+    unreachable.
     """
     with connect(uri, "destination") as conn:
         row = conn.execute(f"SELECT {_SYSTEM}").fetchone()
@@ -442,6 +450,10 @@ def transaction_status(uri: str, transaction: Transaction) -> TransactionStatus 
         try:
             row = conn.execute("SELECT pg_xact_status(%s::xid8)", (transaction.xid,)).fetchone()
         except psycopg.errors.DataError:  # "transaction ID ... is in the future", not an id
+            if transaction.system is not None and here == transaction.system:
+                # a copy of the cluster (a promoted standby, a restore) from before the
+                # transaction began: here it never ran
+                return "aborted"
             return None
     status = row[0] if row else None
     return status if status in ("committed", "aborted", "in progress") else None

@@ -403,16 +403,35 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
     state = ctx.layout.get_state()
 
+    # A resumed delta keeps the marker of the transaction it was first applied in: that
+    # one may have committed.
+    ours = state is None or state.applying != delta.id
+    marker = replace(state or State(None, None, None, None), applying=delta.id)
+
     def began(transaction: Transaction) -> None:
-        # before the transaction writes, so before it can commit. A resumed delta keeps the
-        # marker of the transaction it was first applied in: that one may have committed.
-        if state is None or state.applying != delta.id:
-            ctx.layout.put_state(replace(state or State(None, None, None, None),
-                                         applying=delta.id, applying_xid=transaction.xid,
-                                         applying_system=transaction.system))
+        # before the transaction writes, so before it can commit
+        nonlocal marker
+        marker = replace(marker, applying_xid=transaction.xid,
+                         applying_system=transaction.system)
+        if ours:
+            ctx.layout.put_state(marker)
+
+    def committing(result: ApplyResult) -> None:
+        # what a run that finds it committed needs to advance (advance_committed)
+        pending = result.pending_deletes
+        if pending is not None:
+            local = ctx.work_dir / "pending" / PENDING_DELETES
+            local.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pending, local, compression="zstd")
+            ctx.layout.storage.upload_file(local, ctx.layout.pending_deletes_key(delta.to_id))
+            log.info("deletes kept for the next run", extra={"fields": {
+                "pendingDeletes": pending.num_rows}})
+        if ours:
+            ctx.layout.put_state(replace(marker, applying_result=result.as_report()))
 
     try:
-        result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts, began=began)
+        result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts, began=began,
+                       committing=committing)
     except InputError:
         # a statement or the commit failed: rolled back, nothing to resume (the next run
         # diffs afresh, and sees a fixed source); after a TransientError (the connection may
@@ -421,13 +440,6 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
         raise
     _fault("after-commit")
     pending = result.pending_deletes
-    if pending is not None:
-        local = ctx.work_dir / "pending" / PENDING_DELETES
-        local.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pending, local, compression="zstd")
-        ctx.layout.storage.upload_file(local, ctx.layout.pending_deletes_key(delta.to_id))
-        log.info("deletes kept for the next run", extra={"fields": {
-            "pendingDeletes": pending.num_rows}})
     ctx.layout.put_state(State(last_applied_snapshot_id=delta.to_id,
                                captured_at=delta.captured_at, applied_at=now_iso(),
                                delta_id=delta.id,
@@ -465,14 +477,15 @@ def resume_interrupted(ctx: RunContext) -> None:
     :func:`apply.transaction_status`), so T-1 ends up the snapshot the destination holds:
 
     * aborted: nothing was applied; the marker goes and the run goes on from T-1, so a delta
-      the destination refuses is not applied again run after run;
+      the destination now refuses is not applied again run after run;
+    * committed: the state advances as the dead run would have (:func:`advance_committed`);
     * in progress: the dead run's session has not ended yet; TransientError;
-    * committed, or unknown (a marker without its transaction id, an id older than the
-      commit log keeps, another cluster): the delta is applied again, idempotent either way,
-      before anything else. Its guards were passed (or it was approved) before it was first
-      applied. Committed and now refused (a column dropped since) or gone from storage, the
-      state advances as that commit would have.
+    * unknown (a marker without its transaction id, an id older than the commit log keeps,
+      another cluster): the delta is applied again before anything else, idempotent either
+      way. Its guards were passed (or it was approved) before it was first applied. The id
+      is dropped from the marker first: here it may name another transaction later.
 
+    Sets ``ctx.resumed_delta`` (and ``ctx.resumed``) when the delta is in the destination.
     Call after ``preflight``, which takes the run lock: no live run can be applying.
     InputError when the outcome is unknown and the delta is gone or refused.
     """
@@ -480,11 +493,12 @@ def resume_interrupted(ctx: RunContext) -> None:
     if state is None or state.applying is None:
         return
     status, unknown = interrupted_status(ctx, state)
+    fields = {"delta": state.applying, "transaction": state.applying_xid}
     if status == "aborted":
         log.info("an interrupted apply did not commit; the run goes on from the last applied "
-                 "snapshot", extra={"fields": {"delta": state.applying,
-                                               "transaction": state.applying_xid}})
-        cleared = replace(state, applying=None, applying_xid=None, applying_system=None)
+                 "snapshot", extra={"fields": fields})
+        cleared = replace(state, applying=None, applying_xid=None, applying_system=None,
+                          applying_result=None)
         ctx.layout.put_state(cleared if state.last_applied_snapshot_id is not None else None)
         return
     if status == "in progress":
@@ -492,30 +506,31 @@ def resume_interrupted(ctx: RunContext) -> None:
                              f"still running in the destination (transaction "
                              f"{state.applying_xid}); this run will be retried once it ends")
     delta = ctx.layout.get_delta(state.applying)
+    if status == "committed":
+        ctx.resumed = advance_committed(ctx, state)
+        ctx.resumed_delta = delta
+        log.info("an interrupted apply had committed; the state advances past it",
+                 extra={"fields": {**fields, **ctx.resumed.as_report()}})
+        return
     if delta is None:
-        if status == "committed":
-            advance_committed(ctx, state, "its delta is missing from storage")
-            return
         raise InputError(f"state.json: an apply of delta {state.applying} was interrupted and "
                          f"the delta is missing from {ctx.spec.storage.url}; whether it "
                          f"committed is unknown ({unknown}); {START_OVER}")
+    if state.applying_xid is not None:
+        ctx.layout.put_state(replace(state, applying_xid=None, applying_system=None))
     parts = ctx.layout.fetch(ctx.layout.delta_prefix(delta.id), delta.parts,
                              ctx.work_dir / "interrupted")
-    log.info("resuming an interrupted apply", extra={"fields": {
-        "delta": delta.id, "committed": "yes" if status == "committed" else "unknown"}})
+    log.info("resuming an interrupted apply", extra={"fields": fields})
     # checked against the delta's columns, not those of the source now (a column dropped
     # since is an InputError naming it, not an internal error on every run)
     checked, ctx._dest = ctx._dest, None
     try:
         ctx.resumed = phase_apply(ctx, delta, parts)
     except InputError as err:
-        if status != "committed":
-            raise InputError(f"{err.message}. This is the apply of delta {delta.id} a run was "
-                             f"killed in, and whether it committed is unknown ({unknown}), so "
-                             f"every run applies it again first: make the destination accept "
-                             f"it, or {START_OVER}") from None
-        advance_committed(ctx, state, f"applying it again was refused: {err.message}")
-        ctx.resumed = ApplyResult()
+        raise InputError(f"{err.message}. This is the apply of delta {delta.id} a run was "
+                         f"killed in, and whether it committed is unknown ({unknown}), so "
+                         f"every run applies it again first: make the destination accept "
+                         f"it, or {START_OVER}") from None
     finally:
         ctx._dest = checked
     ctx.resumed_delta = delta
@@ -535,14 +550,15 @@ def interrupted_status(ctx: RunContext, state: State) -> tuple[TransactionStatus
         if status != "in progress" or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    return status, (f"the destination no longer knows transaction {transaction.xid}: older "
+    return status, (f"the destination does not know transaction {transaction.xid}: older "
                     "than its commit log keeps, or another cluster")
 
 
-def advance_committed(ctx: RunContext, state: State, why: str) -> None:
-    """Advance ``state.json`` past the marked delta, whose transaction committed, without
-    applying it again. Deletes its apply kept for the next run count if their file was
-    stored before the run died. InputError if the delta's snapshot is gone."""
+def advance_committed(ctx: RunContext, state: State) -> ApplyResult:
+    """Advance ``state.json`` past the marked delta, whose transaction committed, as the run
+    that died would have; return that apply's counts, stored in the marker just before its
+    commit. The deletes it kept for the next run were stored then too. InputError if the
+    delta's snapshot is gone."""
     delta_id = str(state.applying)
     _, to_id = parse_delta_id(delta_id, "state.json applying")
     snap = ctx.layout.get_snapshot(to_id)
@@ -554,9 +570,16 @@ def advance_committed(ctx: RunContext, state: State, why: str) -> None:
     ctx.layout.put_state(State(last_applied_snapshot_id=to_id, captured_at=snap.captured_at,
                                applied_at=now_iso(), delta_id=delta_id,
                                pending_deletes=pending))
-    log.warning(f"the apply of delta {delta_id} a run was killed in had committed (transaction "
-                f"{state.applying_xid}); {why}; the state advances to {to_id} as that commit "
-                "would have", extra={"fields": {"delta": delta_id, "pendingDeletes": pending}})
+    counts = state.applying_result or {}
+    result = ApplyResult(inserted=counts.get("inserted", 0), updated=counts.get("updated", 0),
+                         deleted=counts.get("deleted", 0),
+                         already_current=counts.get("alreadyCurrent", 0),
+                         stale_skipped=counts.get("staleSkipped", 0))
+    # as phase_apply reports (a later apply of this run adds its own)
+    ctx.report.apply = result.as_report()
+    ctx.report.snapshot_id, ctx.report.captured_at = snap.id, snap.captured_at
+    ctx.report.rows = snap.rows
+    return result
 
 
 def stored_delta(ctx: RunContext, delta_ref: str, field_name: str) -> tuple[Delta, list[Path]]:

@@ -157,6 +157,8 @@ class State:
     applying: str | None = None
     applying_xid: str | None = None  # None in a marker an earlier build wrote
     applying_system: str | None = None
+    # the apply's counts (``ApplyResult.as_report``), written just before its commit
+    applying_result: dict[str, int] | None = None
     # Deletes the apply kept because the destination's row was newer (stale-skipped), stored
     # as key and destination version in ``snapshots/<last applied>/pending-deletes.parquet``;
     # the next diff deletes those still absent from the source (DESIGN.md section 4 says a

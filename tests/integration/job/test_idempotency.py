@@ -70,11 +70,11 @@ def test_a_crash_at_any_point_then_a_rerun_converges(lane: Lane, point: str) -> 
         assert "an interrupted apply did not commit" in rerun.stderr
         assert rerun.report["reason"] == "Applied"
         assert rerun.report["apply"]["updated"] > 0
-    if point == "after-commit":  # committed: the delta was applied again first, all current
-        assert "resuming an interrupted apply" in rerun.stderr
+    if point == "after-commit":  # committed, as the destination says: the state advances
+        assert "an interrupted apply had committed" in rerun.stderr
         assert rerun.report["reason"] == "NoChanges"  # nothing new since
-        assert rerun.report["apply"]["updated"] == 0
-        assert rerun.report["apply"]["alreadyCurrent"] > 0
+        # the killed run's counts, stored before its commit: its drift is not lost
+        assert rerun.report["apply"]["updated"] > 0
     state = lane.state()
     assert state is not None and state["applying"] is None
 
@@ -252,9 +252,8 @@ def test_an_approved_run_killed_mid_apply_and_retried_reports_the_approved_delta
     report = retried.report
     assert retried.code == 0, retried.stderr
     assert (report["reason"], report["deltaId"]) == ("Applied", delta)
-    assert "(approved)" in report["message"]
-    # rolled back, the retry applies it; committed, the retry finds the rows already gone
-    assert report["apply"]["deleted"] == (150 if point == "mid-apply" else 0)
+    # rolled back, the retry applies it; committed, it reports the killed run's counts
+    assert report["apply"]["deleted"] == 150 and "(approved)" in report["message"]
     assert lane.table_text("destination") == lane.table_text("source")
     assert lane.run("run").report["reason"] == "NoChanges"
 
@@ -265,9 +264,9 @@ def test_a_column_dropped_while_an_apply_was_interrupted(
         lane: Lane, point: str, marker: str) -> None:
     """The interrupted delta has the dropped column; the destination no longer does. Rolled
     back, a fresh diff applies the source as it is now; committed, the state advances past
-    the delta. Not known (a marker without its transaction), it is an input error naming the
-    column and the way out. Before, every run failed with an internal error (exit 75, 'a
-    retry may help'), and then with the input error for good."""
+    the delta without applying it again. Not known (a marker without its transaction), it
+    is an input error naming the column and the way out. Before, every run failed with an
+    internal error (exit 75, 'a retry may help'), and then with the input error for good."""
     interrupt_an_apply(lane, point, marker)
     lane.both("ALTER TABLE prices DROP COLUMN title")
 
@@ -281,8 +280,127 @@ def test_a_column_dropped_while_an_apply_was_interrupted(
         return
     assert rerun.code == 0, rerun.stderr
     if point == "after-commit":
-        assert "had committed" in rerun.stderr and "applying it again was refused" in \
-            rerun.stderr
+        assert "an interrupted apply had committed" in rerun.stderr
     assert lane.table_text("destination") == lane.table_text("source")
     assert lane.state()["applying"] is None  # type: ignore[index]
     assert lane.run("run").report["reason"] == "NoChanges"
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "a column dropped"])
+def test_a_delete_kept_by_an_apply_killed_after_its_commit_is_asked_again(
+        lane: Lane, meanwhile: str) -> None:
+    """The apply kept a delete (the destination's row was newer); the run died after the
+    commit. Before, the kept deletes were stored after the commit, so the advance found none
+    and the row stayed for good."""
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, v bigint NOT NULL, title text)")
+    lane.src("INSERT INTO prices SELECT g, 5, 'x' FROM generate_series(1, 100) g")
+    lane.spec["spec"]["source"].update(versionColumn="v", versionKind="monotonic")
+    assert lane.run("run").code == 0
+    lane.both("UPDATE prices SET v = 6, title = 'y' WHERE id = 1")  # delivered
+    lane.src("DELETE FROM prices WHERE id = 1")  # the delete the event lane lost
+    assert lane.run("run", env={"TABLESYNC_FAULT_INJECT": "after-commit"}).code == -9
+    if meanwhile == "a column dropped":
+        lane.both("ALTER TABLE prices DROP COLUMN title")
+
+    rerun = lane.run("run")
+    assert rerun.code == 0, rerun.stderr
+    assert "an interrupted apply had committed" in rerun.stderr
+    last = lane.run("run")  # as without the crash: the run after the one that kept it
+
+    assert last.code == 0, last.stderr
+    assert lane.dst("SELECT id FROM prices WHERE id = 1") == []
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def pass_transaction(lane: Lane, xid: int, end: str) -> None:
+    """Begin and end (``commit`` or ``rollback``) destination transactions until ``xid``
+    has been one of them."""
+    with psycopg.connect(lane.destination) as conn:
+        while True:
+            row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+            getattr(conn, end)()
+            if row is not None and int(row[0]) >= xid:
+                break
+    status = "committed" if end == "commit" else "aborted"
+    assert lane.dst("SELECT pg_xact_status(%s::xid8)", (str(xid),)) == [(status,)]
+
+
+def the_marker_names_a_transaction_to_come(lane: Lane) -> int:
+    """Killed mid-apply; then the marker's id is one the destination has not reached (a
+    standby promoted, or a restore, from before the transaction began). Returns it."""
+    assert lane.run("run", env={"TABLESYNC_FAULT_INJECT": "mid-apply"}).code == -9
+    state = lane.state()
+    assert state is not None and state["applying"]
+    current = lane.dst("SELECT pg_current_xact_id()::text")[0][0]
+    future = int(current) + 300
+    lane.put_state({**state, "applying_xid": str(future)})
+    return future
+
+
+def test_a_marker_transaction_the_destination_has_not_reached_did_not_commit(
+        lane: Lane) -> None:
+    """Same cluster, id still to come: it never ran here. Before, it was taken as unknown and
+    kept in the marker, so once the destination's ids passed it, another transaction's
+    outcome was read as the apply's: rolled back, the state went back behind the destination
+    (row 1000, inserted by then and deleted since, stayed for good)."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.src("INSERT INTO prices VALUES (1000, 'sku-1000', 1, 'EUR', 'new', now())")
+    future = the_marker_names_a_transaction_to_come(lane)
+
+    rerun = lane.run("run", env={"TABLESYNC_FAULT_INJECT": "after-commit"})
+    assert rerun.code == -9
+    assert "an interrupted apply did not commit" in rerun.stderr
+    assert lane.dst("SELECT count(*) FROM prices WHERE id = 1000") == [(1,)]
+    pass_transaction(lane, future, "rollback")
+    lane.src("DELETE FROM prices WHERE id = 1000")
+
+    last = lane.run("run")
+
+    assert last.code == 0, last.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_an_unknown_marker_transaction_is_not_read_again(lane: Lane) -> None:
+    """Another cluster's id (the marker names another system): unknown, so the delta is
+    applied again, and the id is dropped from the marker. Before, it stayed, and once this
+    destination's ids passed it, a committed transaction of its own advanced the state past
+    a delta the destination had refused (row 7's delete was lost)."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id = 7")
+    lane.src("UPDATE prices SET price = -1, updated_at = now() WHERE id = 5")
+    future = the_marker_names_a_transaction_to_come(lane)
+    lane.put_state({**lane.state(), "applying_system": "1"})  # type: ignore[dict-item]
+    lane.dst("ALTER TABLE prices ADD CONSTRAINT positive CHECK (price > 0)")
+
+    refused = lane.run("run")
+    assert refused.code == 2, refused.stderr
+    assert "whether it committed is unknown" in refused.error_line
+    assert lane.state()["applying_xid"] is None  # type: ignore[index]
+    pass_transaction(lane, future, "commit")
+    lane.src("UPDATE prices SET price = 2, updated_at = now() WHERE id = 5")  # fixed
+    lane.dst("ALTER TABLE prices DROP CONSTRAINT positive")  # and the destination let go
+
+    fixed = lane.run("run")
+
+    assert fixed.code == 0, fixed.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_retried_one_phase_apply_killed_after_its_commit_reports_the_delta_applied(
+        lane: Lane) -> None:
+    """Before, the retry settled the delta and then refused it as stale (exit 2)."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET price = price + 1, updated_at = now() WHERE id <= 10")
+    assert lane.run("dump").code == 0
+    delta = lane.run("diff").report["deltaId"]
+    crashed = lane.run("apply", "--delta", delta, env={"TABLESYNC_FAULT_INJECT": "after-commit"})
+    assert crashed.code == -9
+
+    retried = lane.run("apply", "--delta", delta)
+
+    assert retried.code == 0, retried.error_line
+    assert (retried.report["reason"], retried.report["deltaId"]) == ("Applied", delta)
+    assert lane.table_text("destination") == lane.table_text("source")
