@@ -163,7 +163,7 @@ def _apply_only(ctx: pipeline.RunContext, delta_ref: str | None, approve: str | 
     delta, parts = pipeline.stored_delta(ctx, delta_ref, "--delta")
     pipeline.describe_delta(ctx, delta)
     pipeline.check_guards(ctx.spec, delta, approve)
-    result = pipeline.phase_apply(ctx, delta, parts, approved=approve == delta.id)
+    result = pipeline.phase_apply(ctx, delta, parts)
     pipeline.succeeded(ctx.report, delta, result, approved=approve == delta.id)
 
 

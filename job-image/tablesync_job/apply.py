@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 from . import logs
 from .diff import OLD_VERSION, OP
 from .dump import INFINITY, infinities, is_infinite, time_kind
-from .errors import GuardTripped, InputError
+from .errors import InputError
 from .postgres import (
     TableInfo,
     adbc_connect,
@@ -365,18 +365,15 @@ def _fault(point: str) -> None:
 
 def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Path],
           began: Callable[[Transaction], None] | None = None,
-          committing: Callable[[ApplyResult], None] | None = None,
-          approved: bool = False) -> ApplyResult:
+          committing: Callable[[ApplyResult], None] | None = None) -> ApplyResult:
     """Apply ``delta`` (local Parquet ``parts``) to the destination; commit; return counts.
 
     ``began`` is called with the apply's :class:`Transaction` once it has begun, before it
     writes anything and so before it can commit (``pipeline`` records it in ``state.json``);
     ``committing`` with the counts and the deletes kept for the next run just before the
-    commit (``pipeline`` stores them: a commit is never without them). ``approved``: the
-    delta was approved, so :func:`_delete_absent` does not guard.
-    Raises InputError when a value does not fit the destination's column type, GuardTripped
-    from :func:`_delete_absent`, and TransientError on connection loss, deadlock or
-    serialization failure (nothing committed in each case).
+    commit (``pipeline`` stores them: a commit is never without them).
+    Raises InputError when a value does not fit the destination's column type, and
+    TransientError on connection loss, deadlock or serialization failure (nothing committed).
     """
     started = time.monotonic()
     result = ApplyResult()
@@ -399,9 +396,6 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Pa
             # a case-insensitive collation) but DuckDB does not is then deleted and inserted,
             # where the other order would update the row and then delete it.
             _delete(cur, spec, dest, delta, staged, result)
-            # before the upsert: into an empty destination (a first load) it reads nothing
-            _delete_absent(cur, spec, dest, delta, staged, result,
-                           None if approved else spec.guards.max_delete_fraction)
             _fault("mid-apply")
             _upsert(cur, spec, dest, delta, schema, staged, result)
             if staged.survived:
@@ -750,61 +744,6 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
     result.stale_skipped += survivors
     result.already_current += delta.deletes - result.deleted - survivors
     staged.survived = survivors
-
-
-def _delete_absent(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Staged,
-                   result: ApplyResult, max_fraction: float | None) -> None:
-    """A delta with every row of T (a bootstrap, a refill): delete the destination's rows
-    whose key T lacks, as any delete is (DESIGN.md section 4): only a row not newer than T's
-    watermark, so the event lane's inserts after T stay; ``soft`` stamps them instead.
-
-    They are deletes no delta carries: made before the first snapshot and lost by the event
-    lane, or brought back by a restore from an older backup. Not with ``deletes: ignore``,
-    nor with counter versions: without a watermark, a row the event lane inserted after T
-    looks the same. Counted as ``deleted``. GuardTripped (rolled back with the rest) when
-    they are more than ``max_fraction`` of the table (the destination's rows, or T's if
-    more), as a truncated first dump would make them; None: approved.
-    """
-    mode = spec.destination.deletes
-    if (mode == "ignore" or not (delta.bootstrap or delta.refills)
-            or delta.version_kind == "counter" or delta.watermark is None):
-        return
-    q = quote_ident
-    table = qualified(dest.table)
-    ver = spec.source.version_column
-    col = dest.column(ver)
-    assert col is not None
-    join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}"
-                        for k in spec.source.primary_key)
-    # the unmodified type: timestamp(0) would round the watermark up, to after T
-    watermark = f"CAST({quote_literal(delta.watermark)} AS {col.base_type or col.pg_type})"
-    where = (f"NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {join}) AND "
-             f"(d.{q(ver)} IS NULL OR d.{q(ver)} <= {watermark})")
-    if mode == "apply":
-        remove = f"DELETE FROM {table} d WHERE {where}"
-    else:
-        soft = q(spec.destination.soft_delete_column)
-        stamp = _cast(dest, spec.destination.soft_delete_column, quote_literal(delta.captured_at))
-        remove = f"UPDATE {table} d SET {soft} = {stamp} WHERE {where} AND d.{soft} IS NULL"
-    cur.execute(f"WITH gone AS ({remove} RETURNING 1) SELECT count(*) FROM gone")
-    absent = int(cur.fetchone()[0])
-    if not absent:
-        return
-    log.info("rows the snapshot lacks", extra={"fields": {"deleted": absent}})
-    result.deleted += absent
-    if max_fraction is None:
-        return
-    cur.execute(f"SELECT count(*) FROM {table}")
-    held = int(cur.fetchone()[0]) + (absent if mode == "apply" else 0)  # before
-    rows = max(held, delta.to_rows)  # the table's size: a first load may find it empty
-    if absent / rows > max_fraction:
-        finding = (f"{dest.table} holds {absent} rows whose key snapshot {delta.to_id} "
-                   f"lacks, {absent / rows:.1%} of {rows} rows (> "
-                   f"spec.guards.maxDeleteFraction {max_fraction:.1%})")
-        raise GuardTripped(
-            f"{finding}; nothing applied. If the source really lacks these rows, approve with "
-            f"--approve {delta.id} (annotation tablesync.dev/approve-delta)",
-            reason="DeleteGuardTripped", delta_id=delta.id, finding=finding)
 
 
 def _pending_deletes(cur: Any, spec: JobSpec, dest: TableInfo, parts: list[Path],

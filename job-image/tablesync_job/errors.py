@@ -11,12 +11,12 @@ EXIT_INPUT = 2  # bad input or configuration: fixing the input is needed, a retr
 EXIT_GUARD = 3  # a guard refused the delta: approve it or investigate the source
 EXIT_TRANSIENT = 75  # EX_TEMPFAIL: a retry may help
 
-# What every message that suggests starting over says: the bootstrap upserts every row, and
-# deletes the rows the source lacks as a delete does (apply._delete_absent; DESIGN.md section 4).
+# What every message that suggests starting over says: the bootstrap upserts and deletes nothing
+# (DESIGN.md section 4), so it is not a full resync.
 START_OVER = ("to start over, delete state.json under spec.storage.url: the next run bootstraps, "
-              "upserting every row of the source and deleting the destination's rows the "
-              "source lacks (version-safely, under spec.guards.maxDeleteFraction; not with "
-              "counter versions or deletes: ignore)")
+              "upserting every row of the source, and deletes nothing (a row deleted at the "
+              "source since the last applied snapshot stays in the destination until removed "
+              "there)")
 
 
 class TableSyncError(Exception):

@@ -393,14 +393,8 @@ def check_guards(spec: JobSpec, delta: Delta, approved: str | None) -> None:
             reason="ShrinkGuardTripped", delta_id=delta.id, finding=finding)
 
 
-def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path],
-                approved: bool = False) -> ApplyResult:
-    """Apply, then advance state.json (only after the commit), then retention.
-
-    ``approved``: the delta was approved, so the apply's own guard (rows a bootstrap or a
-    refill would delete, :func:`apply._delete_absent`) does not trip. GuardTripped leaves
-    the state as it was, as InputError does.
-    """
+def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult:
+    """Apply, then advance state.json (only after the commit), then retention."""
     logs.set_context(phase="apply")
     started = time.monotonic()
     snap = ctx.layout.get_snapshot(delta.to_id)
@@ -437,8 +431,8 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path],
 
     try:
         result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts, began=began,
-                       committing=committing, approved=approved)
-    except (InputError, GuardTripped):
+                       committing=committing)
+    except InputError:
         # a statement or the commit failed: rolled back, nothing to resume (the next run
         # diffs afresh, and sees a fixed source); after a TransientError (the connection may
         # have dropped in the commit) or anything unforeseen, the marker stays
@@ -644,7 +638,7 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
     if approve and not dry_run:
         delta, parts = stored_delta(ctx, approve, "--approve")
         describe_delta(ctx, delta)
-        result = phase_apply(ctx, delta, parts, approved=True)
+        result = phase_apply(ctx, delta, parts)
         return succeeded(report, delta, result, approved=True)
     last_applied(ctx)  # a state.json naming a missing T-1 fails before a dump is stored
     snap, parts = phase_dump(ctx, store=not dry_run, refuse_behind=True)
@@ -679,10 +673,6 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
         return report
     try:
         result = phase_apply(ctx, delta, delta_parts)
-    except GuardTripped:  # rows a bootstrap or refill would delete; as check_guards' trip
-        state = ctx.layout.get_state()
-        retention(ctx, state.last_applied_snapshot_id if state else None)
-        raise
     except InputError as err:
         if not delta.refills:
             raise
@@ -698,8 +688,6 @@ def succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool)
     if delta.bootstrap:
         report.reason = "Bootstrapped"
         report.message = f"bootstrap: {result.inserted + result.updated} rows upserted"
-        if result.deleted:
-            report.message += f", {result.deleted} rows the source lacks deleted"
     elif delta.refills:
         report.reason = "Refilled"
         report.message = (f"applied {delta.id} with every row of {delta.to_id}, as the "

@@ -74,7 +74,7 @@ def test_a_key_narrowed_so_deleted_keys_change_value_stops_the_run(lane: Lane) -
 
     assert result.code == 2, result.stderr
     assert "spec.source.primaryKey: key column id changed type" in result.error_line
-    assert "delete state.json" in result.error_line and "bootstraps" in result.error_line
+    assert "delete state.json" in result.error_line and "deletes nothing" in result.error_line
     assert lane.table_text("destination") == before
 
 
