@@ -99,6 +99,14 @@ class ApplyResult:
         return {"inserted": self.inserted, "updated": self.updated, "deleted": self.deleted,
                 "alreadyCurrent": self.already_current, "staleSkipped": self.stale_skipped}
 
+    @classmethod
+    def from_report(cls, counts: dict[str, int]) -> ApplyResult:
+        """The counts of :meth:`as_report` back (a missing one is 0)."""
+        return cls(inserted=counts.get("inserted", 0), updated=counts.get("updated", 0),
+                   deleted=counts.get("deleted", 0),
+                   already_current=counts.get("alreadyCurrent", 0),
+                   stale_skipped=counts.get("staleSkipped", 0))
+
 
 _INTEGERS = ("smallint", "integer", "bigint")
 _INTEGER_DIGITS = {"smallint": 5, "integer": 10, "bigint": 19}

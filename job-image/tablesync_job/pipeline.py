@@ -570,11 +570,7 @@ def advance_committed(ctx: RunContext, state: State) -> ApplyResult:
     ctx.layout.put_state(State(last_applied_snapshot_id=to_id, captured_at=snap.captured_at,
                                applied_at=now_iso(), delta_id=delta_id,
                                pending_deletes=pending))
-    counts = state.applying_result or {}
-    result = ApplyResult(inserted=counts.get("inserted", 0), updated=counts.get("updated", 0),
-                         deleted=counts.get("deleted", 0),
-                         already_current=counts.get("alreadyCurrent", 0),
-                         stale_skipped=counts.get("staleSkipped", 0))
+    result = ApplyResult.from_report(state.applying_result or {})
     # as phase_apply reports (a later apply of this run adds its own)
     ctx.report.apply = result.as_report()
     ctx.report.snapshot_id, ctx.report.captured_at = snap.id, snap.captured_at
