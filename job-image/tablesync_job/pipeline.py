@@ -504,7 +504,9 @@ def resume_interrupted(ctx: RunContext) -> None:
     if status == "in progress":
         raise TransientError(f"the apply of delta {state.applying} that a run was killed in is "
                              f"still running in the destination (transaction "
-                             f"{state.applying_xid}); this run will be retried once it ends")
+                             f"{state.applying_xid}); this run will be retried once it ends "
+                             "(pg_stat_activity shows its session, pg_terminate_backend ends "
+                             "it)")
     delta = ctx.layout.get_delta(state.applying)
     if status == "committed":
         ctx.resumed = advance_committed(ctx, state)
