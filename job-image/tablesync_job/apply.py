@@ -47,7 +47,15 @@ import pyarrow.parquet as pq
 
 from . import logs
 from .diff import OLD_VERSION, OP
-from .dump import INFINITY, infinities, is_infinite, time_kind
+from .dump import (
+    INFINITY,
+    as_dumped,
+    dumped_schema,
+    infinities,
+    is_infinite,
+    select_expression,
+    time_kind,
+)
 from .errors import InputError
 from .postgres import (
     TableInfo,
@@ -59,7 +67,7 @@ from .postgres import (
     quote_ident,
     quote_literal,
 )
-from .snapshots import Delta
+from .snapshots import Delta, Snapshot
 from .spec import JobSpec
 
 log = logs.get("tablesync_job.apply")
@@ -373,15 +381,19 @@ def _fault(point: str) -> None:
 
 def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Path],
           began: Callable[[Transaction], None] | None = None,
-          committing: Callable[[ApplyResult], None] | None = None) -> ApplyResult:
+          committing: Callable[[ApplyResult], None] | None = None,
+          absent_from: Snapshot | None = None) -> ApplyResult:
     """Apply ``delta`` (local Parquet ``parts``) to the destination; commit; return counts.
 
     ``began`` is called with the apply's :class:`Transaction` once it has begun, before it
     writes anything and so before it can commit (``pipeline`` records it in ``state.json``);
     ``committing`` with the counts and the deletes kept for the next run just before the
     commit (``pipeline`` stores them: a commit is never without them).
-    Raises InputError when a value does not fit the destination's column type, and
-    TransientError on connection loss, deadlock or serialization failure (nothing committed).
+    ``absent_from``: the snapshot T of a delta that holds every row of T (a bootstrap, a
+    refill); the destination's rows whose key T lacks are kept for the next run too
+    (:func:`_absent_rows`). Raises InputError when a value does not fit the destination's
+    column type, and TransientError on connection loss, deadlock or serialization failure
+    (nothing committed).
     """
     started = time.monotonic()
     result = ApplyResult()
@@ -406,9 +418,16 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Pa
             _delete(cur, spec, dest, delta, staged, result)
             _fault("mid-apply")
             _upsert(cur, spec, dest, delta, schema, staged, result)
+            kept = None
             if staged.survived:
-                result.pending_deletes = _pending_deletes(cur, spec, dest, parts, schema,
-                                                          staged)
+                kept = _pending_deletes(cur, spec, dest, parts, schema, staged)
+            absent = None
+            if absent_from is not None and spec.destination.deletes != "ignore":
+                absent = _absent_rows(cur, spec, dest, absent_from, schema, staged)
+            if kept is not None and absent is not None:
+                result.pending_deletes = pa.concat_tables([kept, absent.cast(kept.schema)])
+            else:
+                result.pending_deletes = kept if absent is None else absent
             if committing is not None:
                 committing(result)
             conn.commit()
@@ -792,3 +811,77 @@ def _pending_deletes(cur: Any, spec: JobSpec, dest: TableInfo, parts: list[Path]
     key_rows = pa.concat_tables([pq.read_table(part, columns=keys) for part in parts])
     picked = key_rows.take(found.column(ROW))
     return picked.append_column(pa.field(OLD_VERSION, target), versions)
+
+
+def _absent_rows(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot, schema: pa.Schema,
+                 staged: _Staged) -> pa.Table | None:
+    """The destination's rows whose key snapshot T lacks: their keys, as T holds keys, and
+    their version (as OLD_VERSION, in the delta's type). None when there are none.
+
+    Called for a delta that holds every row of T (a bootstrap, a refill), after its upsert:
+    the stage then holds every key of T. Such a row is in no delta: a delete the event lane
+    lost before the first snapshot, a row a restore from an older backup brought back, a
+    row written into the destination alone. Nor is it deleted here: it may be the event
+    lane's insert of a row committed at the source after T (a transaction that began before
+    the dump, or later the same day with date versions), which no version tells apart. Kept
+    as a pending delete, it is deleted by the next run if T+1 lacks its key too and the
+    destination still holds that version or an older one (``diff._ask_again``), under that
+    run's delete guard. With ``deletes: soft`` only live (unstamped) rows count.
+
+    The keys are read as the dump reads them (``dump.select_expression``, ``as_dumped``), so
+    the next diff matches them with T+1's exactly; where a key column's type in the
+    destination differs from T's (a widened key), they are not looked for (a warning says
+    so): a cast could make one key look like another. Memory grows with the number of such
+    rows (their keys and versions).
+    """
+    q = quote_ident
+    keys = list(spec.source.primary_key)
+    ver = spec.source.version_column
+    in_t = {c.name: c.pg_type for c in snap.columns}
+    cols = [dest.column(k) for k in keys]
+    differ = [f"{k} ({in_t.get(k)} in T, {c.pg_type if c else None} in {dest.table})"
+              for k, c in zip(keys, cols, strict=True) if c is None or c.pg_type != in_t.get(k)]
+    if differ:
+        log.warning(f"rows of {dest.table} whose key the snapshot lacks are not looked for: "
+                    f"key column(s) {', '.join(differ)} differ in type, and read in T's type "
+                    "one key could look like another; such rows stay until deleted by hand",
+                    extra={"fields": {"absentRowsLookedFor": False}})
+        return None
+    key_cols = [c for c in cols if c is not None]
+    join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
+    live = ""
+    if spec.destination.deletes == "soft":
+        live = f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
+    selected = ", ".join(f"{select_expression(c, f'd.{q(c.name)}')} AS {q(c.name)}"
+                         for c in key_cols)
+    cur.execute(f"SELECT {selected}, d.{q(ver)}::text AS {OLD_VERSION} "
+                f"FROM {qualified(dest.table)} d WHERE NOT EXISTS (SELECT 1 FROM {STAGE} s "
+                f"WHERE s.{OP} <> 'delete' AND {join}){live}")
+    reader = cur.fetch_record_batch()
+    # as _pending_deletes keeps them
+    wanted = pa.schema([*(schema.field(k) for k in keys),
+                        pa.field(OLD_VERSION, schema.field(OLD_VERSION).type)])
+    read_keys = dumped_schema(pa.schema(list(reader.schema)[:len(keys)]), key_cols)
+    tables = []
+    try:
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            dumped = as_dumped(pa.RecordBatch.from_arrays(batch.columns[:len(keys)],
+                                                          schema=read_keys), read_keys)
+            arrays = [a.cast(f.type) for a, f in zip(dumped.columns, wanted, strict=False)]
+            arrays.append(batch.column(len(keys)).cast(wanted.field(OLD_VERSION).type))
+            tables.append(pa.Table.from_arrays(arrays, schema=wanted))
+    except (InputError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        reader.close()
+        log.warning(f"rows of {dest.table} whose key the snapshot lacks are not kept for the "
+                    f"next run: a key or {ver} could not be read back as T holds it ({err}); "
+                    "such rows stay until deleted by hand",
+                    extra={"fields": {"absentRowsLookedFor": False}})
+        return None
+    found = pa.concat_tables(tables) if tables else None
+    if found is not None:
+        log.info(f"{found.num_rows} row(s) of {dest.table} have a key snapshot {snap.id} lacks; "
+                 "the next run deletes those its snapshot lacks too, unchanged here since",
+                 extra={"fields": {"absentRows": found.num_rows}})
+    return found

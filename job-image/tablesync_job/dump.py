@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from . import logs
 from .errors import InputError
 from .postgres import (
+    ColumnInfo,
     TableInfo,
     adbc_connect,
     adbc_errors,
@@ -192,19 +193,31 @@ def _orders(conn: Any, info: TableInfo, column: str) -> bool:
 
 
 def _select_list(info: TableInfo) -> str:
-    exprs = []
-    for col in info.columns:
-        name = quote_ident(col.name)
-        native = col.type_name in _NATIVE
-        # numeric: exact text, parsed by _convert (see the module docstring)
-        as_text = not native or col.type_name == "numeric"
-        exprs.append(f"{name}::text AS {name}" if as_text else name)
-    return ", ".join(exprs)
+    return ", ".join(f"{select_expression(col, quote_ident(col.name))} AS {quote_ident(col.name)}"
+                     for col in info.columns)
 
 
-def _target_field(field: pa.Field, info: TableInfo) -> pa.Field:
+def select_expression(col: ColumnInfo, ref: str) -> str:
+    """How the dump selects column ``col`` (``ref``: the column in SQL, e.g. ``d."id"``).
+
+    Types Arrow carries exactly come as they are; numeric (parsed back exactly by
+    :func:`as_dumped`, see the module docstring) and every other type come as Postgres's text.
+    Read through ADBC and passed through :func:`as_dumped`, the values are those a snapshot
+    holds, in its Arrow types.
+    """
+    as_text = col.type_name not in _NATIVE or col.type_name == "numeric"
+    return f"{ref}::text" if as_text else ref
+
+
+def dumped_schema(schema: pa.Schema, columns: list[ColumnInfo]) -> pa.Schema:
+    """The snapshot's schema for an ADBC result's ``schema`` of :func:`select_expression`s:
+    numeric becomes decimal(p, s), each field notes its Postgres type."""
+    by_name = {c.name: c for c in columns}
+    return pa.schema([_target_field(f, by_name.get(f.name)) for f in schema])
+
+
+def _target_field(field: pa.Field, col: ColumnInfo | None) -> pa.Field:
     """The Parquet-side field for an ADBC field: numeric becomes decimal(p, s)."""
-    col = info.column(field.name)
     meta = {b"POSTGRESQL:type": (col.pg_type if col else "").encode()}
     if col is not None and col.type_name == "numeric":
         if col.precision and col.precision <= 38 and 0 <= (col.scale or 0) <= col.precision:
@@ -276,7 +289,10 @@ def is_infinite(array: pa.Array) -> pa.Array:
     return pc.or_(*infinities(array))
 
 
-def _convert(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+def as_dumped(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """An ADBC batch of :func:`select_expression`s in ``schema`` (:func:`dumped_schema`):
+    +-infinity as :data:`INFINITY`, numeric text as decimal. InputError naming the column
+    for a value the snapshot's type cannot hold."""
     arrays = []
     for i, target in enumerate(schema):
         array = batch.column(i)
@@ -478,7 +494,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                                     "pg_control_checkpoint() is not allowed: capturedAt is now()")
                 cur.execute(f"SELECT {_select_list(info)} FROM {qualified(info.table)}")
                 reader = cur.fetch_record_batch()
-                schema = pa.schema([_target_field(f, info) for f in reader.schema])
+                schema = dumped_schema(reader.schema, info.columns)
                 key_idx = [schema.get_field_index(k) for k in key_names]
                 ver_idx = schema.get_field_index(version_name)
                 writer = PartWriter(out_dir, schema, [*key_names, version_name])
@@ -488,7 +504,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                     for batch in ahead:
                         if batch.num_rows == 0:
                             continue
-                        batch = _convert(batch, schema)
+                        batch = as_dumped(batch, schema)
                         for name, idx in zip(key_names, key_idx, strict=True):
                             if batch.column(idx).null_count:
                                 raise InputError(f"spec.source.primaryKey: column {name!r} of "

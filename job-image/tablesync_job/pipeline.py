@@ -376,9 +376,13 @@ def check_guards(spec: JobSpec, delta: Delta, approved: str | None) -> None:
         return
     fraction = delta.deletes / delta.from_rows
     if spec.destination.deletes != "ignore" and fraction > spec.guards.max_delete_fraction:
+        again = ""
+        if delta.pending_deletes:
+            again = (f", {delta.pending_deletes} of them rows the destination held and "
+                     f"{delta.from_id} lacked too")
         finding = (f"delta {delta.id} would delete {delta.deletes} of {delta.from_rows} rows "
                    f"({fraction:.1%} > spec.guards.maxDeleteFraction "
-                   f"{spec.guards.max_delete_fraction:.1%})")
+                   f"{spec.guards.max_delete_fraction:.1%}{again})")
         raise GuardTripped(
             f"{finding}; nothing applied. If the source really lost these rows, approve with "
             f"--approve {delta.id} (annotation tablesync.dev/approve-delta)",
@@ -430,8 +434,11 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
             ctx.layout.put_state(replace(marker, applying_result=result.as_report()))
 
     try:
+        # a delta with every row of T: the destination's rows T lacks are kept for the next
+        # run, which deletes those its own snapshot lacks too (apply._absent_rows)
+        full = delta.bootstrap or delta.refills > 0
         result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts, began=began,
-                       committing=committing)
+                       committing=committing, absent_from=snap if full else None)
     except InputError:
         # a statement or the commit failed: rolled back, nothing to resume (the next run
         # diffs afresh, and sees a fixed source); after a TransientError (the connection may

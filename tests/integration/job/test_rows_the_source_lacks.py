@@ -1,0 +1,308 @@
+"""Rows the destination holds and the source lacks, found by a bootstrap or a refill and
+deleted by the next run once its snapshot lacks them too.
+
+Deletes no delta carries: made at the source before the first snapshot and lost by the event
+lane, or brought back by a restore from an older backup. Before, a bootstrap and a refill
+only upserted, so such rows stayed for good. Deleting them in the same run is not safe: a
+row the event lane inserted around T (a source transaction that began before the dump and
+committed after it, or a date version) looks the same, so the next snapshot confirms them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.integration.job.lane import JobResult, Lane, load_prices
+
+
+def destination_with_extra_rows(lane: Lane, rows: int = 100, extra: int = 3) -> None:
+    """The source's rows, and ``extra`` more in the destination only (ids from 1001),
+    as old as the source's: the event lane lost their deletes."""
+    load_prices(lane, rows)
+    lane.dst(f"INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 'gone', "
+             f"now() - interval '2 days' FROM generate_series(1001, {1000 + extra}) g")
+
+
+@pytest.mark.parametrize("setting", ["deletes: apply", "deletes: soft", "versionKind: counter"])
+def test_a_bootstrap_keeps_the_rows_the_source_lacks_and_the_next_run_deletes_them(
+        lane: Lane, setting: str) -> None:
+    destination_with_extra_rows(lane)
+    if setting == "deletes: soft":
+        lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
+        lane.spec["spec"]["destination"].update(deletes="soft", softDeleteColumn="deleted_at")
+    if setting == "versionKind: counter":
+        lane.both("ALTER TABLE prices ADD COLUMN v bigint NOT NULL DEFAULT 1")
+        lane.spec["spec"]["source"].update(versionColumn="v", versionKind="counter")
+
+    first = lane.run("run")
+
+    assert first.code == 0, first.stderr
+    assert first.report["reason"] == "Bootstrapped"
+    assert first.report["apply"]["deleted"] == 0  # not yet: T+1 must lack them too
+    assert lane.dst("SELECT count(*) FROM prices WHERE id > 1000") == [(3,)]
+    assert (lane.state() or {})["pending_deletes"] == 3
+
+    second = lane.run("run")
+
+    assert second.code == 0, second.stderr
+    assert second.report["apply"]["deleted"] == 3
+    assert second.report["delta"]["delete"] == 3
+    if setting == "deletes: soft":  # stamped, not removed
+        assert lane.dst("SELECT count(*) FROM prices WHERE id > 1000 AND deleted_at IS NOT "
+                        "NULL") == [(3,)]
+    else:
+        assert lane.table_text("destination") == lane.table_text("source")
+    assert (lane.state() or {})["pending_deletes"] == 0
+
+
+def test_with_deletes_ignore_they_are_not_looked_for(lane: Lane) -> None:
+    destination_with_extra_rows(lane)
+    lane.spec["spec"]["destination"]["deletes"] = "ignore"
+
+    results = [lane.run("run"), lane.run("run")]
+
+    assert [r.code for r in results] == [0, 0], results[-1].stderr
+    assert (lane.state() or {})["pending_deletes"] == 0
+    assert lane.dst("SELECT count(*) FROM prices WHERE id > 1000") == [(3,)]
+
+
+def test_a_row_the_source_has_again_by_the_next_snapshot_stays(lane: Lane) -> None:
+    """The source inserted the row (again) after T; T+1 has it: an upsert, not a delete."""
+    destination_with_extra_rows(lane)
+    assert lane.run("run").code == 0
+    lane.src("INSERT INTO prices VALUES (1002, 'sku-1002', 7, 'EUR', 'back', now())")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["deleted"] == 2
+    assert lane.table_text("destination") == lane.table_text("source")
+    assert lane.dst("SELECT title FROM prices WHERE id = 1002") == [("back",)]
+
+
+def test_a_row_changed_in_the_destination_since_stays_for_another_look(lane: Lane) -> None:
+    """Its version went up after T (newer than T+1 too): not the row T lacked; kept, and asked
+    again by the run after."""
+    destination_with_extra_rows(lane)
+    assert lane.run("run").code == 0
+    lane.dst("UPDATE prices SET title = 'touched', updated_at = now() + interval '1 hour' "
+             "WHERE id = 1001")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["deleted"] == 2
+    assert result.report["apply"]["staleSkipped"] == 1
+    assert lane.dst("SELECT title FROM prices WHERE id > 1000") == [("touched",)]
+    assert (lane.state() or {})["pending_deletes"] == 1
+
+
+def test_every_key_type_is_matched_exactly(lane: Lane) -> None:
+    """A composite key of types that travel natively, as decimal and as text (char(n) keeps
+    its padding in Arrow, inet and unconstrained numeric come as text): the rows the source
+    lacks are deleted, none of those it has."""
+    lane.both("CREATE TABLE prices (u uuid, b bytea, ts timestamptz, n numeric(12,2), "
+              "c char(4), ip inet, nu numeric, t text, d date, "
+              "updated_at timestamptz NOT NULL, PRIMARY KEY (u, b, ts, n, c, ip, nu, t, d))")
+    rows = ("SELECT md5(g::text)::uuid, decode(lpad(to_hex(g), 4, '0'), 'hex'), "
+            "'2026-01-01 00:00:00.000001+00'::timestamptz + g * interval '1 second', g + 0.5, "
+            "'c' || (g % 3), ('10.0.0.' || g)::inet, g * 1.25, 'täxt ' || g, "
+            "'2026-01-01'::date + g, now() - interval '1 day' FROM generate_series(1, 40) g")
+    lane.src(f"INSERT INTO prices {rows}")
+    lane.dst(f"INSERT INTO prices {rows}")
+    # the same keys with one part different: rows the source lacks
+    lane.dst("INSERT INTO prices SELECT u, b, ts, n, c, ip, nu, t || '!', d, updated_at "
+             "FROM prices WHERE nu < 3")  # ids 1 and 2: nu 1.25 and 2.50
+    lane.dst("INSERT INTO prices SELECT u, b, ts + interval '1 microsecond', n, c, ip, nu, t, "
+             "d, updated_at FROM prices WHERE n = 5.5")
+    lane.dst("INSERT INTO prices SELECT u, b, ts, n, 'c9', ip, 2.5000, t, d, updated_at FROM "
+             "prices WHERE n = 6.5")
+    lane.spec["spec"]["source"]["primaryKey"] = ["u", "b", "ts", "n", "c", "ip", "nu", "t", "d"]
+    lane.spec["spec"]["guards"] = {"maxDeleteFraction": 0.5}
+    order = "u, b, ts, n, c, ip, nu, t, d"
+
+    assert lane.run("run").code == 0
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["deleted"] == 4
+    assert lane.table_text("destination", order=order) == lane.table_text("source", order=order)
+
+
+def test_key_types_that_differ_in_the_destination_are_not_looked_for(lane: Lane) -> None:
+    """A key widened in the destination (integer -> bigint): read in T's type, one key could
+    look like another, so the rows stay and a warning says why."""
+    lane.src("CREATE TABLE prices (id integer PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    lane.dst("CREATE TABLE prices (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices SELECT g, now() - interval '1 day' FROM generate_series(1, 50) g")
+    lane.dst("INSERT INTO prices SELECT g, now() - interval '1 day' FROM generate_series(1, 51) g")
+
+    first = lane.run("run")
+    second = lane.run("run")
+
+    assert (first.code, second.code) == (0, 0), first.stderr + second.stderr
+    assert "id (integer in T, bigint in public.prices) differ in type" in first.stderr
+    assert lane.dst("SELECT count(*) FROM prices") == [(51,)]
+
+
+def test_too_many_trip_the_delete_guard_at_the_next_run_until_approved(lane: Lane) -> None:
+    """A truncated first dump, or a destination far from the source: the deletes are the next
+    run's, under its guard, shown by its dry run."""
+    destination_with_extra_rows(lane, rows=100, extra=20)  # 20 of 100: 20% > 5%
+    assert lane.run("run").code == 0
+    before = lane.table_text("destination")
+
+    dry = lane.run("run", "--dry-run")
+    tripped = lane.run("run")
+
+    assert dry.code == 0, dry.stderr
+    message = json.loads(dry.stdout)["message"]
+    assert "A run would stop at DeleteGuardTripped (exit 3)" in message
+    assert "20 of them rows the destination held and" in message
+    assert tripped.code == 3, tripped.stderr
+    assert tripped.report["reason"] == "DeleteGuardTripped"
+    assert lane.table_text("destination") == before
+
+    approved = lane.run("run", "--approve", tripped.report["deltaId"])
+
+    assert approved.code == 0, approved.stderr
+    assert approved.report["apply"]["deleted"] == 20
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_under_soft_deletes_only_live_rows_count(lane: Lane) -> None:
+    """Starting over with deletes: soft onto a destination that keeps 2,000 stamped rows of
+    old deletes, from a dump 20% short: the 20 live rows it lacks are 25% of its 80 rows,
+    not 1% of the destination's 2,100, so the guard trips."""
+    load_prices(lane, 0)
+    lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
+    lane.spec["spec"]["destination"].update(deletes="soft", softDeleteColumn="deleted_at")
+    lane.dst("INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 'old', now() - interval "
+             "'30 days', now() - interval '29 days' FROM generate_series(10001, 12000) g")
+    lane.both("INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 'live', now() - interval "
+              "'1 day' FROM generate_series(1, 100) g")
+    lane.src("DELETE FROM prices WHERE id > 80")  # the truncated dump
+
+    first = lane.run("run")
+    second = lane.run("run")
+
+    assert first.code == 0, first.stderr
+    assert (lane.state() or {})["pending_deletes"] == 20
+    assert second.code == 3, second.report.get("message")
+    assert second.report["reason"] == "DeleteGuardTripped"
+    assert "would delete 20 of 80 rows" in second.error_line
+    assert lane.dst("SELECT count(*) FROM prices WHERE deleted_at IS NULL") == [(100,)]
+
+
+def test_a_refill_keeps_the_rows_a_restored_backup_brought_back(lane: Lane) -> None:
+    """The destination restored from a backup: it lacks rows (which makes the run refill)
+    and holds rows deleted at the source since the backup; the run after deletes those."""
+    load_prices(lane, 1000)
+    assert lane.run("run").code == 0
+    lane.both("DELETE FROM prices WHERE id > 990")  # the event lane delivered these deletes
+    assert lane.run("run").code == 0
+    lane.dst("DELETE FROM prices")  # the restore: what the backup held
+    lane.dst("INSERT INTO prices SELECT g, 'sku-' || g, (g % 1000) + 0.99, 'EUR', "
+             "'product ' || g, now() - interval '3 days' FROM generate_series(51, 1000) g")
+
+    refilled = lane.run("run")
+    after = lane.run("run")
+
+    assert refilled.code == 0, refilled.stderr
+    assert refilled.report["reason"] == "Refilled"
+    assert after.code == 0, after.stderr
+    assert after.report["apply"]["deleted"] == 10
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_kept_by_a_bootstrap_killed_after_its_commit(lane: Lane) -> None:
+    """The rows are stored with the pending deletes before the commit: the run that settles
+    the committed bootstrap goes on and deletes them."""
+    destination_with_extra_rows(lane)
+    killed = lane.run("run", env={"TABLESYNC_FAULT_INJECT": "after-commit"})
+    assert killed.code == -9
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["deleted"] == 3
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+# The event lane around T ---------------------------------------------------------------------
+
+def while_the_apply_waits(lane: Lane, deliver: Callable[[psycopg.Connection[Any]], None]
+                          ) -> JobResult:
+    """Run the job while a destination transaction holds the table; once the apply waits
+    for it (T is dumped), ``deliver`` writes in that transaction (the event lane), which
+    then commits and lets the apply go on."""
+    holder = psycopg.connect(lane.destination)
+    holder.execute("LOCK TABLE prices IN ACCESS EXCLUSIVE MODE")
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(lane.run, "run")
+        try:
+            waiting: list[tuple[Any, ...]] = []
+            for _ in range(600):
+                waiting = lane.dst("SELECT query FROM pg_stat_activity WHERE wait_event_type "
+                                   "= 'Lock' AND datname = current_database()")
+                if waiting:
+                    break
+                time.sleep(0.1)
+            assert waiting and "_tablesync_stage" in waiting[0][0]  # the apply: T is dumped
+            deliver(holder)
+        finally:
+            holder.commit()
+            holder.close()
+        return running.result()
+
+
+def test_an_event_lane_insert_committed_after_the_snapshot_stays(lane: Lane) -> None:
+    """A source transaction that began before the dump (its now() is older than capturedAt)
+    commits after it; the event lane delivers its insert while the bootstrap applies. T lacks
+    the row, the destination has it, and so does the source: it stays."""
+    load_prices(lane, 100)
+    writer = psycopg.connect(lane.source)  # a long transaction at the source, still open
+    writer.execute("INSERT INTO prices VALUES (5000, 'sku-5000', 1, 'EUR', 'in flight', now())")
+    time.sleep(0.2)
+
+    def deliver(holder: psycopg.Connection[Any]) -> None:
+        writer.commit()  # the row commits after T...
+        version = lane.src("SELECT updated_at FROM prices WHERE id = 5000")[0][0]
+        holder.execute("INSERT INTO prices VALUES (5000, 'sku-5000', 1, 'EUR', 'in flight', "
+                       "%s)", (version,))  # ...and the event lane delivers it
+
+    first = while_the_apply_waits(lane, deliver)
+    writer.close()
+    second = lane.run("run")
+
+    assert (first.code, second.code) == (0, 0), first.stderr + second.stderr
+    assert second.report["apply"]["deleted"] == 0
+    assert lane.dst("SELECT title FROM prices WHERE id = 5000") == [("in flight",)]
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_date_version_event_lane_insert_later_the_same_day_stays(lane: Lane) -> None:
+    """versionKind timestamp on a date column: the watermark is T's day, so a row the event
+    lane inserts after T on the same day is not newer than it; T+1 has it, so it stays."""
+    load_prices(lane, 100)
+    lane.both("ALTER TABLE prices ADD COLUMN changed_on date NOT NULL DEFAULT current_date")
+    lane.spec["spec"]["source"]["versionColumn"] = "changed_on"
+    insert = "INSERT INTO prices VALUES (5000, 'sku-5000', 1, 'EUR', 'new', now())"
+
+    def deliver(holder: psycopg.Connection[Any]) -> None:
+        lane.src(insert)  # inserted at the source after T...
+        holder.execute(insert)  # ...and delivered by the event lane
+
+    first = while_the_apply_waits(lane, deliver)
+    second = lane.run("run")
+
+    assert (first.code, second.code) == (0, 0), first.stderr + second.stderr
+    assert lane.dst("SELECT title FROM prices WHERE id = 5000") == [("new",)]
+    assert second.report["apply"]["deleted"] == 0
