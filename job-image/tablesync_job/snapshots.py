@@ -109,8 +109,9 @@ class Delta:
     captured_at: str  # T's capturedAt: soft deletes stamp it
     parts: list[str] = field(default_factory=list)
     diff_seconds: float = 0.0
-    # of ``deletes``: keys the last apply kept because the destination was newer, still
-    # absent at the source in T, asked again (their old version is the destination's then)
+    # of ``deletes``: keys the last apply kept (the destination was newer, or a bootstrap or
+    # refill found the row there and not in its snapshot), still absent at the source in T,
+    # asked again (their old version is the destination's then)
     pending_deletes: int = 0
     # ``compare: version`` only: columns T-1 lacked. Their values are written at an equal
     # version too (the version did not change when the column was added at the source).
@@ -159,11 +160,12 @@ class State:
     applying_system: str | None = None
     # the apply's counts (``ApplyResult.as_report``), written just before its commit
     applying_result: dict[str, int] | None = None
-    # Deletes the apply kept because the destination's row was newer (stale-skipped), stored
-    # as key and destination version in ``snapshots/<last applied>/pending-deletes.parquet``;
-    # the next diff deletes those still absent from the source (DESIGN.md section 4 says a
-    # newer row survives; a row the event lane updated and then lost the delete of would
-    # otherwise survive for good).
+    # Deletes the apply kept because the destination's row was newer (stale-skipped), and
+    # the destination's rows a bootstrap or refill found its snapshot lacks
+    # (``apply._absent_rows``), stored as key and destination version in
+    # ``snapshots/<last applied>/pending-deletes.parquet``; the next diff deletes those still
+    # absent from the source (DESIGN.md section 4 says a newer row survives; a row the event
+    # lane updated and then lost the delete of would otherwise survive for good).
     pending_deletes: int = 0
 
     @classmethod
