@@ -60,6 +60,11 @@ log = logs.get("tablesync_job.pipeline")
 
 # Keys of T (that T-1 had too) looked up in the destination on each run (probe_destination).
 PROBE_ROWS = 1000
+# Why a delta takes every row of T (Delta.refill_reason), as the run's message says it.
+LOST_ROWS = "the destination had lost rows"
+DELETES_SWITCHED_ON = ("spec.destination.deletes was ignore at the last apply, so the rows "
+                       "the destination holds and the snapshot lacks are noted for the next "
+                       "run")
 
 
 def require_env(name: str) -> str:
@@ -262,11 +267,12 @@ def last_applied(ctx: RunContext, state: State | None = None) -> Snapshot | None
 
 
 def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path], store: bool = True,
-               refill: bool = False) -> tuple[Delta, list[Path]]:
+               refill: str | None = None) -> tuple[Delta, list[Path]]:
     """Diff T against T-1 (from state.json); store the delta unless ``store`` is False.
 
-    ``refill``: the delta takes every row of T (``diff.diff``), after
-    :func:`probe_destination` found rows missing.
+    ``refill``: why the delta takes every row of T (``diff.diff``): :func:`probe_destination`
+    found rows missing, or ``deletes`` was ``ignore`` at the last apply
+    (``Delta.refill_reason``).
     """
     logs.set_context(phase="diff")
     started = time.monotonic()
@@ -281,7 +287,8 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path], store: bool =
             pending = ctx.layout.fetch(ctx.layout.snapshot_prefix(prev.id), [PENDING_DELETES],
                                        ctx.work_dir / "previous-pending" / prev.id)
     delta, delta_parts = diff(ctx.spec, snap, parts, prev, prev_parts, ctx.work_dir,
-                              ctx.memory_limit, pending, refill=refill)
+                              ctx.memory_limit, pending, refill=refill is not None)
+    delta.refill_reason = refill
     if store:
         ctx.layout.put_delta(delta, delta_parts)
     seconds = ctx.report.phase_seconds.get("diff", 0.0) if refill else 0.0
@@ -309,6 +316,14 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
     into the report (``lostRows``).
     """
     mode = ctx.spec.destination.lost_rows
+    state = ctx.layout.get_state()
+    deletes = ctx.spec.destination.deletes
+    if not delta.bootstrap and state is not None and state.deletes == "ignore" \
+            and deletes != "ignore":
+        log.info(f"spec.destination.deletes is {deletes} now and was ignore at the last "
+                 "apply: this run applies every row of the new snapshot, to find the rows "
+                 "deleted at the source meanwhile", extra={"fields": {"deletesWere": "ignore"}})
+        return phase_diff(ctx, snap, parts, store=False, refill=DELETES_SWITCHED_ON)
     if delta.bootstrap or mode == "ignore":
         return delta, delta_parts
     started = time.monotonic()
@@ -354,7 +369,7 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
         return delta, delta_parts
     log.warning(f"{lost_text}: this run applies every row of the new snapshot",
                 extra={"fields": fields})
-    return phase_diff(ctx, snap, parts, store=False, refill=True)
+    return phase_diff(ctx, snap, parts, store=False, refill=LOST_ROWS)
 
 
 def describe_delta(ctx: RunContext, delta: Delta) -> None:
@@ -436,7 +451,7 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     try:
         # a delta with every row of T: the destination's rows T lacks are kept for the next
         # run, which deletes those its own snapshot lacks too (apply._absent_rows)
-        full = delta.bootstrap or delta.refills > 0
+        full = delta.bootstrap or delta.refills > 0 or delta.refill_reason is not None
         result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts, began=began,
                        committing=committing, absent_from=snap if full else None)
     except InputError:
@@ -450,7 +465,8 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     ctx.layout.put_state(State(last_applied_snapshot_id=delta.to_id,
                                captured_at=delta.captured_at, applied_at=now_iso(),
                                delta_id=delta.id,
-                               pending_deletes=0 if pending is None else pending.num_rows))
+                               pending_deletes=0 if pending is None else pending.num_rows,
+                               deletes=ctx.spec.destination.deletes))
     ctx.report.phase_seconds["apply"] = round(time.monotonic() - started, 3)
     # A run that first finished an interrupted apply reports both: its drift is both's.
     ctx.report.apply = (result if ctx.resumed is None or ctx.resumed is result
@@ -578,7 +594,7 @@ def advance_committed(ctx: RunContext, state: State) -> ApplyResult:
     pending = 0 if raw is None else pq.read_metadata(pa.BufferReader(raw)).num_rows
     ctx.layout.put_state(State(last_applied_snapshot_id=to_id, captured_at=snap.captured_at,
                                applied_at=now_iso(), delta_id=delta_id,
-                               pending_deletes=pending))
+                               pending_deletes=pending, deletes=state.deletes))
     result = ApplyResult.from_report(state.applying_result or {})
     # as phase_apply reports (a later apply of this run adds its own)
     ctx.report.apply = result.as_report()
@@ -679,7 +695,7 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
     try:
         result = phase_apply(ctx, delta, delta_parts)
     except InputError as err:
-        if not delta.refills:
+        if not delta.refills or delta.refill_reason not in (None, LOST_ROWS):
             raise
         # a destination that holds a subset on purpose (old partitions dropped) refuses them
         raise InputError(f"{err.message} (this run was a refill of rows the destination "
@@ -693,10 +709,11 @@ def succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool)
     if delta.bootstrap:
         report.reason = "Bootstrapped"
         report.message = f"bootstrap: {result.inserted + result.updated} rows upserted"
-    elif delta.refills:
+    elif delta.refills or delta.refill_reason is not None:
         report.reason = "Refilled"
-        report.message = (f"applied {delta.id} with every row of {delta.to_id}, as the "
-                          f"destination had lost rows: {result.drift} rows corrected (drift), "
+        report.message = (f"applied {delta.id} with every row of {delta.to_id}, as "
+                          f"{delta.refill_reason or LOST_ROWS}: {result.drift} rows corrected "
+                          "(drift), "
                           f"{result.already_current} already current, {result.stale_skipped} "
                           "stale skipped")
     elif delta.changes == 0:

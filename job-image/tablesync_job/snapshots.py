@@ -119,6 +119,9 @@ class Delta:
     # Rows of T unchanged since T-1, added because the destination had lost rows that no
     # delta would bring back (pipeline.probe_destination): upserted like updates.
     refills: int = 0
+    # why the delta takes every row of T (``refills``), for the run's message; None in a
+    # delta an earlier build stored (then it was rows the destination had lost)
+    refill_reason: str | None = None
 
     @property
     def id(self) -> str:
@@ -167,6 +170,10 @@ class State:
     # absent from the source (DESIGN.md section 4 says a newer row survives; a row the event
     # lane updated and then lost the delete of would otherwise survive for good).
     pending_deletes: int = 0
+    # ``spec.destination.deletes`` at the apply that advanced the state (None: an earlier
+    # build's state): after ``ignore``, the rows deleted at the source meanwhile are in no
+    # delta, so the first run under ``apply`` or ``soft`` takes every row of T to find them
+    deletes: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:

@@ -73,6 +73,44 @@ def test_with_deletes_ignore_they_are_not_looked_for(lane: Lane) -> None:
     assert lane.dst("SELECT count(*) FROM prices WHERE id > 1000") == [(3,)]
 
 
+def test_switching_deletes_on_after_ignore_finds_the_rows_deleted_meanwhile(
+        lane: Lane) -> None:
+    """Under ``deletes: ignore`` the source's deletes are passed over; once ``apply``, those
+    rows are in no delta (T-1 lacks them too), so the first run takes every row of T to
+    find them and the run after deletes them."""
+    load_prices(lane, 100)
+    lane.spec["spec"]["destination"]["deletes"] = "ignore"
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id <= 3")
+    assert lane.run("run").code == 0
+    assert lane.dst("SELECT count(*) FROM prices WHERE id <= 3") == [(3,)]
+    lane.spec["spec"]["destination"]["deletes"] = "apply"
+
+    switched = lane.run("run")
+    after = lane.run("run")
+    then = lane.run("run")
+
+    assert switched.code == 0, switched.stderr
+    assert switched.report["reason"] == "Refilled"
+    assert "deletes was ignore at the last apply" in switched.report["message"]
+    assert after.code == 0, after.stderr
+    assert after.report["apply"]["deleted"] == 3
+    assert lane.table_text("destination") == lane.table_text("source")
+    assert then.report["reason"] == "NoChanges"  # once: the state says apply now
+
+
+def test_a_state_without_the_deletes_it_was_applied_under_is_not_taken_for_ignore(
+        lane: Lane) -> None:
+    """state.json from an earlier build does not say: a normal run, not every row of T."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    state = lane.state() or {}
+    assert state.pop("deletes") == "apply"
+    lane.put_state(state)
+
+    assert lane.run("run").report["reason"] == "NoChanges"
+
+
 def test_a_row_the_source_has_again_by_the_next_snapshot_stays(lane: Lane) -> None:
     """The source inserted the row (again) after T; T+1 has it: an upsert, not a delete."""
     destination_with_extra_rows(lane)
