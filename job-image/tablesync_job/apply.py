@@ -46,8 +46,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import logs
-from .diff import OLD_VERSION, OP
+from .diff import OLD_VERSION, OP, PENDING
 from .dump import (
+    FIXED_TEXT_SETTINGS,
     INFINITY,
     as_dumped,
     dumped_schema,
@@ -291,6 +292,7 @@ class _Staged:
     deletes: int = 0
     infinite: dict[str, str] = field(default_factory=dict)
     survived: int = 0  # deletes whose destination row stayed (it was newer)
+    pending: bool = False  # the delta marks the deletes asked again (diff.PENDING)
 
 
 def _infinite_columns(parts: list[Path], schema: pa.Schema) -> list[str]:
@@ -348,6 +350,7 @@ def _batches(parts: list[Path], progress: logs.Progress,
              staged: _Staged) -> tuple[pa.Schema, Iterator[Any]]:
     """The stage's schema and its batches: the delta's, with infinities split off."""
     schema = pq.read_schema(parts[0])
+    staged.pending = PENDING in schema.names  # not in a delta an earlier build stored
     staged.infinite = {name: f"_tablesync_infinite_{i}"
                        for i, name in enumerate(_infinite_columns(parts, schema))}
     stage_schema = schema
@@ -579,12 +582,13 @@ def _cast(dest: TableInfo, column: str, expr: str) -> str:
     return f"CAST({expr} AS {col.pg_type})"
 
 
-def _value(dest: TableInfo, staged: _Staged, column: str) -> str:
-    """The staged value of ``column`` (stage alias ``s``) as the destination's type."""
-    expr = f"s.{quote_ident(column)}"
+def _value(dest: TableInfo, staged: _Staged, column: str, alias: str = "s") -> str:
+    """The staged value of ``column`` (stage alias ``alias``) as the destination's type."""
+    expr = f"{alias}.{quote_ident(column)}"
     flag = staged.infinite.get(column)
     if flag is not None:
-        expr = f"CASE s.{flag} WHEN 1 THEN 'infinity' WHEN -1 THEN '-infinity' ELSE {expr} END"
+        expr = (f"CASE {alias}.{flag} WHEN 1 THEN 'infinity' WHEN -1 THEN '-infinity' "
+                f"ELSE {expr} END")
     return _cast(dest, column, expr)
 
 
@@ -594,7 +598,7 @@ def _written(dest: TableInfo, schema: pa.Schema) -> list[str]:
     written = []
     for f in schema:
         col = dest.column(f.name)
-        if f.name not in (OP, OLD_VERSION) and not (col is not None and col.generated):
+        if f.name not in (OP, OLD_VERSION, PENDING) and not (col is not None and col.generated):
             written.append(f.name)
     return written
 
@@ -749,9 +753,22 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
         col = dest.column(ver)
         assert col is not None
         watermark = f"CAST({quote_literal(delta.watermark)} AS {col.base_type or col.pg_type})"
-        bound = f"GREATEST({watermark}, {bound})"
+        latest = f"GREATEST({watermark}, {bound})"
+        # A delete asked again is bound by the version the destination held when it was
+        # kept: a row written since (the event lane's insert of a row the source has again
+        # after T, with a version the watermark covers) is not the row found then.
+        bound = latest if not staged.pending else f"CASE WHEN s.{PENDING} THEN {bound} " \
+                                                   f"ELSE {latest} END"
     safe = f"(d.{q(ver)} IS NULL OR d.{q(ver)} <= {bound})"
     where = f"s.{OP} = 'delete' AND {join} AND {safe}"
+    if staged.pending:
+        # nor is a key that one of the delta's upserts has under Postgres's equality (a key
+        # whose text differed from T's for DuckDB: deleted, it would be inserted again, and
+        # the destination's ON DELETE CASCADE children would go with it)
+        upserted = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k, 'u')}"
+                                for k in keys)
+        where += (f" AND NOT (s.{PENDING} AND EXISTS (SELECT 1 FROM {STAGE} u "
+                  f"WHERE u.{OP} <> 'delete' AND {upserted}))")
     if mode == "apply":
         remove = f"DELETE FROM {table} d USING {STAGE} s WHERE {where}"
         live = ""  # a row still present survived
@@ -849,14 +866,23 @@ def _absent_rows(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot, schem
         return None
     key_cols = [c for c in cols if c is not None]
     join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
-    live = ""
+    # a NULL key (a UNIQUE index on a nullable column) matches no delete
+    where = " AND ".join(f"d.{q(k)} IS NOT NULL" for k in keys)
     if spec.destination.deletes == "soft":
-        live = f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
+        where += f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
     selected = ", ".join(f"{select_expression(c, f'd.{q(c.name)}')} AS {q(c.name)}"
                          for c in key_cols)
+    # The text of keys travelling as text as the dump's session wrote T's (this
+    # transaction only; it ends after this).
+    settings = {**FIXED_TEXT_SETTINGS, **(snap.text_settings or {})}
+    cur.execute("SELECT " + ", ".join(f"set_config({quote_literal(name)}, "
+                                      f"{quote_literal(value)}, true)"
+                                      for name, value in settings.items()))
+    # not a key of the stage's deletes either: _delete deleted those, _pending_deletes
+    # keeps those it did not
     cur.execute(f"SELECT {selected}, d.{q(ver)}::text AS {OLD_VERSION} "
-                f"FROM {qualified(dest.table)} d WHERE NOT EXISTS (SELECT 1 FROM {STAGE} s "
-                f"WHERE s.{OP} <> 'delete' AND {join}){live}")
+                f"FROM {qualified(dest.table)} d WHERE {where} AND NOT EXISTS (SELECT 1 FROM "
+                f"{STAGE} s WHERE {join})")
     reader = cur.fetch_record_batch()
     # as _pending_deletes keeps them
     wanted = pa.schema([*(schema.field(k) for k in keys),

@@ -11,6 +11,8 @@ section 4) is the fat delta, Parquet with the columns::
     _tablesync_op           'insert' | 'update' | 'delete' | 'refill'
     <every column of T>     the full new row (for a delete: the row as T-1 had it)
     _tablesync_old_version  the version in T-1 (NULL for an insert)
+    _tablesync_pending      true for a delete asked again (the last apply kept it; its old
+                            version is the destination's then), else false
 
 DuckDB runs with an explicit ``memory_limit`` and ``temp_directory`` so a large diff spills to
 disk instead of being killed. Without T-1 (bootstrap) every row of T is an insert. With
@@ -42,7 +44,7 @@ log = logs.get("tablesync_job.diff")
 
 OP = "_tablesync_op"
 OLD_VERSION = "_tablesync_old_version"
-PENDING = "_tablesync_pending"  # in the temp table ``changes``: a delete asked again
+PENDING = "_tablesync_pending"  # a delete asked again (in ``changes`` and in the delta)
 
 # Bytes of memory_limit allowed per row and compared column on the build side of one
 # partition of the narrow join (DuckDB's hash table needs about 25 per column plus overhead).
@@ -405,14 +407,16 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
         again_keys = ", ".join(f"CAST(c.{quote_ident(n)} AS {t_types[n]}) AS {quote_ident(n)}"
                                for n in snap.primary_key)
         again = (f" UNION ALL BY NAME SELECT 'delete' AS {OP}, {again_keys}, "
-                 f"c.{OLD_VERSION} AS {OLD_VERSION} FROM changes c WHERE c.{PENDING}")
+                 f"c.{OLD_VERSION} AS {OLD_VERSION}, true AS {PENDING} FROM changes c "
+                 f"WHERE c.{PENDING}")
     if counts.get("delete"):
         _check_key_casts(con, snap, prev, t_types, p_types, on_p)
     con.execute(
-        f"COPY (SELECT c.{OP} AS {OP}, {t_cols}, c.{OLD_VERSION} AS {OLD_VERSION} "
-        f"FROM t JOIN changes c ON {on_t} WHERE c.{OP} <> 'delete'{no_t} "
+        f"COPY (SELECT c.{OP} AS {OP}, {t_cols}, c.{OLD_VERSION} AS {OLD_VERSION}, "
+        f"false AS {PENDING} FROM t JOIN changes c ON {on_t} WHERE c.{OP} <> 'delete'{no_t} "
         f"UNION ALL BY NAME "
-        f"SELECT 'delete' AS {OP}, {', '.join(p_cols)}, p.{ver} AS {OLD_VERSION} "
+        f"SELECT 'delete' AS {OP}, {', '.join(p_cols)}, p.{ver} AS {OLD_VERSION}, "
+        f"false AS {PENDING} "
         f"FROM p JOIN changes c ON {on_p} WHERE c.{OP} = 'delete' AND NOT c.{PENDING}{no_p}"
         f"{again}) "
         f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")

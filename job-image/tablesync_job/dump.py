@@ -52,6 +52,7 @@ from .postgres import (
     map_stream_error,
     qualified,
     quote_ident,
+    quote_literal,
 )
 from .snapshots import Column, Snapshot
 from .spec import JobSpec
@@ -64,6 +65,14 @@ _NATIVE = {"int2", "int4", "int8", "float4", "float8", "numeric", "text", "varch
 _TIME_TYPES = {"timestamp", "timestamptz", "date"}
 # Types Postgres may order, but whose order does not say which change is newer.
 _UNORDERED_VERSIONS = {"uuid", "json", "jsonb", "bool"}
+
+# Settings of the dump's session that shape the text of values travelling as text, beyond
+# those it sets (DateStyle, IntervalStyle, extra_float_digits): recorded in the snapshot
+# (``Snapshot.text_settings``), so that ``apply`` reads destination keys as T holds them.
+TEXT_SETTINGS = ("TimeZone", "bytea_output")
+# The settings the dump sets itself, for the same reason.
+FIXED_TEXT_SETTINGS = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
+                       "extra_float_digits": "3"}
 
 ROWS_PER_PART = 4_000_000
 # Arrow batches read ahead of the converting and writing thread (each about 16 MiB).
@@ -461,11 +470,11 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
             try:
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 # Values that travel as text (ranges, intervals, ...) in a form the apply reads
-                # the same whatever its session's styles (a DMY DateStyle swaps day and month).
-                cur.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-                cur.execute("SET LOCAL IntervalStyle = 'postgres'")
-                # floats inside values that travel as text (arrays, point, ...) print exactly
-                cur.execute("SET LOCAL extra_float_digits = 3")
+                # the same whatever its session's styles (a DMY DateStyle swaps day and month),
+                # floats inside them (arrays, point, ...) exactly. SET, not set_config(): a
+                # SELECT would fix the transaction's snapshot before its time is captured.
+                for name, value in FIXED_TEXT_SETTINGS.items():
+                    cur.execute(f"SET LOCAL {name} = {quote_literal(value)}")
                 # The first statement fixes the transaction's snapshot: capture its as-of time.
                 # ``wall``: the same instant as wall-clock time in the session's TimeZone.
                 cur.execute(
@@ -492,6 +501,9 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                     else:
                         log.warning("standby has replayed no commit since it started and "
                                     "pg_control_checkpoint() is not allowed: capturedAt is now()")
+                cur.execute("SELECT " + ", ".join(f"current_setting({quote_literal(name)})"
+                                                  for name in TEXT_SETTINGS))
+                text_settings = dict(zip(TEXT_SETTINGS, cur.fetchone(), strict=True))
                 cur.execute(f"SELECT {_select_list(info)} FROM {qualified(info.table)}")
                 reader = cur.fetch_record_batch()
                 schema = dumped_schema(reader.schema, info.columns)
@@ -555,7 +567,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
         min_version=None if lo is None else _version_text(lo),
         max_version=None if hi is None else _version_text(hi),
         watermark=watermark, dump_seconds=round(time.monotonic() - started, 3),
-        lsn=position, system_identifier=system,
+        lsn=position, system_identifier=system, text_settings=text_settings,
     )
     log.info("dumped", extra={"fields": {**progress.figures(), "bytes": size,
                                          "parts": len(parts), "capturedAt": captured_iso}})

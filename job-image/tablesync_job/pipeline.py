@@ -60,6 +60,8 @@ log = logs.get("tablesync_job.pipeline")
 
 # Keys of T (that T-1 had too) looked up in the destination on each run (probe_destination).
 PROBE_ROWS = 1000
+# The count of pending deletes in the marker's applying_result (beside ApplyResult's).
+PENDING_COUNT = "pendingDeletes"
 # Why a delta takes every row of T (Delta.refill_reason), as the run's message says it.
 LOST_ROWS = "the destination had lost rows"
 DELETES_SWITCHED_ON = ("spec.destination.deletes was ignore at the last apply, so the rows "
@@ -387,22 +389,25 @@ def check_guards(spec: JobSpec, delta: Delta, approved: str | None) -> None:
 
     Raises GuardTripped (exit 3) unless ``approved`` equals ``delta.id``.
     """
-    if delta.bootstrap or approved == delta.id or delta.from_rows == 0:
+    if delta.bootstrap or approved == delta.id:
         return
-    fraction = delta.deletes / delta.from_rows
+    # T-1 empty: deletes are those of rows the destination held and its bootstrap noted
+    # (apply._absent_rows), any number of them more than a fraction of none
+    fraction = delta.deletes / delta.from_rows if delta.from_rows else float(delta.deletes > 0)
     if spec.destination.deletes != "ignore" and fraction > spec.guards.max_delete_fraction:
         again = ""
         if delta.pending_deletes:
             again = (f", {delta.pending_deletes} of them rows the destination held and "
                      f"{delta.from_id} lacked too")
+        share = f"{fraction:.1%}" if delta.from_rows else "all"
         finding = (f"delta {delta.id} would delete {delta.deletes} of {delta.from_rows} rows "
-                   f"({fraction:.1%} > spec.guards.maxDeleteFraction "
+                   f"({share} > spec.guards.maxDeleteFraction "
                    f"{spec.guards.max_delete_fraction:.1%}{again})")
         raise GuardTripped(
             f"{finding}; nothing applied. If the source really lost these rows, approve with "
             f"--approve {delta.id} (annotation tablesync.dev/approve-delta)",
             reason="DeleteGuardTripped", delta_id=delta.id, finding=finding)
-    shrink = 1 - delta.to_rows / delta.from_rows
+    shrink = 1 - delta.to_rows / delta.from_rows if delta.from_rows else 0.0
     if shrink > spec.guards.max_shrink_fraction:
         finding = (f"snapshot {delta.to_id} has {delta.to_rows} rows, {shrink:.1%} fewer than "
                    f"the {delta.from_rows} of {delta.from_id} (> spec.guards.maxShrinkFraction "
@@ -446,7 +451,11 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
             log.info("deletes kept for the next run", extra={"fields": {
                 "pendingDeletes": pending.num_rows}})
         if ours:
-            ctx.layout.put_state(replace(marker, applying_result=result.as_report()))
+            # with the count of pending deletes: a file from an earlier, aborted attempt at
+            # this delta may lie where this one stored none
+            kept = 0 if pending is None else pending.num_rows
+            ctx.layout.put_state(replace(marker, applying_result={
+                **result.as_report(), PENDING_COUNT: kept}))
 
     try:
         # a delta with every row of T: the destination's rows T lacks are kept for the next
@@ -590,12 +599,15 @@ def advance_committed(ctx: RunContext, state: State) -> ApplyResult:
     if snap is None:
         raise InputError(f"state.json: the apply of delta {delta_id} committed, but snapshot "
                          f"{to_id} is missing from {ctx.spec.storage.url}; {START_OVER}")
-    raw = ctx.layout.storage.get_bytes(ctx.layout.pending_deletes_key(to_id))
-    pending = 0 if raw is None else pq.read_metadata(pa.BufferReader(raw)).num_rows
+    counts = state.applying_result or {}
+    pending = counts.get(PENDING_COUNT)
+    if pending is None:  # a marker an earlier build wrote
+        raw = ctx.layout.storage.get_bytes(ctx.layout.pending_deletes_key(to_id))
+        pending = 0 if raw is None else pq.read_metadata(pa.BufferReader(raw)).num_rows
     ctx.layout.put_state(State(last_applied_snapshot_id=to_id, captured_at=snap.captured_at,
                                applied_at=now_iso(), delta_id=delta_id,
                                pending_deletes=pending, deletes=state.deletes))
-    result = ApplyResult.from_report(state.applying_result or {})
+    result = ApplyResult.from_report(counts)
     # as phase_apply reports (a later apply of this run adds its own)
     ctx.report.apply = result.as_report()
     ctx.report.snapshot_id, ctx.report.captured_at = snap.id, snap.captured_at

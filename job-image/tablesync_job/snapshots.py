@@ -85,6 +85,10 @@ class Snapshot:
     # when the source has been idle. None when the source's role may not read them.
     lsn: str | None = None  # pg_lsn text, e.g. "0/3000148"
     system_identifier: str | None = None  # pg_control_system(): the cluster's identity
+    # The dump session's settings that shape the text of values travelling as text (a
+    # tstzrange key, a bytea[]) beyond those it sets itself: TimeZone, bytea_output. None in
+    # a snapshot an earlier build stored.
+    text_settings: dict[str, str] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Snapshot:

@@ -239,6 +239,56 @@ def test_under_soft_deletes_only_live_rows_count(lane: Lane) -> None:
     assert lane.dst("SELECT count(*) FROM prices WHERE deleted_at IS NULL") == [(100,)]
 
 
+def test_an_empty_source_does_not_empty_the_destination_unguarded(lane: Lane) -> None:
+    """A source table that is empty (newly created, wrongly named, truncated): T-1 has no
+    rows, so every delete is more than maxDeleteFraction of them."""
+    load_prices(lane, 0)
+    lane.dst("INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 'x', now() - interval "
+             "'2 days' FROM generate_series(1, 1000) g")
+
+    first = lane.run("run")
+    second = lane.run("run")
+
+    assert first.code == 0, first.stderr
+    assert second.code == 3, second.report
+    assert "would delete 1000 of 0 rows (all > spec.guards.maxDeleteFraction" in \
+        second.error_line
+    assert lane.dst("SELECT count(*) FROM prices") == [(1000,)]
+
+
+def test_a_destination_row_with_a_null_key_is_not_noted(lane: Lane) -> None:
+    """The destination's key is a UNIQUE index on a nullable column, and it holds a row of
+    its own with a NULL key: no delete can match it."""
+    lane.src("CREATE TABLE prices (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    lane.dst("CREATE TABLE prices (id bigint UNIQUE, updated_at timestamptz NOT NULL)")
+    lane.both("INSERT INTO prices SELECT g, now() - interval '1 day' "
+              "FROM generate_series(1, 100) g")
+    lane.dst("INSERT INTO prices VALUES (NULL, now() - interval '2 days')")
+
+    first = lane.run("run")
+    second = lane.run("run")
+
+    assert (first.code, second.code) == (0, 0), first.stderr + second.stderr
+    assert (second.report["delta"]["delete"], second.report["apply"]["alreadyCurrent"]) == (0, 0)
+
+
+def test_a_refill_keeps_each_pending_delete_once(lane: Lane) -> None:
+    """A refill whose delete the destination holds newer: kept by the delete, not noted again
+    as a row the snapshot lacks."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id = 5")
+    lane.dst("UPDATE prices SET title = 'newer', updated_at = now() + interval '1 hour' "
+             "WHERE id = 5")  # the event lane's write after the source's delete
+    lane.dst("DELETE FROM prices WHERE id BETWEEN 50 AND 59")  # lost rows: this run refills
+
+    refilled = lane.run("run")
+
+    assert refilled.code == 0, refilled.stderr
+    assert refilled.report["reason"] == "Refilled"
+    assert (lane.state() or {})["pending_deletes"] == 1
+
+
 def test_a_refill_keeps_the_rows_a_restored_backup_brought_back(lane: Lane) -> None:
     """The destination restored from a backup: it lacks rows (which makes the run refill)
     and holds rows deleted at the source since the backup; the run after deletes those."""
@@ -324,6 +374,87 @@ def test_an_event_lane_insert_committed_after_the_snapshot_stays(lane: Lane) -> 
     assert second.report["apply"]["deleted"] == 0
     assert lane.dst("SELECT title FROM prices WHERE id = 5000") == [("in flight",)]
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_key_the_source_inserts_again_after_the_next_snapshot_stays(lane: Lane) -> None:
+    """Row 1001 is a lost delete (an old date version), noted by the bootstrap. The source
+    inserts it again after T+1's dump, the same day, and the event lane delivers it (today's
+    date, which T+1's watermark covers) before T+1 applies: not the version noted, so the
+    row stays, and is asked again."""
+    load_prices(lane, 100)
+    lane.both("ALTER TABLE prices ADD COLUMN changed_on date NOT NULL DEFAULT current_date")
+    lane.src("UPDATE prices SET changed_on = current_date - 3")
+    lane.spec["spec"]["source"]["versionColumn"] = "changed_on"
+    lane.dst("INSERT INTO prices VALUES (1001, 'sku-1001', 1, 'EUR', 'gone', now(), "
+             "current_date - 10)")  # its delete was lost by the event lane
+    assert lane.run("run").code == 0
+    assert (lane.state() or {})["pending_deletes"] == 1
+    insert = ("INSERT INTO prices VALUES (1001, 'sku-1001', 2, 'EUR', 'back', now(), "
+              "current_date) ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, "
+              "changed_on = EXCLUDED.changed_on")
+
+    def deliver(holder: psycopg.Connection[Any]) -> None:
+        lane.src(insert)  # at the source after T+1's dump...
+        holder.execute(insert)  # ...and delivered by the event lane
+
+    second = while_the_apply_waits(lane, deliver)
+
+    assert second.code == 0, second.stderr
+    assert second.report["apply"]["deleted"] == 0
+    assert lane.dst("SELECT title FROM prices WHERE id = 1001") == [("back",)]
+    assert (lane.state() or {})["pending_deletes"] == 1  # asked again by T+2, which has it
+    third = lane.run("run")
+    assert (third.code, third.report["apply"]["deleted"]) == (0, 0), third.stderr
+    assert lane.dst("SELECT title FROM prices WHERE id = 1001") == [("back",)]
+
+
+def test_a_range_key_is_read_in_the_dumps_time_zone(lane: Lane) -> None:
+    """tstzrange travels as text, in the dump session's TimeZone: the destination's keys are
+    read in it too. A row noted at T that the source has by T+1 is not asked again (else
+    deleted and inserted again, its ON DELETE CASCADE children gone with it)."""
+    lane.dst(f"ALTER DATABASE {lane.destination.rsplit('/', 1)[1].split('?')[0]} "
+             "SET TimeZone = 'Europe/Berlin'")
+    ts = "('2026-01-01 00:00:00+00'::timestamptz + g * interval '1 hour')"
+    key = f"tstzrange({ts}, {ts} + interval '1 hour')"
+    lane.both("CREATE TABLE prices (k tstzrange PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    lane.dst("CREATE TABLE notes (k tstzrange REFERENCES prices ON DELETE CASCADE, note text)")
+    lane.src(f"INSERT INTO prices SELECT {key}, now() - interval '1 day' "
+             "FROM generate_series(1, 20) g")
+    lane.dst(f"INSERT INTO prices SELECT {key}, now() - interval '1 day' "
+             "FROM generate_series(1, 22) g")
+    lane.dst(f"INSERT INTO notes SELECT {key}, 'kept' FROM generate_series(1, 22) g")
+    lane.spec["spec"]["source"]["primaryKey"] = ["k"]
+    assert lane.run("run").code == 0
+    assert (lane.state() or {})["pending_deletes"] == 2
+    # the source has row 21 now, at the version the destination holds
+    lane.src(f"INSERT INTO prices SELECT {key}, now() - interval '1 day' "
+             "FROM generate_series(21, 21) g")
+
+    second = lane.run("run")
+
+    assert second.code == 0, second.stderr
+    assert second.report["apply"]["deleted"] == 1  # row 22
+    assert lane.dst("SELECT count(*) FROM notes") == [(21,)]
+
+
+def test_a_float_array_key_is_read_with_the_dumps_float_digits(lane: Lane) -> None:
+    """float8[] travels as text; the destination's extra_float_digits = 0 would print
+    0.30000000000000004 as 0.3, which matches no row when cast back."""
+    lane.dst(f"ALTER DATABASE {lane.destination.rsplit('/', 1)[1].split('?')[0]} "
+             "SET extra_float_digits = 0")
+    lane.both("CREATE TABLE prices (k float8[] PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices VALUES (ARRAY[1.5], now() - interval '1 day')")
+    lane.dst("INSERT INTO prices VALUES (ARRAY[1.5], now() - interval '1 day'), "
+             "(ARRAY[0.1::float8 + 0.2::float8], now() - interval '1 day')")
+    lane.spec["spec"]["source"]["primaryKey"] = ["k"]
+    lane.spec["spec"]["guards"] = {"maxDeleteFraction": 1.0}
+
+    assert lane.run("run").code == 0
+    second = lane.run("run")
+
+    assert second.code == 0, second.stderr
+    assert second.report["apply"]["deleted"] == 1
+    assert lane.dst("SELECT k FROM prices") == [([1.5],)]
 
 
 def test_a_date_version_event_lane_insert_later_the_same_day_stays(lane: Lane) -> None:
