@@ -280,6 +280,12 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path], store: bool =
     started = time.monotonic()
     state = ctx.layout.get_state()
     prev = last_applied(ctx, state)
+    if refill is None and prev is not None and deletes_switched_on(ctx.spec, state):
+        log.info(f"spec.destination.deletes is {ctx.spec.destination.deletes} now and was "
+                 "ignore at the last apply: this delta takes every row of the new snapshot, to "
+                 "find the rows deleted at the source meanwhile",
+                 extra={"fields": {"deletesWere": "ignore"}})
+        refill = DELETES_SWITCHED_ON
     prev_parts: list[Path] = []
     pending: list[Path] = []
     if prev is not None:
@@ -297,6 +303,15 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path], store: bool =
     ctx.report.phase_seconds["diff"] = round(seconds + time.monotonic() - started, 3)
     describe_delta(ctx, delta)
     return delta, delta_parts
+
+
+def deletes_switched_on(spec: JobSpec, state: State | None) -> bool:
+    """Whether ``spec.destination.deletes`` is ``apply`` or ``soft`` and was ``ignore`` at
+    the last apply (``State.deletes``): the rows deleted at the source meanwhile are in no
+    delta, so the next delta takes every row of T, whose apply notes them
+    (``apply._absent_rows``)."""
+    return state is not None and state.deletes == "ignore" and \
+        spec.destination.deletes != "ignore"
 
 
 def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta: Delta,
@@ -318,16 +333,8 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
     into the report (``lostRows``).
     """
     mode = ctx.spec.destination.lost_rows
-    state = ctx.layout.get_state()
-    deletes = ctx.spec.destination.deletes
-    if not delta.bootstrap and state is not None and state.deletes == "ignore" \
-            and deletes != "ignore":
-        log.info(f"spec.destination.deletes is {deletes} now and was ignore at the last "
-                 "apply: this run applies every row of the new snapshot, to find the rows "
-                 "deleted at the source meanwhile", extra={"fields": {"deletesWere": "ignore"}})
-        return phase_diff(ctx, snap, parts, store=False, refill=DELETES_SWITCHED_ON)
-    if delta.bootstrap or mode == "ignore":
-        return delta, delta_parts
+    if delta.bootstrap or mode == "ignore" or delta.refill_reason is not None:
+        return delta, delta_parts  # (a delta with every row of T already)
     started = time.monotonic()
     prev = ctx.layout.get_snapshot(delta.from_id) if delta.from_id else None
     if prev is None:
@@ -471,11 +478,14 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
         raise
     _fault("after-commit")
     pending = result.pending_deletes
+    deletes = ctx.spec.destination.deletes
+    if deletes_switched_on(ctx.spec, state) and not full:
+        deletes = "ignore"  # (an approved delta from before): not seen yet, the next run does
     ctx.layout.put_state(State(last_applied_snapshot_id=delta.to_id,
                                captured_at=delta.captured_at, applied_at=now_iso(),
                                delta_id=delta.id,
                                pending_deletes=0 if pending is None else pending.num_rows,
-                               deletes=ctx.spec.destination.deletes))
+                               deletes=deletes))
     ctx.report.phase_seconds["apply"] = round(time.monotonic() - started, 3)
     # A run that first finished an interrupted apply reports both: its drift is both's.
     ctx.report.apply = (result if ctx.resumed is None or ctx.resumed is result

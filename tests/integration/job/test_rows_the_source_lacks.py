@@ -99,6 +99,26 @@ def test_switching_deletes_on_after_ignore_finds_the_rows_deleted_meanwhile(
     assert then.report["reason"] == "NoChanges"  # once: the state says apply now
 
 
+def test_switching_deletes_on_is_seen_by_the_one_phase_commands_too(lane: Lane) -> None:
+    """dump, diff and apply by hand: the diff takes every row of T, and until a delta that
+    does is applied, state.json keeps saying ignore."""
+    load_prices(lane, 100)
+    lane.spec["spec"]["destination"]["deletes"] = "ignore"
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id <= 3")
+    assert lane.run("run").code == 0
+    lane.spec["spec"]["destination"]["deletes"] = "apply"
+
+    steps = [lane.run("dump"), lane.run("diff"), lane.run("apply")]
+
+    assert [r.code for r in steps] == [0, 0, 0], steps[-1].stderr
+    assert steps[-1].report["reason"] == "Refilled"
+    assert (lane.state() or {})["pending_deletes"] == 3
+    assert (lane.state() or {})["deletes"] == "apply"
+    assert lane.run("run").report["apply"]["deleted"] == 3
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
 def test_a_state_without_the_deletes_it_was_applied_under_is_not_taken_for_ignore(
         lane: Lane) -> None:
     """state.json from an earlier build does not say: a normal run, not every row of T."""
