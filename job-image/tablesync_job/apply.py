@@ -91,6 +91,8 @@ class ApplyResult:
     # destination's version (as OLD_VERSION, in the delta's type). The next diff asks again
     # (``pipeline.phase_apply`` stores them beside the snapshot). None when there are none.
     pending_deletes: pa.Table | None = None
+    # of them, the destination's rows a bootstrap or refill found its snapshot lacks
+    absent: int = 0
 
     @property
     def drift(self) -> int:
@@ -427,6 +429,7 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Pa
             absent = None
             if absent_from is not None and spec.destination.deletes != "ignore":
                 absent = _absent_rows(cur, spec, dest, absent_from, schema, staged)
+            result.absent = 0 if absent is None else absent.num_rows
             if kept is not None and absent is not None:
                 result.pending_deletes = pa.concat_tables([kept, absent.cast(kept.schema)])
             else:

@@ -745,6 +745,9 @@ def succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool)
         report.message = (f"applied {delta.id}{' (approved)' if approved else ''}: "
                           f"{result.drift} rows corrected (drift), {result.already_current} "
                           f"already current, {result.stale_skipped} stale skipped")
+    if result.absent:
+        report.message += (f"; {result.absent} rows the destination holds and {delta.to_id} "
+                           "lacks are noted: the next run deletes those its snapshot lacks too")
     lost = report.lost_rows
     if lost and report.lost_rows_kept:
         # in the message, the status's LastRunSucceeded shows it (the pod's log goes)

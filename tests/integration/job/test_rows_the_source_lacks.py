@@ -46,6 +46,7 @@ def test_a_bootstrap_keeps_the_rows_the_source_lacks_and_the_next_run_deletes_th
     assert first.code == 0, first.stderr
     assert first.report["reason"] == "Bootstrapped"
     assert first.report["apply"]["deleted"] == 0  # not yet: T+1 must lack them too
+    assert "; 3 rows the destination holds and" in first.report["message"]
     assert lane.dst("SELECT count(*) FROM prices WHERE id > 1000") == [(3,)]
     assert (lane.state() or {})["pending_deletes"] == 3
 
