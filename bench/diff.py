@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tablesync_job.diff import OLD_VERSION, OP, PENDING, diff, open_duckdb, parquet_scan
+from tablesync_job.diff import OLD_VERSION, OP, diff, open_duckdb, parquet_scan
 from tablesync_job.dump import PartWriter
 from tablesync_job.snapshots import Column, Snapshot
 from tablesync_job.spec import parse
@@ -101,8 +101,7 @@ def naive_phase(parts: list[Path], prev_parts: list[Path], work_dir: str,
         with Stopwatch() as sw:
             con.execute(
                 f"COPY (SELECT CASE WHEN p.id IS NULL THEN 'insert' WHEN t.id IS NULL "
-                f"THEN 'delete' ELSE 'update' END AS {OP}, {cols}, p.version AS {OLD_VERSION}, "
-                f"false AS {PENDING} "
+                f"THEN 'delete' ELSE 'update' END AS {OP}, {cols}, p.version AS {OLD_VERSION} "
                 f"FROM {parquet_scan(parts)} t FULL OUTER JOIN {parquet_scan(prev_parts)} p "
                 f"ON t.id = p.id WHERE t.id IS NULL OR p.id IS NULL "
                 f"OR t.version IS DISTINCT FROM p.version) "

@@ -765,13 +765,17 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
     safe = f"(d.{q(ver)} IS NULL OR d.{q(ver)} <= {bound})"
     where = f"s.{OP} = 'delete' AND {join} AND {safe}"
     if staged.pending:
-        # nor is a key that one of the delta's upserts has under Postgres's equality (a key
-        # whose text differed from T's for DuckDB: deleted, it would be inserted again, and
-        # the destination's ON DELETE CASCADE children would go with it)
-        upserted = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k, 'u')}"
-                                for k in keys)
-        where += (f" AND NOT (s.{PENDING} AND EXISTS (SELECT 1 FROM {STAGE} u "
-                  f"WHERE u.{OP} <> 'delete' AND {upserted}))")
+        # Nor is a key one of the delta's upserts has under Postgres's equality (a key whose
+        # text differed from T's for DuckDB: deleted, it would be inserted again, and the
+        # destination's ON DELETE CASCADE children would go with it). Such a delete is
+        # marked (PENDING NULL) beforehand: a semi-join, where a condition on it here would
+        # scan the stage once per delete.
+        same = " AND ".join(f"{_value(dest, staged, k)} = {_value(dest, staged, k, 'u')}"
+                            for k in keys)
+        cur.execute(f"UPDATE {STAGE} s SET {PENDING} = NULL WHERE s.{OP} = 'delete' AND "
+                    f"s.{PENDING} AND EXISTS (SELECT 1 FROM {STAGE} u WHERE u.{OP} <> "
+                    f"'delete' AND {same})")
+        where += f" AND s.{PENDING} IS NOT NULL"
     if mode == "apply":
         remove = f"DELETE FROM {table} d USING {STAGE} s WHERE {where}"
         live = ""  # a row still present survived
@@ -785,8 +789,10 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
     result.deleted = int(cur.fetchone()[0])
     survivors = 0
     if result.deleted < staged.deletes:
+        # (a delete marked above is not one: the upsert writes that row, already current)
+        marked = f" AND s.{PENDING} IS NOT NULL" if staged.pending else ""
         cur.execute(f"SELECT count(*) FROM {STAGE} s JOIN {table} d ON {join} "
-                    f"WHERE s.{OP} = 'delete'{live}")
+                    f"WHERE s.{OP} = 'delete'{live}{marked}")
         survivors = int(cur.fetchone()[0])
     result.stale_skipped += survivors
     result.already_current += delta.deletes - result.deleted - survivors
@@ -875,12 +881,26 @@ def _absent_rows(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot, schem
         where += f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
     selected = ", ".join(f"{select_expression(c, f'd.{q(c.name)}')} AS {q(c.name)}"
                          for c in key_cols)
-    # The text of keys travelling as text as the dump's session wrote T's (this
-    # transaction only; it ends after this).
-    settings = {**FIXED_TEXT_SETTINGS, **(snap.text_settings or {})}
-    cur.execute("SELECT " + ", ".join(f"set_config({quote_literal(name)}, "
-                                      f"{quote_literal(value)}, true)"
-                                      for name, value in settings.items()))
+    if any(select_expression(c, "") for c in key_cols):
+        # keys travelling as text: as the dump's session wrote T's (this transaction only;
+        # it ends after this). In a savepoint: a TimeZone the destination's server does not
+        # know (its tzdata differs) would abort the whole apply.
+        import adbc_driver_manager
+
+        settings = {**FIXED_TEXT_SETTINGS, **(snap.text_settings or {})}
+        cur.execute("SAVEPOINT tablesync_text_settings")
+        try:
+            cur.execute("SELECT " + ", ".join(f"set_config({quote_literal(name)}, "
+                                              f"{quote_literal(value)}, true)"
+                                              for name, value in settings.items()))
+        except adbc_driver_manager.Error as err:
+            cur.execute("ROLLBACK TO SAVEPOINT tablesync_text_settings")
+            log.warning(f"rows of {dest.table} whose key the snapshot lacks are not looked for: "
+                        f"the destination does not take the dump's settings {settings} "
+                        f"({str(err).splitlines()[0]}), which the text of its keys needs; "
+                        "such rows stay until deleted by hand",
+                        extra={"fields": {"absentRowsLookedFor": False}})
+            return None
     # not a key of the stage's deletes either: _delete deleted those, _pending_deletes
     # keeps those it did not
     cur.execute(f"SELECT {selected}, d.{q(ver)}::text AS {OLD_VERSION} "

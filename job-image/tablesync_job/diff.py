@@ -12,7 +12,8 @@ section 4) is the fat delta, Parquet with the columns::
     <every column of T>     the full new row (for a delete: the row as T-1 had it)
     _tablesync_old_version  the version in T-1 (NULL for an insert)
     _tablesync_pending      true for a delete asked again (the last apply kept it; its old
-                            version is the destination's then), else false
+                            version is the destination's then), else false; only in a
+                            delta with deletes asked again
 
 DuckDB runs with an explicit ``memory_limit`` and ``temp_directory`` so a large diff spills to
 disk instead of being killed. Without T-1 (bootstrap) every row of T is an insert. With
@@ -403,6 +404,9 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
         else " AND false"
     no_p = "" if counts.get("delete", 0) > asked_again else " AND false"
     again = ""
+    # PENDING only in a delta with deletes asked again: an earlier build (a rolled-back
+    # image) applies the others, and would take the column for one of the table's
+    flag = f", false AS {PENDING}" if asked_again else ""
     if asked_again:
         again_keys = ", ".join(f"CAST(c.{quote_ident(n)} AS {t_types[n]}) AS {quote_ident(n)}"
                                for n in snap.primary_key)
@@ -412,11 +416,10 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
     if counts.get("delete"):
         _check_key_casts(con, snap, prev, t_types, p_types, on_p)
     con.execute(
-        f"COPY (SELECT c.{OP} AS {OP}, {t_cols}, c.{OLD_VERSION} AS {OLD_VERSION}, "
-        f"false AS {PENDING} FROM t JOIN changes c ON {on_t} WHERE c.{OP} <> 'delete'{no_t} "
+        f"COPY (SELECT c.{OP} AS {OP}, {t_cols}, c.{OLD_VERSION} AS {OLD_VERSION}{flag} "
+        f"FROM t JOIN changes c ON {on_t} WHERE c.{OP} <> 'delete'{no_t} "
         f"UNION ALL BY NAME "
-        f"SELECT 'delete' AS {OP}, {', '.join(p_cols)}, p.{ver} AS {OLD_VERSION}, "
-        f"false AS {PENDING} "
+        f"SELECT 'delete' AS {OP}, {', '.join(p_cols)}, p.{ver} AS {OLD_VERSION}{flag} "
         f"FROM p JOIN changes c ON {on_p} WHERE c.{OP} = 'delete' AND NOT c.{PENDING}{no_p}"
         f"{again}) "
         f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")

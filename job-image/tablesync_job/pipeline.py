@@ -64,7 +64,7 @@ PROBE_ROWS = 1000
 PENDING_COUNT = "pendingDeletes"
 # Why a delta takes every row of T (Delta.refill_reason), as the run's message says it.
 LOST_ROWS = "the destination had lost rows"
-DELETES_SWITCHED_ON = ("spec.destination.deletes was ignore at the last apply, so the rows "
+DELETES_SWITCHED_ON = ("spec.destination.deletes was {was} at the last apply, so the rows "
                        "the destination holds and the snapshot lacks are noted for the next "
                        "run")
 
@@ -281,11 +281,19 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path], store: bool =
     state = ctx.layout.get_state()
     prev = last_applied(ctx, state)
     if refill is None and prev is not None and deletes_switched_on(ctx.spec, state):
-        log.info(f"spec.destination.deletes is {ctx.spec.destination.deletes} now and was "
-                 "ignore at the last apply: this delta takes every row of the new snapshot, to "
-                 "find the rows deleted at the source meanwhile",
-                 extra={"fields": {"deletesWere": "ignore"}})
-        refill = DELETES_SWITCHED_ON
+        now, was = ctx.spec.destination.deletes, state.deletes if state else None
+        fields = {"deletesWere": was}
+        if ctx.spec.destination.lost_rows == "refill":
+            log.info(f"spec.destination.deletes is {now} now and was {was} at the last apply: "
+                     "this delta takes every row of the new snapshot, to find the rows "
+                     "deleted at the source meanwhile", extra={"fields": fields})
+            refill = DELETES_SWITCHED_ON.format(was=was)
+        else:
+            log.warning(f"spec.destination.deletes is {now} now and was {was} at the last "
+                        f"apply: the rows deleted at the source meanwhile stay "
+                        f"(spec.destination.lostRows: {ctx.spec.destination.lost_rows} keeps "
+                        "the run from taking every row of the snapshot to find them)",
+                        extra={"fields": fields})
     prev_parts: list[Path] = []
     pending: list[Path] = []
     if prev is not None:
@@ -305,13 +313,19 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path], store: bool =
     return delta, delta_parts
 
 
+# spec.destination.deletes, from keeping the most of what the source deleted to the least
+_DELETES_ORDER = ("ignore", "soft", "apply")
+
+
 def deletes_switched_on(spec: JobSpec, state: State | None) -> bool:
-    """Whether ``spec.destination.deletes`` is ``apply`` or ``soft`` and was ``ignore`` at
-    the last apply (``State.deletes``): the rows deleted at the source meanwhile are in no
-    delta, so the next delta takes every row of T, whose apply notes them
-    (``apply._absent_rows``)."""
-    return state is not None and state.deletes == "ignore" and \
-        spec.destination.deletes != "ignore"
+    """Whether ``spec.destination.deletes`` removes more than at the last apply
+    (``State.deletes``): ``ignore`` to ``soft`` or ``apply``, ``soft`` to ``apply``. The rows
+    deleted at the source meanwhile (kept, or stamped) are in no delta, so with
+    ``lostRows: refill`` the next delta takes every row of T, whose apply notes them
+    (``apply._absent_rows``) for the run after."""
+    was = state.deletes if state is not None else None
+    return was in _DELETES_ORDER and \
+        _DELETES_ORDER.index(spec.destination.deletes) > _DELETES_ORDER.index(str(was))
 
 
 def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta: Delta,
@@ -447,6 +461,15 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
         if ours:
             ctx.layout.put_state(marker)
 
+    # a delta with every row of T: the destination's rows T lacks are kept for the next
+    # run, which deletes those its own snapshot lacks too (apply._absent_rows)
+    full = delta.bootstrap or delta.refills > 0 or delta.refill_reason is not None
+    deletes: str = ctx.spec.destination.deletes
+    if state is not None and deletes_switched_on(ctx.spec, state) and not full \
+            and ctx.spec.destination.lost_rows == "refill":
+        # (an approved delta from before, a one-phase apply): not seen yet, the next diff is
+        deletes = str(state.deletes)
+
     def committing(result: ApplyResult) -> None:
         # what a run that finds it committed needs to advance (advance_committed)
         pending = result.pending_deletes
@@ -461,13 +484,10 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
             # with the count of pending deletes: a file from an earlier, aborted attempt at
             # this delta may lie where this one stored none
             kept = 0 if pending is None else pending.num_rows
-            ctx.layout.put_state(replace(marker, applying_result={
+            ctx.layout.put_state(replace(marker, applying_deletes=deletes, applying_result={
                 **result.as_report(), PENDING_COUNT: kept}))
 
     try:
-        # a delta with every row of T: the destination's rows T lacks are kept for the next
-        # run, which deletes those its own snapshot lacks too (apply._absent_rows)
-        full = delta.bootstrap or delta.refills > 0 or delta.refill_reason is not None
         result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts, began=began,
                        committing=committing, absent_from=snap if full else None)
     except InputError:
@@ -478,9 +498,6 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
         raise
     _fault("after-commit")
     pending = result.pending_deletes
-    deletes = ctx.spec.destination.deletes
-    if deletes_switched_on(ctx.spec, state) and not full:
-        deletes = "ignore"  # (an approved delta from before): not seen yet, the next run does
     ctx.layout.put_state(State(last_applied_snapshot_id=delta.to_id,
                                captured_at=delta.captured_at, applied_at=now_iso(),
                                delta_id=delta.id,
@@ -540,7 +557,7 @@ def resume_interrupted(ctx: RunContext) -> None:
         log.info("an interrupted apply did not commit; the run goes on from the last applied "
                  "snapshot", extra={"fields": fields})
         cleared = replace(state, applying=None, applying_xid=None, applying_system=None,
-                          applying_result=None)
+                          applying_result=None, applying_deletes=None)
         ctx.layout.put_state(cleared if state.last_applied_snapshot_id is not None else None)
         return
     if status == "in progress":
@@ -616,7 +633,8 @@ def advance_committed(ctx: RunContext, state: State) -> ApplyResult:
         pending = 0 if raw is None else pq.read_metadata(pa.BufferReader(raw)).num_rows
     ctx.layout.put_state(State(last_applied_snapshot_id=to_id, captured_at=snap.captured_at,
                                applied_at=now_iso(), delta_id=delta_id,
-                               pending_deletes=pending, deletes=state.deletes))
+                               pending_deletes=pending,
+                               deletes=state.applying_deletes or state.deletes))
     result = ApplyResult.from_report(counts)
     # as phase_apply reports (a later apply of this run adds its own)
     ctx.report.apply = result.as_report()
@@ -717,11 +735,14 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
     try:
         result = phase_apply(ctx, delta, delta_parts)
     except InputError as err:
-        if not delta.refills or delta.refill_reason not in (None, LOST_ROWS):
+        if not delta.refills:
             raise
         # a destination that holds a subset on purpose (old partitions dropped) refuses them
-        raise InputError(f"{err.message} (this run was a refill of rows the destination "
-                         "lacks: if it holds a subset of the source on purpose, set "
+        why = ("of rows the destination lacks" if delta.refill_reason in (None, LOST_ROWS)
+               else "to find the rows deleted at the source while spec.destination.deletes "
+               "kept them")
+        raise InputError(f"{err.message} (this run applied every row of the snapshot, {why}: "
+                         "if the destination holds a subset of the source on purpose, set "
                          "spec.destination.lostRows: ignore)") from None
     return succeeded(report, delta, result, approved=False)
 

@@ -167,6 +167,8 @@ class State:
     applying_system: str | None = None
     # the apply's counts (``ApplyResult.as_report``), written just before its commit
     applying_result: dict[str, int] | None = None
+    # and the ``deletes`` the state records once it advances past it
+    applying_deletes: str | None = None
     # Deletes the apply kept because the destination's row was newer (stale-skipped), and
     # the destination's rows a bootstrap or refill found its snapshot lacks
     # (``apply._absent_rows``), stored as key and destination version in

@@ -15,7 +15,7 @@ import pytest
 from bench import data
 from bench.diff import same_rows, write_snapshot
 from tablesync_job import diff as diff_mod
-from tablesync_job.diff import OLD_VERSION, OP, PENDING, diff, open_duckdb, parquet_scan
+from tablesync_job.diff import OLD_VERSION, OP, diff, open_duckdb, parquet_scan
 from tablesync_job.spec import parse
 
 ROWS = 200_000
@@ -30,8 +30,7 @@ def _one_join_delta(parts: list[Path], prev_parts: list[Path], keys: list[str],
     try:
         con.execute(
             f"COPY (SELECT CASE WHEN p.id IS NULL THEN 'insert' WHEN t.id IS NULL "
-            f"THEN 'delete' ELSE 'update' END AS {OP}, {cols}, p.version AS {OLD_VERSION}, "
-            f"false AS {PENDING} "
+            f"THEN 'delete' ELSE 'update' END AS {OP}, {cols}, p.version AS {OLD_VERSION} "
             f"FROM {parquet_scan(parts)} t FULL OUTER JOIN {parquet_scan(prev_parts)} p "
             f"ON {on} WHERE t.id IS NULL OR p.id IS NULL OR t.version <> p.version) "
             f"TO '{out}' (FORMAT parquet)")

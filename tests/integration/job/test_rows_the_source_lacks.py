@@ -14,12 +14,13 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.integration.job.lane import JobResult, Lane, load_prices
+from tests.integration.job.lane import PRICES_DDL, JobResult, Lane, load_prices
 
 
 def destination_with_extra_rows(lane: Lane, rows: int = 100, extra: int = 3) -> None:
@@ -342,6 +343,164 @@ def test_kept_by_a_bootstrap_killed_after_its_commit(lane: Lane) -> None:
 
     assert result.code == 0, result.stderr
     assert result.report["apply"]["deleted"] == 3
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def _ignore_then_source_deletes(lane: Lane) -> None:
+    """A lane run under deletes: ignore, whose source then deleted ids 1-3 (kept in the
+    destination, as ignore says), with a run applied since: T-1 lacks them too."""
+    load_prices(lane, 100)
+    lane.spec["spec"]["destination"]["deletes"] = "ignore"
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id <= 3")
+    assert lane.run("run").code == 0
+    assert lane.dst("SELECT count(*) FROM prices WHERE id <= 3") == [(3,)]
+
+
+def test_an_approved_delta_stored_under_ignore_does_not_end_the_switch(lane: Lane) -> None:
+    """A delta stored under deletes: ignore (here: it tripped the shrink guard), approved
+    after the switch to apply: a plain delta, so state.json keeps saying ignore and the next
+    run takes every row of T."""
+    _ignore_then_source_deletes(lane)
+    lane.spec["spec"]["guards"] = {"maxDeleteFraction": 0.5}
+    lane.src("DELETE FROM prices WHERE id > 40")  # 60% fewer: ShrinkGuardTripped
+    tripped = lane.run("run")
+    assert tripped.code == 3, tripped.stderr
+    delta_id = tripped.report["deltaId"]
+    lane.spec["spec"]["destination"]["deletes"] = "apply"
+
+    approved = lane.run("run", "--approve", delta_id)
+    runs = [lane.run("run"), lane.run("run")]
+
+    assert approved.code == 0, approved.stderr
+    assert [r.code for r in runs] == [0, 0], runs[-1].stderr
+    assert lane.dst("SELECT count(*) FROM prices WHERE id <= 3") == [(0,)]
+
+
+def test_a_committed_apply_settled_later_records_the_deletes_it_ran_under(lane: Lane) -> None:
+    """An apply under ignore, killed after its commit and settled by a run that dies before
+    its own apply: the state says ignore, as the marker recorded, so the switch back to
+    apply is seen."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0  # state: deletes apply
+    lane.spec["spec"]["destination"]["deletes"] = "ignore"
+    lane.src("DELETE FROM prices WHERE id <= 3")
+    killed = lane.run("run", env={"TABLESYNC_FAULT_INJECT": "after-commit"})
+    assert killed.code == -9
+    settled = lane.run("run", env={"TABLESYNC_FAULT_INJECT": "after-dump"})
+    assert settled.code == -9
+
+    assert (lane.state() or {}).get("deletes") == "ignore"  # the committed apply's
+    lane.spec["spec"]["destination"]["deletes"] = "apply"
+    runs = [lane.run("run"), lane.run("run")]
+    assert [r.code for r in runs] == [0, 0], runs[-1].stderr
+    assert lane.dst("SELECT count(*) FROM prices WHERE id <= 3") == [(0,)]
+
+
+def test_no_switch_refill_of_a_subset_destination_under_lost_rows_ignore(
+        lane: Lane) -> None:
+    """lostRows: ignore, old partitions dropped at the destination on purpose: the switch
+    from deletes: ignore does not write every row of T (which it would refuse, run after
+    run); a warning says the rows deleted meanwhile stay."""
+    lane.src(PRICES_DDL)
+    lane.dst(PRICES_DDL.replace("updated_at timestamptz NOT NULL)",
+                                "updated_at timestamptz NOT NULL) PARTITION BY RANGE (id)"))
+    lane.dst("CREATE TABLE prices_old PARTITION OF prices FOR VALUES FROM (0) TO (500)")
+    lane.dst("CREATE TABLE prices_new PARTITION OF prices FOR VALUES FROM (500) TO (MAXVALUE)")
+    lane.src("INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 't', now() - interval '1h' "
+             "FROM generate_series(1, 1000) g")
+    lane.spec["spec"]["destination"].update(deletes="ignore", lostRows="ignore")
+    assert lane.run("run").code == 0
+    lane.dst("DROP TABLE prices_old")
+    assert lane.run("run").code == 0  # a subset on purpose: lostRows ignore
+    lane.spec["spec"]["destination"]["deletes"] = "apply"
+
+    runs = [lane.run("run"), lane.run("run")]
+
+    assert [r.code for r in runs] == [0, 0], runs[-1].error_line
+    assert "the rows deleted at the source meanwhile stay (spec.destination.lostRows: " \
+        "ignore keeps" in runs[0].stderr
+    assert "meanwhile stay" not in runs[1].stderr  # said once: the state says apply now
+
+
+def test_no_switch_refill_brings_back_rows_lost_rows_ignore_keeps_out(lane: Lane) -> None:
+    """lostRows: ignore (a destination that holds a subset on purpose): the switch from
+    deletes: ignore does not write the rows it dropped on purpose back."""
+    load_prices(lane, 100)
+    lane.spec["spec"]["destination"].update(deletes="ignore", lostRows="ignore")
+    assert lane.run("run").code == 0
+    lane.dst("DELETE FROM prices WHERE id > 50")  # the subset kept on purpose
+    assert lane.run("run").code == 0
+    lane.spec["spec"]["destination"]["deletes"] = "apply"
+
+    switched = lane.run("run")
+
+    assert switched.code == 0, switched.stderr
+    assert lane.dst("SELECT count(*) FROM prices") == [(50,)]
+
+
+def test_a_pending_delete_skipped_for_an_upserted_key_is_not_stale_skipped(lane: Lane) -> None:
+    """A noted row whose key the source inserts again with another text (numeric 500.00 vs
+    500.0): asked again by DuckDB's text match, skipped under Postgres's equality, as the
+    delta's upsert writes it: already current, not stale skipped, not kept again."""
+    lane.both("CREATE TABLE prices (id numeric PRIMARY KEY, title text, "
+              "updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices SELECT g, 't', now() - interval '1 day' "
+             "FROM generate_series(1, 100) g")
+    lane.dst("INSERT INTO prices SELECT g, 't', now() - interval '1 day' "
+             "FROM generate_series(1, 100) g")
+    lane.dst("INSERT INTO prices VALUES (500.0, 'gone', now() - interval '2 days')")
+    assert lane.run("run").code == 0
+    assert (lane.state() or {})["pending_deletes"] == 1
+    lane.src("INSERT INTO prices VALUES (500.00, 'back', now())")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert lane.dst("SELECT title FROM prices WHERE id = 500") == [("back",)]
+    assert (lane.state() or {})["pending_deletes"] == 0
+    apply = result.report["apply"]
+    assert apply["staleSkipped"] == 0, apply
+
+
+def test_switching_soft_to_apply_deletes_the_stamped_rows(lane: Lane) -> None:
+    """Rows stamped under deletes: soft are the source's deletes; switched to apply, the
+    first run takes every row of T and notes them, the run after deletes them."""
+    load_prices(lane, 100)
+    lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
+    lane.spec["spec"]["destination"].update(deletes="soft", softDeleteColumn="deleted_at")
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id <= 3")
+    assert lane.run("run").code == 0
+    assert lane.dst("SELECT count(*) FROM prices WHERE deleted_at IS NOT NULL") == [(3,)]
+    lane.spec["spec"]["destination"]["deletes"] = "apply"
+
+    runs = [lane.run("run"), lane.run("run")]
+
+    assert [r.code for r in runs] == [0, 0], runs[-1].stderr
+    assert lane.dst("SELECT count(*) FROM prices WHERE id <= 3") == [(0,)]
+
+
+def test_a_source_time_zone_the_destination_lacks_does_not_fail_the_apply(lane: Lane) -> None:
+    """A zone name the destination's Postgres does not know (another tzdata release; here a
+    manifest edited as the source would record it): the bigint key travels natively, so the
+    dump's TimeZone is not needed, and the bootstrap applies."""
+
+    load_prices(lane, 100)
+    lane.spec["spec"]["destination"]["deletes"] = "apply"
+    dumped = lane.run("dump")
+    assert dumped.code == 0, dumped.stderr
+    snap_id = dumped.report["snapshotId"]
+    manifest = Path(lane.storage_url[len("file://"):]) / "snapshots" / snap_id / "manifest.json"
+    data = json.loads(manifest.read_text())
+    assert data["text_settings"]["TimeZone"]
+    data["text_settings"]["TimeZone"] = "Europe/Nowhere_New"
+    manifest.write_text(json.dumps(data))
+    assert lane.run("diff").code == 0
+
+    applied = lane.run("apply")
+
+    assert applied.code == 0, applied.error_line
     assert lane.table_text("destination") == lane.table_text("source")
 
 
