@@ -131,9 +131,8 @@ def test_lost_rows_ignore_does_not_look(lane: Lane) -> None:
     assert "lostRows" not in result.report and "missingSampled" not in result.stderr
 
 
-def test_a_refill_the_destination_refuses_names_lost_rows_ignore(lane: Lane) -> None:
-    """Old partitions dropped at the destination on purpose: the refill cannot put their
-    rows back, and the error says how to keep the destination a subset."""
+def partitioned_destination(lane: Lane) -> None:
+    """1,000 source rows; the destination partitioned by id, ids below 500 in prices_old."""
     lane.src(PRICES_DDL)
     lane.dst(PRICES_DDL.replace("updated_at timestamptz NOT NULL)",
                                 "updated_at timestamptz NOT NULL) PARTITION BY RANGE (id)"))
@@ -141,6 +140,12 @@ def test_a_refill_the_destination_refuses_names_lost_rows_ignore(lane: Lane) -> 
     lane.dst("CREATE TABLE prices_new PARTITION OF prices FOR VALUES FROM (500) TO (MAXVALUE)")
     lane.src("INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 't', now() - interval '1h' "
              "FROM generate_series(1, 1000) g")
+
+
+def test_a_refill_the_destination_refuses_names_lost_rows_ignore(lane: Lane) -> None:
+    """Old partitions dropped at the destination on purpose: the refill cannot put their
+    rows back, and the error says how to keep the destination a subset."""
+    partitioned_destination(lane)
     assert lane.run("run").code == 0
     lane.dst("DROP TABLE prices_old")
 

@@ -20,7 +20,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.job.lane import PRICES_DDL, JobResult, Lane, load_prices
+from tests.integration.job.lane import JobResult, Lane, load_prices
+from tests.integration.job.test_destination_lost_rows import partitioned_destination
 
 
 def destination_with_extra_rows(lane: Lane, rows: int = 100, extra: int = 3) -> None:
@@ -75,17 +76,23 @@ def test_with_deletes_ignore_they_are_not_looked_for(lane: Lane) -> None:
     assert lane.dst("SELECT count(*) FROM prices WHERE id > 1000") == [(3,)]
 
 
-def test_switching_deletes_on_after_ignore_finds_the_rows_deleted_meanwhile(
-        lane: Lane) -> None:
-    """Under ``deletes: ignore`` the source's deletes are passed over; once ``apply``, those
-    rows are in no delta (T-1 lacks them too), so the first run takes every row of T to
-    find them and the run after deletes them."""
+def _ignore_then_source_deletes(lane: Lane) -> None:
+    """A lane run under deletes: ignore, whose source then deleted ids 1-3 (kept in the
+    destination, as ignore says), with a run applied since: T-1 lacks them too."""
     load_prices(lane, 100)
     lane.spec["spec"]["destination"]["deletes"] = "ignore"
     assert lane.run("run").code == 0
     lane.src("DELETE FROM prices WHERE id <= 3")
     assert lane.run("run").code == 0
     assert lane.dst("SELECT count(*) FROM prices WHERE id <= 3") == [(3,)]
+
+
+def test_switching_deletes_on_after_ignore_finds_the_rows_deleted_meanwhile(
+        lane: Lane) -> None:
+    """Under ``deletes: ignore`` the source's deletes are passed over; once ``apply``, those
+    rows are in no delta (T-1 lacks them too), so the first run takes every row of T to
+    find them and the run after deletes them."""
+    _ignore_then_source_deletes(lane)
     lane.spec["spec"]["destination"]["deletes"] = "apply"
 
     switched = lane.run("run")
@@ -104,11 +111,7 @@ def test_switching_deletes_on_after_ignore_finds_the_rows_deleted_meanwhile(
 def test_switching_deletes_on_is_seen_by_the_one_phase_commands_too(lane: Lane) -> None:
     """dump, diff and apply by hand: the diff takes every row of T, and until a delta that
     does is applied, state.json keeps saying ignore."""
-    load_prices(lane, 100)
-    lane.spec["spec"]["destination"]["deletes"] = "ignore"
-    assert lane.run("run").code == 0
-    lane.src("DELETE FROM prices WHERE id <= 3")
-    assert lane.run("run").code == 0
+    _ignore_then_source_deletes(lane)
     lane.spec["spec"]["destination"]["deletes"] = "apply"
 
     steps = [lane.run("dump"), lane.run("diff"), lane.run("apply")]
@@ -346,17 +349,6 @@ def test_kept_by_a_bootstrap_killed_after_its_commit(lane: Lane) -> None:
     assert lane.table_text("destination") == lane.table_text("source")
 
 
-def _ignore_then_source_deletes(lane: Lane) -> None:
-    """A lane run under deletes: ignore, whose source then deleted ids 1-3 (kept in the
-    destination, as ignore says), with a run applied since: T-1 lacks them too."""
-    load_prices(lane, 100)
-    lane.spec["spec"]["destination"]["deletes"] = "ignore"
-    assert lane.run("run").code == 0
-    lane.src("DELETE FROM prices WHERE id <= 3")
-    assert lane.run("run").code == 0
-    assert lane.dst("SELECT count(*) FROM prices WHERE id <= 3") == [(3,)]
-
-
 def test_an_approved_delta_stored_under_ignore_does_not_end_the_switch(lane: Lane) -> None:
     """A delta stored under deletes: ignore (here: it tripped the shrink guard), approved
     after the switch to apply: a plain delta, so state.json keeps saying ignore and the next
@@ -402,13 +394,7 @@ def test_no_switch_refill_of_a_subset_destination_under_lost_rows_ignore(
     """lostRows: ignore, old partitions dropped at the destination on purpose: the switch
     from deletes: ignore does not write every row of T (which it would refuse, run after
     run); a warning says the rows deleted meanwhile stay."""
-    lane.src(PRICES_DDL)
-    lane.dst(PRICES_DDL.replace("updated_at timestamptz NOT NULL)",
-                                "updated_at timestamptz NOT NULL) PARTITION BY RANGE (id)"))
-    lane.dst("CREATE TABLE prices_old PARTITION OF prices FOR VALUES FROM (0) TO (500)")
-    lane.dst("CREATE TABLE prices_new PARTITION OF prices FOR VALUES FROM (500) TO (MAXVALUE)")
-    lane.src("INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 't', now() - interval '1h' "
-             "FROM generate_series(1, 1000) g")
+    partitioned_destination(lane)
     lane.spec["spec"]["destination"].update(deletes="ignore", lostRows="ignore")
     assert lane.run("run").code == 0
     lane.dst("DROP TABLE prices_old")
