@@ -514,10 +514,12 @@ def _plan_settings(cur: Any, spec: JobSpec) -> None:
 
 
 def _text_styles(cur: Any) -> None:
-    """The dump's DateStyle and IntervalStyle, for values that travel as text (this
-    transaction only)."""
-    cur.execute("SELECT set_config('DateStyle', 'ISO, YMD', true), "
-                "set_config('IntervalStyle', 'postgres', true)")
+    """The dump's DateStyle, IntervalStyle and extra_float_digits (``dump
+    .FIXED_TEXT_SETTINGS``), for values that travel as text, and for versions read back as
+    text (a float version printed with fewer digits matches no row); this transaction only."""
+    cur.execute("SELECT " + ", ".join(f"set_config({quote_literal(name)}, "
+                                      f"{quote_literal(value)}, true)"
+                                      for name, value in FIXED_TEXT_SETTINGS.items()))
 
 
 class Probed(NamedTuple):
@@ -593,6 +595,16 @@ def _value(dest: TableInfo, staged: _Staged, column: str, alias: str = "s") -> s
         expr = (f"CASE {alias}.{flag} WHEN 1 THEN 'infinity' WHEN -1 THEN '-infinity' "
                 f"ELSE {expr} END")
     return _cast(dest, column, expr)
+
+
+def _old_version(dest: TableInfo, staged: _Staged, ver: str) -> str:
+    """The staged OLD_VERSION (stage alias ``s``) as the destination's version type, its
+    +-infinity put back (a destination's version a delete was kept or noted at)."""
+    expr = f"s.{OLD_VERSION}"
+    flag = staged.infinite.get(OLD_VERSION)
+    if flag is not None:
+        expr = f"CASE s.{flag} WHEN 1 THEN 'infinity' WHEN -1 THEN '-infinity' ELSE {expr} END"
+    return _cast(dest, ver, expr)
 
 
 def _written(dest: TableInfo, schema: pa.Schema) -> list[str]:
@@ -748,7 +760,7 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
     table = qualified(dest.table)
     q = quote_ident
     join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
-    bound = _cast(dest, ver, f"s.{OLD_VERSION}")
+    bound = _old_version(dest, staged, ver)
     if delta.version_kind != "counter" and delta.watermark is not None:
         # the unmodified type: timestamp(0) would round the watermark up, to after T. The
         # row's own old version counts too: a destination row no newer than T-1's copy (or
@@ -820,6 +832,8 @@ def _pending_deletes(cur: Any, spec: JobSpec, dest: TableInfo, parts: list[Path]
     live = ""
     if spec.destination.deletes == "soft":
         live = f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
+    if staged.pending:
+        live += f" AND s.{PENDING} IS NOT NULL"  # (marked: not to be asked again)
     cur.execute(f"SELECT s.{ROW}, d.{q(ver)}::text AS v FROM {STAGE} s JOIN {table} d ON {join} "
                 f"WHERE s.{OP} = 'delete'{live} AND NOT EXISTS (SELECT 1 FROM {STAGE} u "
                 f"WHERE u.{OP} <> 'delete' AND {upserted}) ORDER BY s.{ROW}")
@@ -874,61 +888,86 @@ def _absent_rows(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot, schem
                     extra={"fields": {"absentRowsLookedFor": False}})
         return None
     key_cols = [c for c in cols if c is not None]
+    ver_col = dest.column(ver)
+    assert ver_col is not None
+    # the version as the dump reads it too (natively where it can: its text may be in an
+    # offset Arrow cannot parse, or 'infinity'); cast to T's type below
+    read_cols = key_cols if ver in keys else [*key_cols, ver_col]
     join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
     # a NULL key (a UNIQUE index on a nullable column) matches no delete
     where = " AND ".join(f"d.{q(k)} IS NOT NULL" for k in keys)
     if spec.destination.deletes == "soft":
         where += f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
     selected = ", ".join(f"{select_expression(c, f'd.{q(c.name)}')} AS {q(c.name)}"
-                         for c in key_cols)
-    if any(select_expression(c, "") for c in key_cols):
-        # keys travelling as text: as the dump's session wrote T's (this transaction only;
-        # it ends after this). In a savepoint: a TimeZone the destination's server does not
-        # know (its tzdata differs) would abort the whole apply.
-        import adbc_driver_manager
-
+                         for c in read_cols)
+    if any(select_expression(c, "") for c in read_cols):
+        # values travelling as text: as the dump's session wrote T's (this transaction
+        # only; it ends after this). A TimeZone the destination's server does not know
+        # (its tzdata differs) would abort the whole apply: asked first.
         settings = {**FIXED_TEXT_SETTINGS, **(snap.text_settings or {})}
-        cur.execute("SAVEPOINT tablesync_text_settings")
-        try:
-            cur.execute("SELECT " + ", ".join(f"set_config({quote_literal(name)}, "
-                                              f"{quote_literal(value)}, true)"
-                                              for name, value in settings.items()))
-        except adbc_driver_manager.Error as err:
-            cur.execute("ROLLBACK TO SAVEPOINT tablesync_text_settings")
+        cur.execute("SELECT count(*) FROM pg_timezone_names WHERE name = "
+                    f"{quote_literal(settings.get('TimeZone', 'UTC'))}")
+        if not int(cur.fetchone()[0]):
             log.warning(f"rows of {dest.table} whose key the snapshot lacks are not looked for: "
-                        f"the destination does not take the dump's settings {settings} "
-                        f"({str(err).splitlines()[0]}), which the text of its keys needs; "
-                        "such rows stay until deleted by hand",
+                        f"the destination does not know the source's TimeZone "
+                        f"{settings.get('TimeZone')!r}, which the text of its keys needs; such "
+                        "rows stay until deleted by hand",
                         extra={"fields": {"absentRowsLookedFor": False}})
             return None
+        cur.execute("SELECT " + ", ".join(f"set_config({quote_literal(name)}, "
+                                          f"{quote_literal(value)}, true)"
+                                          for name, value in settings.items()))
+    # A row a foreign key of the destination's holds (NO ACTION, RESTRICT: a table of its
+    # own onto a row the source lost long ago) is not noted: its delete would fail the
+    # next run's whole apply, and every run after.
+    cur.execute(
+        "SELECT c.conrelid::regclass::text, array_to_string(ARRAY(SELECT quote_ident(a.attname) "
+        "FROM unnest(c.conkey) WITH ORDINALITY k(n, i) JOIN pg_attribute a ON a.attrelid = "
+        "c.conrelid AND a.attnum = k.n ORDER BY k.i), chr(31)), array_to_string(ARRAY(SELECT "
+        "quote_ident(a.attname) FROM unnest(c.confkey) WITH ORDINALITY k(n, i) JOIN "
+        "pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i), chr(31)) "
+        "FROM pg_constraint c WHERE c.contype = 'f' AND c.confdeltype IN ('a', 'r') AND "
+        f"c.conparentid = 0 AND c.confrelid = {quote_literal(qualified(dest.table))}::regclass")
+    for child, child_cols, parent_cols in cur.fetchall():
+        held = " AND ".join(f"f.{c} = d.{pc}" for c, pc in zip(
+            str(child_cols).split("\x1f"), str(parent_cols).split("\x1f"), strict=True))
+        where += f" AND NOT EXISTS (SELECT 1 FROM {child} f WHERE {held})"
     # not a key of the stage's deletes either: _delete deleted those, _pending_deletes
     # keeps those it did not
-    cur.execute(f"SELECT {selected}, d.{q(ver)}::text AS {OLD_VERSION} "
-                f"FROM {qualified(dest.table)} d WHERE {where} AND NOT EXISTS (SELECT 1 FROM "
-                f"{STAGE} s WHERE {join})")
+    cur.execute(f"SELECT {selected} FROM {qualified(dest.table)} d WHERE {where} AND NOT "
+                f"EXISTS (SELECT 1 FROM {STAGE} s WHERE {join})")
     reader = cur.fetch_record_batch()
+    read = dumped_schema(reader.schema, read_cols)
     # as _pending_deletes keeps them
     wanted = pa.schema([*(schema.field(k) for k in keys),
                         pa.field(OLD_VERSION, schema.field(OLD_VERSION).type)])
-    read_keys = dumped_schema(pa.schema(list(reader.schema)[:len(keys)]), key_cols)
-    tables = []
-    try:
-        for batch in reader:
-            if batch.num_rows == 0:
-                continue
-            dumped = as_dumped(pa.RecordBatch.from_arrays(batch.columns[:len(keys)],
-                                                          schema=read_keys), read_keys)
-            arrays = [a.cast(f.type) for a, f in zip(dumped.columns, wanted, strict=False)]
-            arrays.append(batch.column(len(keys)).cast(wanted.field(OLD_VERSION).type))
-            tables.append(pa.Table.from_arrays(arrays, schema=wanted))
-    except (InputError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        reader.close()
-        log.warning(f"rows of {dest.table} whose key the snapshot lacks are not kept for the "
-                    f"next run: a key or {ver} could not be read back as T holds it ({err}); "
-                    "such rows stay until deleted by hand",
-                    extra={"fields": {"absentRowsLookedFor": False}})
-        return None
+    version_at = [c.name for c in read_cols].index(ver)
+
+    def converted(batch: pa.RecordBatch) -> pa.Table:
+        dumped = as_dumped(batch, read)
+        arrays = [dumped.column(i) for i in range(len(keys))] + [dumped.column(version_at)]
+        return pa.Table.from_arrays([a.cast(f.type) for a, f in zip(arrays, wanted, strict=True)],
+                                    schema=wanted)
+
+    tables, unread = [], 0
+    for batch in reader:
+        try:
+            tables.append(converted(batch))
+        except (InputError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # one value T's types cannot hold (a version widened in the destination, a year
+            # past 294247) costs that row, not the others
+            for i in range(batch.num_rows):
+                try:
+                    tables.append(converted(batch.slice(i, 1)))
+                except (InputError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    unread += 1
+    if unread:
+        log.warning(f"{unread} row(s) of {dest.table} whose key the snapshot lacks are not kept "
+                    f"for the next run: a key or {ver} does not fit T's type; they stay until "
+                    "deleted by hand", extra={"fields": {"absentRowsUnread": unread}})
     found = pa.concat_tables(tables) if tables else None
+    if found is not None and found.num_rows == 0:
+        found = None
     if found is not None:
         log.info(f"{found.num_rows} row(s) of {dest.table} have a key snapshot {snap.id} lacks; "
                  "the next run deletes those its snapshot lacks too, unchanged here since",
