@@ -273,8 +273,9 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path], store: bool =
     """Diff T against T-1 (from state.json); store the delta unless ``store`` is False.
 
     ``refill``: why the delta takes every row of T (``diff.diff``): :func:`probe_destination`
-    found rows missing, or ``deletes`` was ``ignore`` at the last apply
-    (``Delta.refill_reason``).
+    found rows missing (``LOST_ROWS``). Without one, the diff takes every row of T when
+    ``deletes`` removes more than at the last apply (:func:`deletes_switched_on`); the
+    reason is kept in ``Delta.refill_reason``.
     """
     logs.set_context(phase="diff")
     started = time.monotonic()
