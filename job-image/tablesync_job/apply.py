@@ -820,8 +820,9 @@ def _pending_deletes(cur: Any, spec: JobSpec, dest: TableInfo, parts: list[Path]
     the delete. Only the next snapshot tells them apart: without the key, the row is gone at
     the source, and is deleted then if the destination still holds this version. Read after
     the upsert, in the same transaction, so a key Postgres finds equal to an upserted one
-    (numeric 1 and 1.00) is not taken for a deleted one. Versions come back as text, cast to
-    the delta's old-version type; a type the cast cannot read is warned about and not kept.
+    (numeric 1 and 1.00) is not taken for a deleted one. Versions are read as the dump reads
+    them (``infinity`` too), in the delta's old-version type; one that type cannot hold is
+    warned about and not kept.
     """
     q = quote_ident
     keys = list(spec.source.primary_key)
@@ -834,23 +835,55 @@ def _pending_deletes(cur: Any, spec: JobSpec, dest: TableInfo, parts: list[Path]
         live = f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
     if staged.pending:
         live += f" AND s.{PENDING} IS NOT NULL"  # (marked: not to be asked again)
-    cur.execute(f"SELECT s.{ROW}, d.{q(ver)}::text AS v FROM {STAGE} s JOIN {table} d ON {join} "
+    ver_col = dest.column(ver)
+    assert ver_col is not None
+    cur.execute(f"SELECT s.{ROW}, {select_expression(ver_col, f'd.{q(ver)}')} AS {q(ver)} "
+                f"FROM {STAGE} s JOIN {table} d ON {join} "
                 f"WHERE s.{OP} = 'delete'{live} AND NOT EXISTS (SELECT 1 FROM {STAGE} u "
                 f"WHERE u.{OP} <> 'delete' AND {upserted}) ORDER BY s.{ROW}")
-    found = cur.fetch_arrow_table()
-    if found.num_rows == 0:
-        return None
+    reader = cur.fetch_record_batch()
+    # the version as the dump reads it (natively where it can; as _absent_rows does)
+    read = dumped_schema(reader.schema, [ver_col])
     target = schema.field(OLD_VERSION).type
-    try:
-        versions = found.column("v").cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        log.warning(f"{found.num_rows} delete(s) kept because the destination was newer will "
-                    f"not be asked again at the next run: {ver} of type {target} cannot be "
-                    "read back from its text", extra={"fields": {"pendingDeletes": 0}})
+    wanted = pa.schema([pa.field(ROW, pa.int64()), pa.field(OLD_VERSION, target)])
+    tables, unread = [], 0
+    for batch in reader:
+        table, lost = _as_in_t(batch, read, wanted, [0, 1])
+        tables.append(table)
+        unread += lost
+    if unread:
+        log.warning(f"{unread} delete(s) kept because the destination was newer will not be "
+                    f"asked again at the next run: their {ver} does not fit T's type {target}",
+                    extra={"fields": {"pendingDeletesUnread": unread}})
+    found = pa.concat_tables(tables) if tables else None
+    if found is None or found.num_rows == 0:
         return None
     key_rows = pa.concat_tables([pq.read_table(part, columns=keys) for part in parts])
     picked = key_rows.take(found.column(ROW))
-    return picked.append_column(pa.field(OLD_VERSION, target), versions)
+    return picked.append_column(pa.field(OLD_VERSION, target), found.column(OLD_VERSION))
+
+
+def _as_in_t(batch: pa.RecordBatch, read: pa.Schema, wanted: pa.Schema,
+             pick: list[int]) -> tuple[pa.Table, int]:
+    """Columns ``pick`` of ``batch`` (read from the destination as the dump reads,
+    ``read``: :func:`dump.dumped_schema`) in T's types (``wanted``), and how many rows were
+    left out: one value T's types cannot hold (a version widened in the destination, a year
+    past 294247) costs that row, not the others."""
+    def converted(part: pa.RecordBatch) -> pa.Table:
+        dumped = as_dumped(part, read)
+        arrays = [dumped.column(i).cast(f.type) for i, f in zip(pick, wanted, strict=True)]
+        return pa.Table.from_arrays(arrays, schema=wanted)
+
+    try:
+        return converted(batch), 0
+    except (InputError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        rows, unread = [], 0
+        for i in range(batch.num_rows):
+            try:
+                rows.append(converted(batch.slice(i, 1)))
+            except (InputError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                unread += 1
+        return pa.concat_tables(rows) if rows else wanted.empty_table(), unread
 
 
 def _absent_rows(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot, schema: pa.Schema,
@@ -942,25 +975,11 @@ def _absent_rows(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot, schem
     wanted = pa.schema([*(schema.field(k) for k in keys),
                         pa.field(OLD_VERSION, schema.field(OLD_VERSION).type)])
     version_at = [c.name for c in read_cols].index(ver)
-
-    def converted(batch: pa.RecordBatch) -> pa.Table:
-        dumped = as_dumped(batch, read)
-        arrays = [dumped.column(i) for i in range(len(keys))] + [dumped.column(version_at)]
-        return pa.Table.from_arrays([a.cast(f.type) for a, f in zip(arrays, wanted, strict=True)],
-                                    schema=wanted)
-
     tables, unread = [], 0
     for batch in reader:
-        try:
-            tables.append(converted(batch))
-        except (InputError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            # one value T's types cannot hold (a version widened in the destination, a year
-            # past 294247) costs that row, not the others
-            for i in range(batch.num_rows):
-                try:
-                    tables.append(converted(batch.slice(i, 1)))
-                except (InputError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    unread += 1
+        table, lost = _as_in_t(batch, read, wanted, [*range(len(keys)), version_at])
+        tables.append(table)
+        unread += lost
     if unread:
         log.warning(f"{unread} row(s) of {dest.table} whose key the snapshot lacks are not kept "
                     f"for the next run: a key or {ver} does not fit T's type; they stay until "

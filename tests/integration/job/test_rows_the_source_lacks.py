@@ -554,6 +554,25 @@ def test_a_version_arrow_reads_only_natively_costs_no_noted_row(lane: Lane, vers
     assert second.report["apply"]["deleted"] == 3, second.report["apply"]
 
 
+def test_a_kept_delete_at_an_infinite_version_keeps_the_others(lane: Lane) -> None:
+    """Deletes kept because the destination was newer, one of them at version 'infinity':
+    read as the dump reads versions, every one is kept and asked again (its text made the
+    whole set be dropped)."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.dst("UPDATE prices SET updated_at = 'infinity' WHERE id = 5")
+    lane.dst("UPDATE prices SET updated_at = now() + interval '1 hour' WHERE id = 6")
+    lane.src("DELETE FROM prices WHERE id IN (5, 6)")
+
+    kept = lane.run("run")
+
+    assert kept.code == 0, kept.stderr
+    assert kept.report["apply"]["staleSkipped"] == 2
+    assert (lane.state() or {})["pending_deletes"] == 2
+    assert lane.run("run").report["apply"]["deleted"] == 2
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
 # The event lane around T ---------------------------------------------------------------------
 
 def while_the_apply_waits(lane: Lane, deliver: Callable[[psycopg.Connection[Any]], None]
