@@ -56,6 +56,7 @@ from .dump import (
     is_infinite,
     select_expression,
     time_kind,
+    travels_as_text,
 )
 from .errors import InputError
 from .postgres import (
@@ -517,9 +518,14 @@ def _text_styles(cur: Any) -> None:
     """The dump's DateStyle, IntervalStyle and extra_float_digits (``dump
     .FIXED_TEXT_SETTINGS``), for values that travel as text, and for versions read back as
     text (a float version printed with fewer digits matches no row); this transaction only."""
+    _set_local(cur, FIXED_TEXT_SETTINGS)
+
+
+def _set_local(cur: Any, settings: dict[str, str]) -> None:
+    """``settings`` for the rest of this transaction (``set_config(..., true)``)."""
     cur.execute("SELECT " + ", ".join(f"set_config({quote_literal(name)}, "
                                       f"{quote_literal(value)}, true)"
-                                      for name, value in FIXED_TEXT_SETTINGS.items()))
+                                      for name, value in settings.items()))
 
 
 class Probed(NamedTuple):
@@ -933,7 +939,7 @@ def _absent_rows(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot, schem
         where += f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
     selected = ", ".join(f"{select_expression(c, f'd.{q(c.name)}')} AS {q(c.name)}"
                          for c in read_cols)
-    if any(select_expression(c, "") for c in read_cols):
+    if any(travels_as_text(c) for c in read_cols):
         # values travelling as text: as the dump's session wrote T's (this transaction
         # only; it ends after this). A TimeZone the destination's server does not know
         # (its tzdata differs) would abort the whole apply: asked first.
@@ -947,9 +953,7 @@ def _absent_rows(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot, schem
                         "rows stay until deleted by hand",
                         extra={"fields": {"absentRowsLookedFor": False}})
             return None
-        cur.execute("SELECT " + ", ".join(f"set_config({quote_literal(name)}, "
-                                          f"{quote_literal(value)}, true)"
-                                          for name, value in settings.items()))
+        _set_local(cur, settings)
     # A row a foreign key of the destination's holds (NO ACTION, RESTRICT: a table of its
     # own onto a row the source lost long ago) is not noted: its delete would fail the
     # next run's whole apply, and every run after.

@@ -214,8 +214,13 @@ def select_expression(col: ColumnInfo, ref: str) -> str:
     Read through ADBC and passed through :func:`as_dumped`, the values are those a snapshot
     holds, in its Arrow types.
     """
-    as_text = col.type_name not in _NATIVE or col.type_name == "numeric"
-    return f"{ref}::text" if as_text else ref
+    return f"{ref}::text" if travels_as_text(col) else ref
+
+
+def travels_as_text(col: ColumnInfo) -> bool:
+    """Whether the dump reads ``col`` as Postgres's text (its form then depends on session
+    settings: ``FIXED_TEXT_SETTINGS``, ``Snapshot.text_settings``)."""
+    return col.type_name not in _NATIVE or col.type_name == "numeric"
 
 
 def dumped_schema(schema: pa.Schema, columns: list[ColumnInfo]) -> pa.Schema:
