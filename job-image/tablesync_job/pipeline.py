@@ -60,7 +60,9 @@ log = logs.get("tablesync_job.pipeline")
 
 # Keys of T (that T-1 had too) looked up in the destination on each run (probe_destination).
 PROBE_ROWS = 1000
-# The count of pending deletes in the marker's applying_result (beside ApplyResult's).
+# The count of pending deletes in the marker's applying_result (beside ApplyResult's) and in
+# the report's apply counts (when any): rows left for the next run to delete if its
+# snapshot lacks them too.
 PENDING_COUNT = "pendingDeletes"
 # Why a delta takes every row of T (Delta.refill_reason), as the run's message says it.
 LOST_ROWS = "the destination had lost rows"
@@ -508,6 +510,8 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     # A run that first finished an interrupted apply reports both: its drift is both's.
     ctx.report.apply = (result if ctx.resumed is None or ctx.resumed is result
                         else result.plus(ctx.resumed)).as_report()
+    if pending is not None:  # what this apply left for the next one (the resumed one's went)
+        ctx.report.apply[PENDING_COUNT] = pending.num_rows
     ctx.report.snapshot_id, ctx.report.captured_at = snap.id, snap.captured_at
     ctx.report.rows = snap.rows
     retention(ctx, delta.to_id)
@@ -639,6 +643,8 @@ def advance_committed(ctx: RunContext, state: State) -> ApplyResult:
     result = ApplyResult.from_report(counts)
     # as phase_apply reports (a later apply of this run adds its own)
     ctx.report.apply = result.as_report()
+    if pending:
+        ctx.report.apply[PENDING_COUNT] = pending
     ctx.report.snapshot_id, ctx.report.captured_at = snap.id, snap.captured_at
     ctx.report.rows = snap.rows
     return result

@@ -60,6 +60,10 @@ class ApplyCounts:
     deleted: int = 0
     already_current: int = 0
     stale_skipped: int = 0
+    # rows the apply left in the destination for the next run to delete if its snapshot
+    # lacks them too: deletes whose row the destination held newer, and the rows a bootstrap
+    # or refill found its snapshot lacks (not drift yet: the next run's deletes are)
+    pending_deletes: int = 0
 
     @property
     def changed(self) -> int:
@@ -199,6 +203,7 @@ def parse_report(text: str) -> RunReport:
                 deleted=_int(apply_raw.get("deleted")),
                 already_current=_int(apply_raw.get("alreadyCurrent")),
                 stale_skipped=_int(apply_raw.get("staleSkipped")),
+                pending_deletes=_int(apply_raw.get("pendingDeletes")),
             )
             if isinstance(apply_raw, dict)
             else None

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from . import schedule as cron
 from .kube import Kube, Obj, _Conflict
-from .results import RunOutcome, format_time, parse_time
+from .results import RunOutcome, RunReport, format_time, parse_time
 from .spec import ObjectRef, TableSync
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -138,7 +138,8 @@ class RunRecord:
     delta: Mapping[str, int] | None = None
     """``insert``, ``update``, ``delete``: rows of the delta."""
     apply: Mapping[str, int] | None = None
-    """``inserted``, ``updated``, ``deleted``, ``alreadyCurrent``, ``staleSkipped``."""
+    """``inserted``, ``updated``, ``deleted``, ``alreadyCurrent``, ``staleSkipped``, and
+    ``pendingDeletes`` when the apply left any for the next run."""
     drift_rows: int | None = None
     phase_seconds: Mapping[str, float] = field(default_factory=dict)
     lost_rows: Mapping[str, int] | None = None
@@ -731,6 +732,8 @@ def _run_record(outcome: RunOutcome) -> RunRecord:
                 "alreadyCurrent": rep.apply.already_current,
                 "staleSkipped": rep.apply.stale_skipped,
             }
+            if rep.apply.pending_deletes:
+                apply["pendingDeletes"] = rep.apply.pending_deletes
             if outcome.succeeded:
                 drift = 0 if rep.bootstrap else rep.apply.changed
     captured = None
@@ -757,6 +760,15 @@ def _run_record(outcome: RunOutcome) -> RunRecord:
         phase_seconds={k: round(v, 3) for k, v in (rep.phase_seconds if rep else {}).items()},
         lost_rows=dict(rep.lost_rows) if rep and rep.lost_rows else None,
     )
+
+
+def _pending_text(rep: RunReport) -> str:
+    """The Drifted message's note of the deletes an apply left for the next run."""
+    pending = rep.apply.pending_deletes if rep.apply is not None else 0
+    if not pending:
+        return ""
+    return (f"; {pending} rows the destination holds are left for the next run, which "
+            "deletes those its snapshot lacks too (apply.pendingDeletes)")
 
 
 def job_mark(outcome: RunOutcome) -> JobMark:
@@ -839,7 +851,8 @@ def record_run(
                 "False",
                 Reason.BOOTSTRAPPED,
                 f"bootstrap run loaded {rep.rows if rep.rows is not None else 'all'} rows from "
-                f"snapshot {rep.snapshot_id}; drift is measured from the next run",
+                f"snapshot {rep.snapshot_id}; drift is measured from the next run"
+                + _pending_text(rep),
                 gen,
                 now,
             )
@@ -865,7 +878,7 @@ def record_run(
                     f"({fraction:.1%} of a {delta_total}-row delta: {rep.apply.inserted} inserted, "
                     f"{rep.apply.updated} updated, {rep.apply.deleted} deleted); "
                     f"{rep.apply.already_current} already current, {rep.apply.stale_skipped} "
-                    "stale-skipped (the destination had newer versions)"
+                    "stale-skipped (the destination had newer versions)" + _pending_text(rep)
                 )
                 st = set_condition(st, DRIFTED, "True", Reason.DRIFT_CORRECTED, message, gen, now)
                 if flipped(DRIFTED, "True", Reason.DRIFT_CORRECTED):
@@ -874,7 +887,7 @@ def record_run(
                 message = (
                     f"the last run changed no rows: the event lane had delivered all "
                     f"{delta_total} changes ({rep.apply.already_current} already current, "
-                    f"{rep.apply.stale_skipped} stale-skipped)"
+                    f"{rep.apply.stale_skipped} stale-skipped)" + _pending_text(rep)
                 )
                 st = set_condition(st, DRIFTED, "False", Reason.NO_DRIFT, message, gen, now)
 

@@ -208,3 +208,26 @@ def test_rows_the_destination_lost_show_in_the_status(make_lane: Callable[[str],
     assert refilled["delta"]["refill"] > 0 and refilled["lostRows"]["lost"] > 100
     lane.wait_condition("Drifted", "True", "DriftCorrected")
     assert lane.table(lane.destination_db) == lane.table(lane.source_db)
+
+
+def test_rows_the_source_lacks_show_in_the_status(make_lane: Callable[[str], Lane]) -> None:
+    """A bootstrap onto a destination with rows the source lacks: the status shows them as
+    left for the next run (``apply.pendingDeletes``, which the CRD's schema keeps), and that
+    run deletes them as drift."""
+    lane = make_lane("prices")
+    lane.load(2000)
+    lane.dst("INSERT INTO public.prices VALUES (9001, 'gone', 1, now() - interval '2 days'), "
+             "(9002, 'gone', 1, now() - interval '2 days')")
+    lane.secrets()
+    lane.create()
+
+    first = lane.run()
+    assert (first["result"], first["reason"]) == ("Succeeded", "Bootstrapped"), first
+    assert first["apply"]["pendingDeletes"] == 2
+    drifted = lane.wait_condition("Drifted", "False", "Bootstrapped")
+    assert "2 rows the destination holds are left for the next run" in drifted["message"]
+
+    second = lane.run()
+    assert (second["result"], second["apply"]["deleted"]) == ("Succeeded", 2), second
+    assert "pendingDeletes" not in second["apply"] and second["driftRows"] == 2
+    assert lane.table(lane.destination_db) == lane.table(lane.source_db)

@@ -48,6 +48,7 @@ def test_a_bootstrap_keeps_the_rows_the_source_lacks_and_the_next_run_deletes_th
     assert first.code == 0, first.stderr
     assert first.report["reason"] == "Bootstrapped"
     assert first.report["apply"]["deleted"] == 0  # not yet: T+1 must lack them too
+    assert first.report["apply"]["pendingDeletes"] == 3
     assert "; 3 rows the destination holds and" in first.report["message"]
     assert lane.dst("SELECT count(*) FROM prices WHERE id > 1000") == [(3,)]
     assert (lane.state() or {})["pending_deletes"] == 3
@@ -57,6 +58,7 @@ def test_a_bootstrap_keeps_the_rows_the_source_lacks_and_the_next_run_deletes_th
     assert second.code == 0, second.stderr
     assert second.report["apply"]["deleted"] == 3
     assert second.report["delta"]["delete"] == 3
+    assert "pendingDeletes" not in second.report["apply"]
     if setting == "deletes: soft":  # stamped, not removed
         assert lane.dst("SELECT count(*) FROM prices WHERE id > 1000 AND deleted_at IS NOT "
                         "NULL") == [(3,)]
@@ -312,6 +314,7 @@ def test_a_refill_keeps_each_pending_delete_once(lane: Lane) -> None:
     assert refilled.code == 0, refilled.stderr
     assert refilled.report["reason"] == "Refilled"
     assert (lane.state() or {})["pending_deletes"] == 1
+    assert refilled.report["apply"]["pendingDeletes"] == 1
 
 
 def test_a_refill_keeps_the_rows_a_restored_backup_brought_back(lane: Lane) -> None:
@@ -347,6 +350,27 @@ def test_kept_by_a_bootstrap_killed_after_its_commit(lane: Lane) -> None:
     assert result.code == 0, result.stderr
     assert result.report["apply"]["deleted"] == 3
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_an_approved_apply_killed_after_its_commit_reports_what_it_left(lane: Lane) -> None:
+    """The rerun of an approved delta whose apply committed before the pod died settles it
+    and reports the deletes it kept for the next run, from the marker."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id <= 20")  # 20%: the delete guard trips
+    lane.dst("UPDATE prices SET updated_at = now() + interval '1 hour' WHERE id = 1")
+    tripped = lane.run("run")
+    assert tripped.code == 3, tripped.stderr
+    delta_id = tripped.report["deltaId"]
+    killed = lane.run("run", "--approve", delta_id,
+                      env={"TABLESYNC_FAULT_INJECT": "after-commit"})
+    assert killed.code == -9
+
+    settled = lane.run("run", "--approve", delta_id)
+
+    assert settled.code == 0, settled.stderr
+    assert (settled.report["apply"]["deleted"], settled.report["apply"]["pendingDeletes"]) \
+        == (19, 1)
 
 
 def test_an_approved_delta_stored_under_ignore_does_not_end_the_switch(lane: Lane) -> None:

@@ -206,6 +206,25 @@ def test_the_runs_look_up_of_lost_rows_is_in_the_status_and_survives_a_round_tri
     assert quiet.last_run is not None and "lostRows" not in quiet.to_dict()["lastRun"]
 
 
+def test_the_deletes_an_apply_left_for_the_next_run_are_in_the_status() -> None:
+    """A bootstrap that found rows the snapshot lacks: lastRun.apply.pendingDeletes and the
+    Drifted message say the next run deletes them (and that those deletes are drift then)."""
+    noted = bootstrap_report()
+    noted["apply"] = {**noted["apply"], "pendingDeletes": 120}
+    s, _ = st.record_run(ready(), ts(), run("b", noted), NOW)
+    assert s.last_run is not None and s.last_run.apply is not None
+    assert s.last_run.apply["pendingDeletes"] == 120
+    assert s.to_dict()["lastRun"]["apply"]["pendingDeletes"] == 120
+    assert st.TableSyncStatus.from_dict(s.to_dict()) == s
+    drifted = cond(s, "Drifted")
+    assert (drifted.status, drifted.reason) == ("False", "Bootstrapped")
+    assert "; 120 rows the destination holds are left for the next run" in drifted.message
+    s, _ = st.record_run(s, ts(), run("c"), NOW)
+    assert s.last_run is not None and s.last_run.apply is not None
+    assert "pendingDeletes" not in s.last_run.apply
+    assert "left for the next run" not in cond(s, "Drifted").message
+
+
 def test_no_drift_run() -> None:
     quiet = report(
         apply={"inserted": 0, "updated": 0, "deleted": 0, "alreadyCurrent": 1000, "staleSkipped": 0}
