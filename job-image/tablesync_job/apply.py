@@ -60,6 +60,7 @@ from .dump import (
 )
 from .errors import InputError
 from .postgres import (
+    ColumnInfo,
     TableInfo,
     adbc_connect,
     adbc_errors,
@@ -905,58 +906,98 @@ def _absent_rows(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot, schem
     the dump, or later the same day with date versions), which no version tells apart. Kept
     as a pending delete, it is deleted by the next run if T+1 lacks its key too and the
     destination still holds that version or an older one (``diff._ask_again``), under that
-    run's delete guard. With ``deletes: soft`` only live (unstamped) rows count.
+    run's delete guard. Which rows may be noted: :func:`_notable`.
 
-    The keys are read as the dump reads them (``dump.select_expression``, ``as_dumped``), so
-    the next diff matches them with T+1's exactly; where a key column's type in the
-    destination differs from T's (a widened key), they are not looked for (a warning says
-    so): a cast could make one key look like another. Memory grows with the number of such
-    rows (their keys and versions).
+    The keys are read as the dump reads them (:func:`_read_as_in_t`), so the next diff
+    matches them with T+1's exactly. Memory grows with the number of such rows (their keys
+    and versions).
     """
     q = quote_ident
+    keys = list(spec.source.primary_key)
+    read_cols = _read_as_in_t(cur, spec, dest, snap)
+    if read_cols is None:
+        return None
+    join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
+    selected = ", ".join(f"{select_expression(c, f'd.{q(c.name)}')} AS {q(c.name)}"
+                         for c in read_cols)
+    # not a key of the stage's deletes either: _delete deleted those, _pending_deletes
+    # keeps those it did not
+    cur.execute(f"SELECT {selected} FROM {qualified(dest.table)} d WHERE "
+                f"{_notable(cur, spec, dest)} AND NOT EXISTS (SELECT 1 FROM {STAGE} s "
+                f"WHERE {join})")
+    # as _pending_deletes keeps them
+    wanted = pa.schema([*(schema.field(k) for k in keys),
+                        pa.field(OLD_VERSION, schema.field(OLD_VERSION).type)])
+    found, unread = _fetch_as_in_t(cur, spec, read_cols, wanted)
+    if unread:
+        log.warning(f"{unread} row(s) of {dest.table} whose key the snapshot lacks are not kept "
+                    f"for the next run: a key or {spec.source.version_column} does not fit T's "
+                    "type; they stay until deleted by hand",
+                    extra={"fields": {"absentRowsUnread": unread}})
+    if found.num_rows == 0:
+        return None
+    log.info(f"{found.num_rows} row(s) of {dest.table} have a key snapshot {snap.id} lacks; "
+             "the next run deletes those its snapshot lacks too, unchanged here since",
+             extra={"fields": {"absentRows": found.num_rows}})
+    return found
+
+
+def _read_as_in_t(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot,
+                  quiet: bool = False) -> list[ColumnInfo] | None:
+    """The destination's key columns and then its version column (unless a key), to read
+    as the dump read T's (``dump.select_expression``): their values then equal T's exactly.
+    None, with a warning (a log line if ``quiet``), where they cannot be read so: a key
+    column whose type differs between the destination and T (a widened key: read in T's
+    type, one key could look like another), or a TimeZone the destination's server does not
+    know (``pg_timezone_names``) while a column travels as text. Sets the dump's text
+    settings (``FIXED_TEXT_SETTINGS``, ``Snapshot.text_settings``) for the rest of the
+    transaction when one does; asked before, as a failed statement would abort the
+    transaction (and the ADBC driver then refuses every statement until a rollback).
+    """
     keys = list(spec.source.primary_key)
     ver = spec.source.version_column
     in_t = {c.name: c.pg_type for c in snap.columns}
     cols = [dest.column(k) for k in keys]
     differ = [f"{k} ({in_t.get(k)} in T, {c.pg_type if c else None} in {dest.table})"
               for k, c in zip(keys, cols, strict=True) if c is None or c.pg_type != in_t.get(k)]
+    say = log.info if quiet else log.warning
     if differ:
-        log.warning(f"rows of {dest.table} whose key the snapshot lacks are not looked for: "
-                    f"key column(s) {', '.join(differ)} differ in type, and read in T's type "
-                    "one key could look like another; such rows stay until deleted by hand",
-                    extra={"fields": {"absentRowsLookedFor": False}})
+        say(f"rows of {dest.table} whose key the snapshot lacks are not looked for: "
+            f"key column(s) {', '.join(differ)} differ in type, and read in T's type "
+            "one key could look like another; such rows stay until deleted by hand",
+            extra={"fields": {"absentRowsLookedFor": False}})
         return None
     key_cols = [c for c in cols if c is not None]
     ver_col = dest.column(ver)
     assert ver_col is not None
     # the version as the dump reads it too (natively where it can: its text may be in an
-    # offset Arrow cannot parse, or 'infinity'); cast to T's type below
+    # offset Arrow cannot parse, or 'infinity')
     read_cols = key_cols if ver in keys else [*key_cols, ver_col]
-    join = " AND ".join(f"d.{q(k)} = {_value(dest, staged, k)}" for k in keys)
-    # a NULL key (a UNIQUE index on a nullable column) matches no delete
-    where = " AND ".join(f"d.{q(k)} IS NOT NULL" for k in keys)
-    if spec.destination.deletes == "soft":
-        where += f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
-    selected = ", ".join(f"{select_expression(c, f'd.{q(c.name)}')} AS {q(c.name)}"
-                         for c in read_cols)
     if any(travels_as_text(c) for c in read_cols):
-        # values travelling as text: as the dump's session wrote T's (this transaction
-        # only; it ends after this). A TimeZone the destination's server does not know
-        # (its tzdata differs) would abort the whole apply: asked first.
         settings = {**FIXED_TEXT_SETTINGS, **(snap.text_settings or {})}
         cur.execute("SELECT count(*) FROM pg_timezone_names WHERE name = "
                     f"{quote_literal(settings.get('TimeZone', 'UTC'))}")
         if not int(cur.fetchone()[0]):
-            log.warning(f"rows of {dest.table} whose key the snapshot lacks are not looked for: "
-                        f"the destination does not know the source's TimeZone "
-                        f"{settings.get('TimeZone')!r}, which the text of its keys needs; such "
-                        "rows stay until deleted by hand",
-                        extra={"fields": {"absentRowsLookedFor": False}})
+            say(f"rows of {dest.table} whose key the snapshot lacks are not looked for: "
+                f"the destination does not know the source's TimeZone "
+                f"{settings.get('TimeZone')!r}, which the text of its keys needs; such "
+                "rows stay until deleted by hand",
+                extra={"fields": {"absentRowsLookedFor": False}})
             return None
         _set_local(cur, settings)
-    # A row a foreign key of the destination's holds (NO ACTION, RESTRICT: a table of its
-    # own onto a row the source lost long ago) is not noted: its delete would fail the
-    # next run's whole apply, and every run after.
+    return read_cols
+
+
+def _notable(cur: Any, spec: JobSpec, dest: TableInfo) -> str:
+    """The condition (on alias ``d``) a destination row whose key T lacks meets to be kept
+    as a pending delete: a key without NULL (a UNIQUE index on a nullable column matches no
+    delete), live under ``deletes: soft``, and not held by a foreign key of the destination's
+    (NO ACTION, RESTRICT: a table of its own onto a row the source lost long ago), whose
+    delete would fail the next run's whole apply, and every run after."""
+    q = quote_ident
+    where = " AND ".join(f"d.{q(k)} IS NOT NULL" for k in spec.source.primary_key)
+    if spec.destination.deletes == "soft":
+        where += f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
     cur.execute(
         "SELECT c.conrelid::regclass::text, array_to_string(ARRAY(SELECT quote_ident(a.attname) "
         "FROM unnest(c.conkey) WITH ORDINALITY k(n, i) JOIN pg_attribute a ON a.attrelid = "
@@ -969,30 +1010,23 @@ def _absent_rows(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot, schem
         held = " AND ".join(f"f.{c} = d.{pc}" for c, pc in zip(
             str(child_cols).split("\x1f"), str(parent_cols).split("\x1f"), strict=True))
         where += f" AND NOT EXISTS (SELECT 1 FROM {child} f WHERE {held})"
-    # not a key of the stage's deletes either: _delete deleted those, _pending_deletes
-    # keeps those it did not
-    cur.execute(f"SELECT {selected} FROM {qualified(dest.table)} d WHERE {where} AND NOT "
-                f"EXISTS (SELECT 1 FROM {STAGE} s WHERE {join})")
+    return where
+
+
+def _fetch_as_in_t(cur: Any, spec: JobSpec, read_cols: list[ColumnInfo],
+                   wanted: pa.Schema) -> tuple[pa.Table, int]:
+    """The result of the statement just run (the :func:`_read_as_in_t` columns' select
+    expressions, then any more columns, which pass as they are) as a table of ``wanted``:
+    the key columns, the version, then those more columns; and how many rows were left out
+    (:func:`_as_in_t`)."""
     reader = cur.fetch_record_batch()
     read = dumped_schema(reader.schema, read_cols)
-    # as _pending_deletes keeps them
-    wanted = pa.schema([*(schema.field(k) for k in keys),
-                        pa.field(OLD_VERSION, schema.field(OLD_VERSION).type)])
-    version_at = [c.name for c in read_cols].index(ver)
+    version_at = [c.name for c in read_cols].index(spec.source.version_column)
+    keys = len(spec.source.primary_key)
+    pick = [*range(keys), version_at, *range(len(read_cols), len(read.names))]
     tables, unread = [], 0
     for batch in reader:
-        table, lost = _as_in_t(batch, read, wanted, [*range(len(keys)), version_at])
+        table, lost = _as_in_t(batch, read, wanted, pick)
         tables.append(table)
         unread += lost
-    if unread:
-        log.warning(f"{unread} row(s) of {dest.table} whose key the snapshot lacks are not kept "
-                    f"for the next run: a key or {ver} does not fit T's type; they stay until "
-                    "deleted by hand", extra={"fields": {"absentRowsUnread": unread}})
-    found = pa.concat_tables(tables) if tables else None
-    if found is not None and found.num_rows == 0:
-        found = None
-    if found is not None:
-        log.info(f"{found.num_rows} row(s) of {dest.table} have a key snapshot {snap.id} lacks; "
-                 "the next run deletes those its snapshot lacks too, unchanged here since",
-                 extra={"fields": {"absentRows": found.num_rows}})
-    return found
+    return (pa.concat_tables(tables) if tables else wanted.empty_table()), unread
