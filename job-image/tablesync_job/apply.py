@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import logs
-from .diff import OLD_VERSION, OP, PENDING
+from .diff import OLD_VERSION, OP, PENDING, SAMPLED_VERSION
 from .dump import (
     FIXED_TEXT_SETTINGS,
     INFINITY,
@@ -1030,3 +1030,54 @@ def _fetch_as_in_t(cur: Any, spec: JobSpec, read_cols: list[ColumnInfo],
         tables.append(table)
         unread += lost
     return (pa.concat_tables(tables) if tables else wanted.empty_table()), unread
+
+
+class SampledRows(NamedTuple):
+    """Destination rows drawn at random by :func:`sample_destination`."""
+    rows: pa.Table  # the key columns and SAMPLED_VERSION, as T holds them (T's types)
+    texts: list[tuple[str, ...]]  # Postgres's text of each key column, row by row
+
+
+def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
+                       schema: pa.Schema, rows: int) -> SampledRows | None:
+    """About ``rows`` of the destination's rows, drawn at random (``TABLESAMPLE SYSTEM``, by
+    block, sized by T's row count), that a bootstrap or refill would note if T lacked their
+    key (:func:`_notable`); None where their keys cannot be read as T holds them
+    (:func:`_read_as_in_t`; logged, not warned: a refill could not note them either).
+
+    ``schema``: T's (a part's Parquet schema), whose types the keys and version are read in.
+    The key texts are ISO dates and exact floats, which :func:`dump.absent_at_source` casts
+    back. Reads only, in a transaction rolled back.
+    """
+    keys = list(spec.source.primary_key)
+    ver = spec.source.version_column
+    q = quote_ident
+    conn = adbc_connect(uri, "destination", autocommit=False)
+    try:
+        with adbc_errors("destination", f"sampling rows of {dest.table}"):
+            cur = conn.cursor()
+            read_cols = _read_as_in_t(cur, spec, dest, snap, quiet=True)
+            if read_cols is None:
+                conn.rollback()
+                return None
+            _set_local(cur, FIXED_TEXT_SETTINGS)  # (the dump's too: no change if set)
+            selected = ", ".join(f"{select_expression(c, f'd.{q(c.name)}')} AS {q(c.name)}"
+                                 for c in read_cols)
+            texts = ", ".join(f"CAST(d.{q(k)} AS text) AS _tablesync_text_{i}"
+                              for i, k in enumerate(keys))
+            percent = 100.0 * min(1.0, rows / max(snap.rows, 1))
+            cur.execute(f"SELECT {selected}, {texts} FROM {qualified(dest.table)} d "
+                        f"TABLESAMPLE SYSTEM ({percent!r}) WHERE {_notable(cur, spec, dest)} "
+                        f"LIMIT {2 * int(rows)}")
+            wanted = pa.schema([*(schema.field(k) for k in keys),
+                                pa.field(SAMPLED_VERSION, schema.field(ver).type),
+                                *(pa.field(f"_tablesync_text_{i}", pa.string())
+                                  for i in range(len(keys)))])
+            found, _ = _fetch_as_in_t(cur, spec, read_cols, wanted)
+            cur.close()
+            conn.rollback()
+    finally:
+        conn.close()
+    text_columns = [found.column(len(keys) + 1 + i).to_pylist() for i in range(len(keys))]
+    return SampledRows(found.select([*range(len(keys) + 1)]),
+                       list(zip(*text_columns, strict=True)))

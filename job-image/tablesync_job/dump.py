@@ -161,6 +161,32 @@ def present_at_source(spec: JobSpec, uri: str, source: SourceTable,
     """
     if not keys:
         return 0
+    rows = _look_up_at_source(spec, uri, source, keys, versioned, "count(*)", "EXISTS",
+                              "the sampled keys the destination lacks or holds older",
+                              "they count as lost")
+    return None if rows is None else int(rows[0][0])
+
+
+def absent_at_source(spec: JobSpec, uri: str, source: SourceTable,
+                     keys: list[tuple[str, ...]]) -> list[int] | None:
+    """The positions in ``keys`` (Postgres's text of each key column, in
+    ``spec.source.primaryKey`` order, from ``apply.sample_destination``) of those the source
+    table lacks now; None if it cannot tell (as :func:`present_at_source`). Read-only."""
+    if not keys:
+        return []
+    rows = _look_up_at_source(spec, uri, source, keys, False, "u.n - 1", "NOT EXISTS",
+                              "the sampled keys of the destination",
+                              "rows the source lacks are not looked for")
+    return None if rows is None else sorted(int(row[0]) for row in rows)
+
+
+def _look_up_at_source(spec: JobSpec, uri: str, source: SourceTable,
+                       keys: list[tuple[str, ...]], versioned: bool, select: str,
+                       exists: str, what: str, then: str) -> list[tuple[Any, ...]] | None:
+    """``SELECT select FROM unnest(keys) WITH ORDINALITY u(k0, ..., n) WHERE exists (the
+    source's row)``: one statement, the key texts as arrays; None if a key type has no ``=``
+    or the source's type does not take a text back, with a warning that ``what`` could not
+    be looked up, and ``then``."""
     names = list(spec.source.primary_key)
     if versioned:
         names.append(spec.source.version_column)
@@ -176,15 +202,14 @@ def present_at_source(spec: JobSpec, uri: str, source: SourceTable,
             with conn.transaction():
                 conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
                 conn.execute("SET LOCAL IntervalStyle = 'postgres'")
-                row = conn.execute(
-                    f"SELECT count(*) FROM unnest({args}) AS u({aliases}) WHERE EXISTS "
-                    f"(SELECT 1 FROM {table} t WHERE {on})", columns).fetchone()
+                return conn.execute(
+                    f"SELECT {select} FROM unnest({args}) WITH ORDINALITY AS "
+                    f"u({aliases}, n) WHERE {exists} (SELECT 1 FROM {table} t WHERE {on})",
+                    columns).fetchall()
         except (psycopg.errors.UndefinedFunction, psycopg.errors.DataError) as err:
-            log.warning(f"the sampled keys the destination lacks or holds older could not be "
-                        f"looked up at the source ({str(err).splitlines()[0]}); they count as "
-                        "lost")
+            log.warning(f"{what} could not be looked up at the source "
+                        f"({str(err).splitlines()[0]}); {then}")
             return None
-    return int(row[0]) if row else 0
 
 
 def _orders(conn: Any, info: TableInfo, column: str) -> bool:

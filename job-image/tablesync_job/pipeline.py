@@ -37,10 +37,11 @@ from .apply import (
     apply,
     check_destination,
     missing_keys,
+    sample_destination,
     transaction_status,
 )
-from .diff import OP, check_memory_limit, diff, open_duckdb, out_of_memory, probe
-from .dump import SourceTable, check_source, dump, present_at_source
+from .diff import OP, absent_from, check_memory_limit, diff, open_duckdb, out_of_memory, probe
+from .dump import SourceTable, absent_at_source, check_source, dump, present_at_source
 from .errors import START_OVER, GuardTripped, InputError, TableSyncError, TransientError
 from .postgres import RunLock, TableInfo, refuse_ambiguous_uri, uri_passwords
 from .report import Report, now_iso
@@ -66,6 +67,7 @@ PROBE_ROWS = 1000
 PENDING_COUNT = "pendingDeletes"
 # Why a delta takes every row of T (Delta.refill_reason), as the run's message says it.
 LOST_ROWS = "the destination had lost rows"
+ABSENT_ROWS = "the destination holds rows the source lacks"
 DELETES_SWITCHED_ON = ("spec.destination.deletes was {was} at the last apply, so the rows "
                        "the destination holds and the snapshot lacks are noted for the next "
                        "run")
@@ -275,9 +277,9 @@ def phase_diff(ctx: RunContext, snap: Snapshot, parts: list[Path], store: bool =
     """Diff T against T-1 (from state.json); store the delta unless ``store`` is False.
 
     ``refill``: why the delta takes every row of T (``diff.diff``): :func:`probe_destination`
-    found rows missing (``LOST_ROWS``). Without one, the diff takes every row of T when
-    ``deletes`` removes more than at the last apply (:func:`deletes_switched_on`); the
-    reason is kept in ``Delta.refill_reason``.
+    found rows missing (``LOST_ROWS``), or rows the source lacks (``ABSENT_ROWS``). Without
+    one, the diff takes every row of T when ``deletes`` removes more than at the last apply
+    (:func:`deletes_switched_on`); the reason is kept in ``Delta.refill_reason``.
     """
     logs.set_context(phase="diff")
     started = time.monotonic()
@@ -333,7 +335,8 @@ def deletes_switched_on(spec: JobSpec, state: State | None) -> bool:
 
 def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta: Delta,
                       delta_parts: list[Path]) -> tuple[Delta, list[Path]]:
-    """The delta to apply: ``delta``, or a refill of it if the destination lost rows.
+    """The delta to apply: ``delta``, or a refill of it if the destination lost rows, or
+    holds rows the source lacks.
 
     A delta brings across what changed between T-1 and T. A row the destination lost
     otherwise (the table emptied, dropped and created again, a stray DELETE, or with
@@ -342,12 +345,14 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
     exit 0. So each run looks up :data:`PROBE_ROWS` random keys of T that T-1 had too: the
     last apply left each of them in the destination at T-1's version or a newer one. One the
     destination lacks is lost if the source still has it (else the event lane delivered its
-    delete since T); one it holds older, if the source's is not older too. With lost rows
-    and ``spec.destination.lostRows: refill`` the diff runs again with ``refill`` and the
-    delta takes every row of T (its deletes unchanged, guarded as always; the upsert's
-    version guard writes only the rows the destination holds older); the rows the apply
-    writes count as drift. ``warn`` logs them; ``ignore`` does not look. The figures go
-    into the report (``lostRows``).
+    delete since T); one it holds older, if the source's is not older too. Rows the
+    destination holds and the source lacks are in no delta either, when no snapshot had
+    them (:func:`probe_absent`). With either and ``spec.destination.lostRows: refill`` the
+    diff runs again with ``refill`` and the delta takes every row of T (its deletes
+    unchanged, guarded as always; the upsert's version guard writes only the rows the
+    destination holds older; the apply notes the rows T lacks for the next run); the rows
+    the apply writes count as drift. ``warn`` logs them; ``ignore`` does not look. The
+    figures go into the report (``lostRows``, ``absentRows``).
     """
     mode = ctx.spec.destination.lost_rows
     if delta.bootstrap or mode == "ignore" or delta.refill_reason is not None:
@@ -367,35 +372,85 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
         if keys:
             present = present_at_source(ctx.spec, ctx.source_uri, ctx.source(), keys, versioned)
             lost += len(keys) if present is None else present
+    absent = probe_absent(ctx, snap, parts, delta_parts)
     ctx.report.phase_seconds["diff"] = round(
         ctx.report.phase_seconds.get("diff", 0.0) + time.monotonic() - started, 3)
-    if not found.missing and not found.behind:
-        return delta, delta_parts
-    missing, behind, probed = len(found.missing), len(found.behind), found.probed
-    ctx.report.lost_rows = {"sampled": probed, "missing": missing, "behind": behind,
-                            "lost": lost}
-    fields = {"sampled": probed, "missingSampled": missing, "behindSampled": behind,
-              "lostSampled": lost}
     table = ctx.spec.destination.table
-    found_text = " and ".join(text for n, text in (
-        (missing, f"{missing} are missing from {table}"),
-        (behind, f"{behind} are older there than the last apply left them")) if n)
-    if not lost:
-        log.info(f"of {probed} sampled rows, {found_text}; the source deleted or set back "
-                 "each of them too since the snapshot (the event lane's changes)",
-                 extra={"fields": fields})
+    refill: str | None = None
+    if found.missing or found.behind:
+        missing, behind, probed = len(found.missing), len(found.behind), found.probed
+        ctx.report.lost_rows = {"sampled": probed, "missing": missing, "behind": behind,
+                                "lost": lost}
+        fields = {"sampled": probed, "missingSampled": missing, "behindSampled": behind,
+                  "lostSampled": lost}
+        found_text = " and ".join(text for n, text in (
+            (missing, f"{missing} are missing from {table}"),
+            (behind, f"{behind} are older there than the last apply left them")) if n)
+        lost_text = (f"of {probed} sampled rows, {found_text} (emptied, re-created, restored "
+                     f"from a backup, changed outside the sync?); {lost} of them the source "
+                     "still has as the last apply left them, or newer")
+        if not lost:
+            log.info(f"of {probed} sampled rows, {found_text}; the source deleted or set back "
+                     "each of them too since the snapshot (the event lane's changes)",
+                     extra={"fields": fields})
+        elif mode == "warn":
+            ctx.report.lost_rows_kept = True
+            log.warning(f"{lost_text}; no delta brings them back (spec.destination.lostRows: "
+                        "warn; refill applies every row of the snapshot)",
+                        extra={"fields": fields})
+        else:
+            log.warning(f"{lost_text}: this run applies every row of the new snapshot",
+                        extra={"fields": fields})
+            refill = LOST_ROWS
+    if absent is not None:
+        ctx.report.absent_rows = absent
+        fields = {"sampledRows": absent["sampled"], "absentSampled": absent["absent"]}
+        absent_text = (f"of {absent['sampled']} sampled rows of {table}, {absent['absent']} "
+                       f"have a key the source and snapshot {snap.id} lack (deletes the event "
+                       "lane lost, rows written into the destination alone?)")
+        if mode == "warn":
+            ctx.report.absent_rows_kept = True
+            log.warning(f"{absent_text}; no delta deletes them (spec.destination.lostRows: "
+                        "warn; refill applies every row of the snapshot and notes them)",
+                        extra={"fields": fields})
+        else:
+            log.warning(f"{absent_text}: this run applies every row of the new snapshot and "
+                        "notes them; the next run deletes those its snapshot lacks too",
+                        extra={"fields": fields})
+            refill = refill or ABSENT_ROWS
+    if refill is None:
         return delta, delta_parts
-    lost_text = (f"of {probed} sampled rows, {found_text} (emptied, re-created, restored "
-                 f"from a backup, changed outside the sync?); {lost} of them the source still "
-                 "has as the last apply left them, or newer")
-    if mode == "warn":
-        ctx.report.lost_rows_kept = True
-        log.warning(f"{lost_text}; no delta brings them back (spec.destination.lostRows: warn; "
-                    "refill applies every row of the snapshot)", extra={"fields": fields})
-        return delta, delta_parts
-    log.warning(f"{lost_text}: this run applies every row of the new snapshot",
-                extra={"fields": fields})
-    return phase_diff(ctx, snap, parts, store=False, refill=LOST_ROWS)
+    return phase_diff(ctx, snap, parts, store=False, refill=refill)
+
+
+def probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path],
+                 delta_parts: list[Path]) -> dict[str, int] | None:
+    """``sampled`` and ``absent``: of :data:`PROBE_ROWS` random rows of the destination,
+    those whose key the source lacks now, and T too, and the delta does not delete, at a
+    version below T's highest (``diff.absent_from``); None when there is none.
+
+    Such a row is in no delta: no snapshot had it. A delete the event lane lost for a row
+    inserted and deleted between two snapshots, a dual write whose source side rolled back,
+    a row written into the destination alone. A bootstrap or refill notes them all
+    (``apply._absent_rows``); this finds them in steady state, when there are enough of
+    them for a sample to hit. Only rows a refill would note are sampled; none under
+    ``deletes: ignore``.
+    """
+    if ctx.spec.destination.deletes == "ignore" or not parts:
+        return None
+    dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
+    sampled = sample_destination(ctx.spec, ctx.destination_uri, dest, snap,
+                                 pq.read_schema(parts[0]), PROBE_ROWS)
+    if sampled is None or not sampled.texts:
+        return None
+    at = absent_at_source(ctx.spec, ctx.source_uri, ctx.source(), sampled.texts)
+    if not at:
+        return None
+    absent = absent_from(ctx.spec, parts, delta_parts, sampled.rows.take(at), ctx.work_dir,
+                         ctx.memory_limit)
+    if not absent:
+        return None
+    return {"sampled": sampled.rows.num_rows, "absent": len(absent)}
 
 
 def describe_delta(ctx: RunContext, delta: Delta) -> None:
@@ -746,6 +801,8 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
             raise
         # a destination that holds a subset on purpose (old partitions dropped) refuses them
         why = ("of rows the destination lacks" if delta.refill_reason in (None, LOST_ROWS)
+               else "to find the rows the destination holds and the source lacks"
+               if delta.refill_reason == ABSENT_ROWS
                else "to find the rows deleted at the source while spec.destination.deletes "
                "kept them")
         raise InputError(f"{err.message} (this run applied every row of the snapshot, {why}: "
@@ -781,6 +838,11 @@ def succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool)
         # in the message, the status's LastRunSucceeded shows it (the pod's log goes)
         report.message += (f"; {lost['lost']} of {lost['sampled']} sampled rows were lost "
                            "outside any delta and stay lost (spec.destination.lostRows: warn)")
+    absent = report.absent_rows
+    if absent and report.absent_rows_kept:
+        report.message += (f"; {absent['absent']} of {absent['sampled']} sampled rows of the "
+                           "destination have a key the source lacks and stay "
+                           "(spec.destination.lostRows: warn)")
     return report
 
 

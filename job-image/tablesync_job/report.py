@@ -48,6 +48,11 @@ class Report:
     lost_rows: dict[str, int] | None = None
     # lost rows found and left so (spec.destination.lostRows: warn); said in the message
     lost_rows_kept: bool = False
+    # sampled rows of the destination, and of them those whose key the source and T lack
+    # (pipeline.probe_absent); set only when any were
+    absent_rows: dict[str, int] | None = None
+    # such rows found and left so (lostRows: warn); said in the message
+    absent_rows_kept: bool = False
     phase_seconds: dict[str, float] = field(default_factory=dict)
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
@@ -69,6 +74,7 @@ class Report:
             "capturedAt": self.captured_at, "bootstrap": self.bootstrap, "rows": self.rows,
             "delta": self.delta, "apply": self.apply, "phaseSeconds": self.phase_seconds,
             **({"lostRows": self.lost_rows} if self.lost_rows else {}),
+            **({"absentRows": self.absent_rows} if self.absent_rows else {}),
             "startedAt": self.started_at, "finishedAt": self.finished_at, "error": self.error,
         }
         return {key: value if key in _VERBATIM else redact_values(value)

@@ -1,0 +1,169 @@
+"""Rows the destination holds and no snapshot had, found in steady state by a sample.
+
+A bootstrap or refill notes every row of the destination whose key its snapshot lacks
+(test_rows_the_source_lacks.py). Between those, such a row is in no delta: a delete the
+event lane lost for a row inserted and deleted between two snapshots, a dual write whose
+source side rolled back, a row written into the destination alone. Each run looks up a
+sample of the destination's rows at the source and in T; with any the source lacks too, the
+run refills (``lostRows: refill``), which notes them, and the run after deletes them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.job.lane import Lane, load_prices
+from tests.integration.job.test_destination_lost_rows import partitioned_destination
+
+# rows no snapshot had, at an old version (the event lane's insert, its delete lost)
+PHANTOMS = ("INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 'phantom', "
+            "now() - interval '2 days' FROM generate_series({first}, {last}) g")
+
+
+def steady_with_phantoms(lane: Lane, rows: int = 1000, phantoms: int = 20) -> None:
+    load_prices(lane, rows)
+    assert lane.run("run").code == 0
+    lane.dst(PHANTOMS.format(first=rows + 1, last=rows + phantoms))
+
+
+def test_the_run_refills_and_the_next_deletes_them(lane: Lane) -> None:
+    steady_with_phantoms(lane)
+
+    refilled = lane.run("run")
+    after = lane.run("run")
+
+    assert refilled.code == 0, refilled.stderr
+    assert refilled.report["reason"] == "Refilled"
+    assert refilled.report["absentRows"] == {"sampled": 1020, "absent": 20}
+    assert "as the destination holds rows the source lacks" in refilled.report["message"]
+    assert refilled.report["apply"]["pendingDeletes"] == 20
+    assert "have a key the source and snapshot" in refilled.stderr
+    assert after.code == 0, after.stderr
+    assert (after.report["reason"], after.report["apply"]["deleted"]) == ("Applied", 20)
+    assert "absentRows" not in after.report
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_large_table_is_sampled(lane: Lane) -> None:
+    """20,000 rows and 2,000 phantoms, together at the table's end: about 1,000 rows are
+    sampled, by block (about 1 in 20), so a run misses the phantoms' 30-odd blocks about one
+    time in five; the first run that hits them refills and notes all 2,000."""
+    steady_with_phantoms(lane, rows=20_000, phantoms=2_000)
+    lane.spec["spec"]["guards"] = {"maxDeleteFraction": 0.5}
+
+    for _ in range(10):  # all miss once in 10**7
+        refilled = lane.run("run")
+        assert refilled.code == 0, refilled.stderr
+        if refilled.report["reason"] != "NoChanges":
+            break
+    after = lane.run("run")
+
+    assert refilled.report["reason"] == "Refilled"
+    absent = refilled.report["absentRows"]
+    assert 300 <= absent["sampled"] <= 2000 and 0 < absent["absent"] < absent["sampled"], absent
+    assert refilled.report["apply"]["pendingDeletes"] == 2000
+    assert (after.code, after.report["apply"]["deleted"]) == (0, 2000), after.stderr
+
+
+def test_under_warn_they_are_reported_and_stay(lane: Lane) -> None:
+    steady_with_phantoms(lane)
+    lane.spec["spec"]["destination"]["lostRows"] = "warn"
+
+    warned = lane.run("run")
+
+    assert warned.code == 0, warned.stderr
+    assert warned.report["reason"] == "NoChanges"
+    assert warned.report["absentRows"] == {"sampled": 1020, "absent": 20}
+    assert "20 of 1020 sampled rows of the destination have a key the source lacks and " \
+        "stay (spec.destination.lostRows: warn)" in warned.report["message"]
+    assert lane.dst("SELECT count(*) FROM prices") == [(1020,)]
+    assert (lane.state() or {})["pending_deletes"] == 0
+
+
+@pytest.mark.parametrize("setting", ["lostRows: ignore", "deletes: ignore"])
+def test_they_are_not_looked_for(lane: Lane, setting: str) -> None:
+    steady_with_phantoms(lane)
+    key, value = setting.split(": ")
+    lane.spec["spec"]["destination"][key] = value
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["reason"] == "NoChanges" and "absentRows" not in result.report
+
+
+def test_rows_newer_than_the_snapshot_are_not_taken_for_them(lane: Lane) -> None:
+    """A row at a version above T's highest may be the event lane's insert of a row a
+    lagging replica (the source here) does not have yet: not a reason to refill."""
+    load_prices(lane, 1000)
+    assert lane.run("run").code == 0
+    lane.dst("INSERT INTO prices VALUES (5001, 'sku-5001', 1, 'EUR', 'from the primary', "
+             "now() + interval '1 minute')")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["reason"] == "NoChanges" and "absentRows" not in result.report
+
+
+def test_rows_this_delta_deletes_or_asks_again_are_not_counted(lane: Lane) -> None:
+    """Rows T-1 had and T lacks are this delta's deletes; a delete the last apply kept
+    (the destination was newer) is asked again: neither makes the run refill."""
+    load_prices(lane, 1000)
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id <= 10")
+    lane.dst("UPDATE prices SET updated_at = now() + interval '1 hour' WHERE id = 1")
+    kept = lane.run("run")
+    assert (kept.code, kept.report["apply"]["pendingDeletes"]) == (0, 1), kept.stderr
+    lane.dst("UPDATE prices SET updated_at = now() - interval '1 hour' WHERE id = 1")
+
+    asked = lane.run("run")
+
+    assert (kept.report["reason"], asked.report["reason"]) == ("Applied", "Applied")
+    assert "absentRows" not in kept.report and "absentRows" not in asked.report
+    assert asked.report["apply"]["deleted"] == 1
+
+
+def test_a_row_a_foreign_key_holds_is_not_counted(lane: Lane) -> None:
+    """A refill would not note it (its delete would fail the next apply), so it must not
+    make every run refill."""
+    steady_with_phantoms(lane, phantoms=1)
+    lane.dst("CREATE TABLE orders (id int PRIMARY KEY, price_id bigint REFERENCES prices)")
+    lane.dst("INSERT INTO orders VALUES (1, 1001)")
+
+    runs = [lane.run("run"), lane.run("run")]
+
+    assert [r.code for r in runs] == [0, 0], runs[-1].stderr
+    assert [r.report["reason"] for r in runs] == ["NoChanges", "NoChanges"]
+    assert lane.dst("SELECT count(*) FROM prices WHERE id = 1001") == [(1,)]
+
+
+def test_under_soft_deletes_only_live_rows_count(lane: Lane) -> None:
+    load_prices(lane, 1000)
+    lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
+    lane.spec["spec"]["destination"].update(deletes="soft", softDeleteColumn="deleted_at")
+    assert lane.run("run").code == 0
+    lane.dst(PHANTOMS.format(first=1001, last=1005))
+    lane.dst("UPDATE prices SET deleted_at = now() WHERE id > 1002")  # stamped already
+
+    refilled = lane.run("run")
+    after = lane.run("run")
+
+    assert refilled.code == 0, refilled.stderr
+    assert refilled.report["absentRows"] == {"sampled": 1002, "absent": 2}
+    assert (after.code, after.report["apply"]["deleted"]) == (0, 2), after.stderr
+    assert lane.dst("SELECT count(*) FROM prices WHERE id > 1000 AND deleted_at IS NULL") \
+        == [(0,)]
+
+
+def test_a_partitioned_destination_is_sampled(lane: Lane) -> None:
+    partitioned_destination(lane)
+    assert lane.run("run").code == 0
+    lane.dst(PHANTOMS.format(first=1001, last=1010))
+
+    refilled = lane.run("run")
+    after = lane.run("run")
+
+    assert refilled.code == 0, refilled.stderr
+    assert refilled.report["absentRows"] == {"sampled": 1010, "absent": 10}
+    assert (after.code, after.report["apply"]["deleted"]) == (0, 10), after.stderr
