@@ -111,6 +111,7 @@ def test_rows_this_delta_deletes_or_asks_again_are_not_counted(lane: Lane) -> No
     (the destination was newer) is asked again: neither makes the run refill."""
     load_prices(lane, 1000)
     assert lane.run("run").code == 0
+    lane.both("UPDATE prices SET updated_at = now() WHERE id = 500")  # T's highest version
     lane.src("DELETE FROM prices WHERE id <= 10")
     lane.dst("UPDATE prices SET updated_at = now() + interval '1 hour' WHERE id = 1")
     kept = lane.run("run")
