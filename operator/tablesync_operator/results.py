@@ -94,6 +94,9 @@ class RunReport:
     lost_rows: Mapping[str, int] | None = None
     """``sampled``, ``missing``, ``behind``, ``lost``: the job's look-up of random keys in the
     destination, when any was missing or older (job-image/README.md, ``Refilled``)."""
+    absent_rows: Mapping[str, int] | None = None
+    """``sampled``, ``absent``: the job's sample of the destination's rows, when any had a key
+    the source and the snapshot lack (job-image/README.md, ``Refilled``)."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,6 @@ def parse_report(text: str) -> RunReport:
     delta_raw = doc.get("delta")
     apply_raw = doc.get("apply")
     phases_raw = doc.get("phaseSeconds") or {}
-    lost_raw = doc.get("lostRows")
     phases = (
         {
             str(k): float(v)
@@ -212,16 +214,18 @@ def parse_report(text: str) -> RunReport:
         started_at=parse_time(doc.get("startedAt")),
         finished_at=parse_time(doc.get("finishedAt")),
         error=_opt_str(doc.get("error")),
-        lost_rows=(
-            {
-                str(k): int(v)
-                for k, v in lost_raw.items()
-                if isinstance(v, int) and not isinstance(v, bool)
-            }
-            if isinstance(lost_raw, dict)
-            else None
-        ),
+        lost_rows=_counts(doc.get("lostRows")),
+        absent_rows=_counts(doc.get("absentRows")),
     )
+
+
+def _counts(raw: Any) -> dict[str, int] | None:
+    """A report's object of counts (``lostRows``, ``absentRows``); None if not an object."""
+    if not isinstance(raw, dict):
+        return None
+    return {
+        str(k): int(v) for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)
+    }
 
 
 def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:

@@ -145,6 +145,9 @@ class RunRecord:
     lost_rows: Mapping[str, int] | None = None
     """``sampled``, ``missing``, ``behind``, ``lost``: keys the job looked up in the
     destination, when any was missing or older there."""
+    absent_rows: Mapping[str, int] | None = None
+    """``sampled``, ``absent``: rows of the destination the job sampled, when any had a key
+    the source and the snapshot lack."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -169,6 +172,7 @@ class RunRecord:
             "driftRows": self.drift_rows,
             "phaseSeconds": dict(self.phase_seconds) if self.phase_seconds else None,
             "lostRows": dict(self.lost_rows) if self.lost_rows else None,
+            "absentRows": dict(self.absent_rows) if self.absent_rows else None,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -207,6 +211,7 @@ class RunRecord:
             apply=counts(d.get("apply")),
             drift_rows=opt_int(d.get("driftRows")),
             lost_rows=counts(d.get("lostRows")),
+            absent_rows=counts(d.get("absentRows")),
             phase_seconds=(
                 {str(k): float(v) for k, v in phases.items() if isinstance(v, int | float)}
                 if isinstance(phases, Mapping)
@@ -759,6 +764,7 @@ def _run_record(outcome: RunOutcome) -> RunRecord:
         drift_rows=drift,
         phase_seconds={k: round(v, 3) for k, v in (rep.phase_seconds if rep else {}).items()},
         lost_rows=dict(rep.lost_rows) if rep and rep.lost_rows else None,
+        absent_rows=dict(rep.absent_rows) if rep and rep.absent_rows else None,
     )
 
 

@@ -213,9 +213,10 @@ def test_rows_the_destination_lost_show_in_the_status(make_lane: Callable[[str],
 def test_rows_the_source_lacks_show_in_the_status(make_lane: Callable[[str], Lane]) -> None:
     """A bootstrap onto a destination with rows the source lacks: the status shows them as
     left for the next run (``apply.pendingDeletes``, which the CRD's schema keeps), and that
-    run deletes them as drift."""
+    run deletes them as drift. Later such rows are found by a run's sample (``absentRows``),
+    which refills, and the run after deletes them."""
     lane = make_lane("prices")
-    lane.load(2000)
+    lane.load(1000)
     lane.dst("INSERT INTO public.prices VALUES (9001, 'gone', 1, now() - interval '2 days'), "
              "(9002, 'gone', 1, now() - interval '2 days')")
     lane.secrets()
@@ -230,4 +231,16 @@ def test_rows_the_source_lacks_show_in_the_status(make_lane: Callable[[str], Lan
     second = lane.run()
     assert (second["result"], second["apply"]["deleted"]) == ("Succeeded", 2), second
     assert "pendingDeletes" not in second["apply"] and second["driftRows"] == 2
+    assert lane.table(lane.destination_db) == lane.table(lane.source_db)
+
+    # In steady state: rows no snapshot had, found by the run's sample of the destination.
+    lane.src("UPDATE public.prices SET updated_at = now() WHERE product_id = 1")
+    lane.dst("INSERT INTO public.prices SELECT g, 'gone', 1, now() - interval '2 days' "
+             "FROM generate_series(9001, 9010) g")
+    refilled = lane.run()
+    assert (refilled["result"], refilled["reason"]) == ("Succeeded", "Refilled"), refilled
+    assert refilled["absentRows"] == {"sampled": 1010, "absent": 10}
+    assert refilled["apply"]["pendingDeletes"] == 10
+    third = lane.run()
+    assert (third["result"], third["apply"]["deleted"]) == ("Succeeded", 10), third
     assert lane.table(lane.destination_db) == lane.table(lane.source_db)

@@ -225,6 +225,17 @@ def test_the_deletes_an_apply_left_for_the_next_run_are_in_the_status() -> None:
     assert "left for the next run" not in cond(s, "Drifted").message
 
 
+def test_the_runs_sample_of_rows_the_source_lacks_is_in_the_status() -> None:
+    refilled = report(reason="Refilled", absentRows={"sampled": 1020, "absent": 20})
+    s, _ = st.record_run(ready(), ts(), run(rep=refilled), NOW)
+    assert s.last_run is not None
+    assert s.last_run.absent_rows == {"sampled": 1020, "absent": 20}
+    assert s.to_dict()["lastRun"]["absentRows"] == {"sampled": 1020, "absent": 20}
+    assert st.TableSyncStatus.from_dict(s.to_dict()) == s
+    quiet, _ = st.record_run(ready(), ts(), run(rep=report()), NOW)
+    assert quiet.last_run is not None and "absentRows" not in quiet.to_dict()["lastRun"]
+
+
 def test_no_drift_run() -> None:
     quiet = report(
         apply={"inserted": 0, "updated": 0, "deleted": 0, "alreadyCurrent": 1000, "staleSkipped": 0}
