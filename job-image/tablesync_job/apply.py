@@ -992,12 +992,14 @@ def _notable(cur: Any, spec: JobSpec, dest: TableInfo) -> str:
     """The condition (on alias ``d``) a destination row whose key T lacks meets to be kept
     as a pending delete: a key without NULL (a UNIQUE index on a nullable column matches no
     delete), live under ``deletes: soft``, and not held by a foreign key of the destination's
-    (NO ACTION, RESTRICT: a table of its own onto a row the source lost long ago), whose
-    delete would fail the next run's whole apply, and every run after."""
+    (NO ACTION, RESTRICT: a table of its own onto a row the source lost long ago, onto the
+    destination or one of its partitions), whose delete would fail the next run's whole
+    apply, and every run after."""
     q = quote_ident
     where = " AND ".join(f"d.{q(k)} IS NOT NULL" for k in spec.source.primary_key)
     if spec.destination.deletes == "soft":
         where += f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
+    table = f"{quote_literal(qualified(dest.table))}::regclass"
     cur.execute(
         "SELECT c.conrelid::regclass::text, array_to_string(ARRAY(SELECT quote_ident(a.attname) "
         "FROM unnest(c.conkey) WITH ORDINALITY k(n, i) JOIN pg_attribute a ON a.attrelid = "
@@ -1005,7 +1007,8 @@ def _notable(cur: Any, spec: JobSpec, dest: TableInfo) -> str:
         "quote_ident(a.attname) FROM unnest(c.confkey) WITH ORDINALITY k(n, i) JOIN "
         "pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i), chr(31)) "
         "FROM pg_constraint c WHERE c.contype = 'f' AND c.confdeltype IN ('a', 'r') AND "
-        f"c.conparentid = 0 AND c.confrelid = {quote_literal(qualified(dest.table))}::regclass")
+        f"c.conparentid = 0 AND (c.confrelid = {table} OR c.confrelid IN (SELECT relid FROM "
+        f"pg_partition_tree({table})))")  # (a foreign key onto one partition too)
     for child, child_cols, parent_cols in cur.fetchall():
         held = " AND ".join(f"f.{c} = d.{pc}" for c, pc in zip(
             str(child_cols).split("\x1f"), str(parent_cols).split("\x1f"), strict=True))
@@ -1032,6 +1035,24 @@ def _fetch_as_in_t(cur: Any, spec: JobSpec, read_cols: list[ColumnInfo],
     return (pa.concat_tables(tables) if tables else wanted.empty_table()), unread
 
 
+def _loosely_equal_keys(cur: Any, spec: JobSpec, dest: TableInfo) -> bool:
+    """Whether a key column of the destination has a nondeterministic collation (one
+    where 'SKU-1' = 'sku-1'), logged if so. A sampled key the source and T lack byte for
+    byte may then equal one of T's there: a refill would not note it, and each run would
+    refill again."""
+    names = ", ".join(quote_literal(k) for k in spec.source.primary_key)
+    cur.execute("SELECT string_agg(a.attname, ', ') FROM pg_attribute a JOIN pg_collation c "
+                "ON c.oid = a.attcollation WHERE a.attrelid = "
+                f"{quote_literal(qualified(dest.table))}::regclass AND a.attname IN ({names}) "
+                "AND NOT c.collisdeterministic")
+    loose = cur.fetchone()[0]
+    if loose:
+        log.info(f"rows of {dest.table} whose key the source lacks are not sampled: key "
+                 f"column(s) {loose} have a nondeterministic collation; a bootstrap or refill "
+                 "still notes them", extra={"fields": {"absentRowsSampled": False}})
+    return bool(loose)
+
+
 class SampledRows(NamedTuple):
     """Destination rows drawn at random by :func:`sample_destination`."""
     rows: pa.Table  # the key columns and SAMPLED_VERSION, as T holds them (T's types)
@@ -1043,7 +1064,8 @@ def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
     """About ``rows`` of the destination's rows, drawn at random (``TABLESAMPLE SYSTEM``, by
     block, sized by T's row count), that a bootstrap or refill would note if T lacked their
     key (:func:`_notable`); None where their keys cannot be read as T holds them
-    (:func:`_read_as_in_t`; logged, not warned: a refill could not note them either).
+    (:func:`_read_as_in_t`; logged, not warned: a refill could not note them either), or
+    compare loosely (:func:`_loosely_equal_keys`).
 
     ``schema``: T's (a part's Parquet schema), whose types the keys and version are read in.
     The key texts are ISO dates and exact floats, which :func:`dump.absent_at_source` casts
@@ -1057,7 +1079,7 @@ def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
         with adbc_errors("destination", f"sampling rows of {dest.table}"):
             cur = conn.cursor()
             read_cols = _read_as_in_t(cur, spec, dest, snap, quiet=True)
-            if read_cols is None:
+            if read_cols is None or _loosely_equal_keys(cur, spec, dest):
                 conn.rollback()
                 return None
             _set_local(cur, FIXED_TEXT_SETTINGS)  # (the dump's too: no change if set)

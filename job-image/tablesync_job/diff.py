@@ -348,7 +348,8 @@ SAMPLED_VERSION = "_tablesync_version"  # the version in apply.sample_destinatio
 
 
 def absent_from(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path],
-                sampled: pa.Table, work_dir: Path, memory_limit: str) -> list[int]:
+                sampled: pa.Table, work_dir: Path, memory_limit: str,
+                version_kind: str) -> list[int]:
     """Positions in ``sampled`` (destination rows: the key columns and
     :data:`SAMPLED_VERSION`, in T's types, from ``apply.sample_destination``) of the rows
     whose key T lacks and the delta does not delete, at a version below T's highest.
@@ -357,8 +358,8 @@ def absent_from(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path],
     the run deletes them, or keeps them pending. A version not below T's highest may be the
     event lane's insert of a row committed at the source after T: a replica lagging behind
     the primary the event lane reads lacks it too. Not for a version column T holds as text
-    (it does not order so); per-row counters do not order across rows either, so there
-    only the source's look-up tells.
+    (it does not order so), nor for per-row counters (``version_kind`` counter), which do not
+    order across rows: there only the source's look-up tells.
     """
     keys = [quote_ident(k) for k in spec.source.primary_key]
     ver = quote_ident(spec.source.version_column)
@@ -366,7 +367,8 @@ def absent_from(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path],
     on_t = " AND ".join(f"s.{k} = t.{k}" for k in keys)
     version = sampled.schema.field(SAMPLED_VERSION).type
     below = ""
-    if not (pa.types.is_string(version) or pa.types.is_large_string(version)):
+    if version_kind != "counter" and not (pa.types.is_string(version)
+                                          or pa.types.is_large_string(version)):
         below = (f" AND s.{SAMPLED_VERSION} < (SELECT max(t.{ver}) FROM "
                  f"{parquet_scan(snap_parts)} t)")
     with out_of_memory(memory_limit):

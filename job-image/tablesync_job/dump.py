@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pyarrow as pa
@@ -161,32 +161,41 @@ def present_at_source(spec: JobSpec, uri: str, source: SourceTable,
     """
     if not keys:
         return 0
-    rows = _look_up_at_source(spec, uri, source, keys, versioned, "count(*)", "EXISTS",
-                              "the sampled keys the destination lacks or holds older",
-                              "they count as lost")
-    return None if rows is None else int(rows[0][0])
+    return _look_up_at_source(spec, uri, source, keys, versioned, "count(*)", "EXISTS",
+                              lambda rows: int(rows[0][0]))
 
 
 def absent_at_source(spec: JobSpec, uri: str, source: SourceTable,
                      keys: list[tuple[str, ...]]) -> list[int] | None:
     """The positions in ``keys`` (Postgres's text of each key column, in
     ``spec.source.primaryKey`` order, from ``apply.sample_destination``) of those the source
-    table lacks now; None if it cannot tell (as :func:`present_at_source`). Read-only."""
+    table lacks now; None if it cannot tell (a key type without ``=``). Read-only.
+
+    These keys are the destination's, which may hold one the source's type refuses (a
+    domain's stricter CHECK, an enum label it lacks): when the one statement fails so, each
+    key is looked up alone, and one the source's type refuses is one the source lacks.
+    """
     if not keys:
         return []
-    rows = _look_up_at_source(spec, uri, source, keys, False, "u.n - 1", "NOT EXISTS",
-                              "the sampled keys of the destination",
-                              "rows the source lacks are not looked for")
-    return None if rows is None else sorted(int(row[0]) for row in rows)
+    return _look_up_at_source(spec, uri, source, keys, False, "u.n - 1", "NOT EXISTS",
+                              lambda rows: sorted(int(row[0]) for row in rows),
+                              one_by_one=True)
+
+
+# a key text the source's type does not take back (a format, a domain's CHECK, NOT NULL)
+_REFUSED = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+_Read = TypeVar("_Read")
 
 
 def _look_up_at_source(spec: JobSpec, uri: str, source: SourceTable,
                        keys: list[tuple[str, ...]], versioned: bool, select: str,
-                       exists: str, what: str, then: str) -> list[tuple[Any, ...]] | None:
-    """``SELECT select FROM unnest(keys) WITH ORDINALITY u(k0, ..., n) WHERE exists (the
-    source's row)``: one statement, the key texts as arrays; None if a key type has no ``=``
-    or the source's type does not take a text back, with a warning that ``what`` could not
-    be looked up, and ``then``."""
+                       exists: str, read: Callable[[list[tuple[Any, ...]]], _Read],
+                       one_by_one: bool = False) -> _Read | None:
+    """``read`` of the rows of ``SELECT select FROM unnest(keys) WITH ORDINALITY u(k0, ...,
+    n) WHERE exists (the source's row)``: one statement, the key texts as arrays. None, with
+    a warning, if a key type has no ``=``, or the source's type does not take a text back;
+    with ``one_by_one`` such a text is taken for a key the source lacks instead: each key
+    is then looked up in a statement (and savepoint) of its own."""
     names = list(spec.source.primary_key)
     if versioned:
         names.append(spec.source.version_column)
@@ -196,19 +205,36 @@ def _look_up_at_source(spec: JobSpec, uri: str, source: SourceTable,
     aliases = ", ".join(f"k{i}" for i in range(len(names)))
     on = " AND ".join(f"t.{quote_ident(n)} {'>=' if versioned and i == len(names) - 1 else '='}"
                       f" CAST(u.k{i} AS {cols[n].pg_type})" for i, n in enumerate(names))
+    query = (f"SELECT {select} FROM unnest({args}) WITH ORDINALITY AS u({aliases}, n) "
+             f"WHERE {exists} (SELECT 1 FROM {table} t WHERE {on})")
     columns = [[key[i] for key in keys] for i in range(len(names))]
     with connect(uri, "source") as conn:
         try:
             with conn.transaction():
                 conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
                 conn.execute("SET LOCAL IntervalStyle = 'postgres'")
-                return conn.execute(
-                    f"SELECT {select} FROM unnest({args}) WITH ORDINALITY AS "
-                    f"u({aliases}, n) WHERE {exists} (SELECT 1 FROM {table} t WHERE {on})",
-                    columns).fetchall()
-        except (psycopg.errors.UndefinedFunction, psycopg.errors.DataError) as err:
-            log.warning(f"{what} could not be looked up at the source "
-                        f"({str(err).splitlines()[0]}); {then}")
+                try:
+                    with conn.transaction():  # a savepoint: the transaction outlives it
+                        found = conn.execute(query, columns).fetchall()
+                    return read(found)
+                except _REFUSED:
+                    if not one_by_one:
+                        raise
+                rows: list[tuple[Any, ...]] = []
+                for at, key in enumerate(keys):
+                    try:
+                        with conn.transaction():  # a savepoint
+                            found = conn.execute(query, [[text] for text in key]).fetchall()
+                    except _REFUSED:
+                        found = [(0,)]  # the source's type refuses it: the source lacks it
+                    rows.extend((at + int(row[0]),) for row in found)
+                return read(rows)
+        except (psycopg.errors.UndefinedFunction, *_REFUSED) as err:
+            log.warning(f"sampled keys could not be looked up at the source "
+                        f"({str(err).splitlines()[0]}); "
+                        + ("they count as lost" if not one_by_one else
+                           "rows the destination holds and the source lacks are not looked "
+                           "for this run"))
             return None
 
 

@@ -447,7 +447,7 @@ def probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path],
     if not at:
         return None
     absent = absent_from(ctx.spec, parts, delta_parts, sampled.rows.take(at), ctx.work_dir,
-                         ctx.memory_limit)
+                         ctx.memory_limit, snap.version_kind)
     if not absent:
         return None
     return {"sampled": sampled.rows.num_rows, "absent": len(absent)}

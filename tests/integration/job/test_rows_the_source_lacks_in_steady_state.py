@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.job.lane import Lane, load_prices
+from tests.integration.job.lane import JobResult, Lane, load_prices
 from tests.integration.job.test_destination_lost_rows import partitioned_destination
 
 # rows no snapshot had, at an old version (the event lane's insert, its delete lost)
@@ -168,3 +168,118 @@ def test_a_partitioned_destination_is_sampled(lane: Lane) -> None:
     assert refilled.code == 0, refilled.stderr
     assert refilled.report["absentRows"] == {"sampled": 1010, "absent": 10}
     assert (after.code, after.report["apply"]["deleted"]) == (0, 10), after.stderr
+
+
+def runs(lane: Lane, count: int) -> list[JobResult]:
+    """``count`` runs, each of which must exit 0."""
+    results = []
+    for _ in range(count):
+        result = lane.run("run")
+        assert result.code == 0, result.stderr[-3000:]
+        results.append(result)
+    return results
+
+
+def test_counter_versions_are_not_bounded_by_the_highest(lane: Lane) -> None:
+    """Per-row counters do not order across rows: every source row at 1 (never updated),
+    the phantoms at 3 (inserted, updated twice by the event lane, the delete lost)."""
+    load_prices(lane, 300)
+    lane.both("ALTER TABLE prices ADD COLUMN v bigint NOT NULL DEFAULT 1")
+    lane.spec["spec"]["source"].update(versionColumn="v", versionKind="counter")
+    assert lane.run("run").code == 0
+    lane.dst("INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 'phantom', now(), 3 "
+             "FROM generate_series(1001, 1010) g")
+
+    refilled, after = runs(lane, 2)
+
+    assert refilled.report["reason"] == "Refilled", refilled.report
+    assert after.report["apply"]["deleted"] == 10
+
+
+def test_a_case_insensitive_destination_key_is_not_sampled(lane: Lane) -> None:
+    """The destination's key has a nondeterministic collation: 'SKU-1' (a re-cased key the
+    event lane upserted onto the old row) is absent at the source and in T byte for byte,
+    but equals T's 'sku-1' there, so a refill would not note it: without the check every
+    run would refill."""
+    lane.dst("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', "
+             "deterministic = false)")
+    lane.src("CREATE TABLE prices (sku text PRIMARY KEY, title text, "
+             "updated_at timestamptz NOT NULL)")
+    lane.dst("CREATE TABLE prices (sku text COLLATE ci PRIMARY KEY, title text, "
+             "updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices SELECT 'sku-' || g, 't', now() - interval '1 day' "
+             "+ g * interval '1 ms' FROM generate_series(1, 300) g")
+    lane.spec["spec"]["source"]["primaryKey"] = ["sku"]
+    assert lane.run("run").code == 0
+    lane.dst("UPDATE prices SET sku = upper(sku) WHERE sku IN (SELECT 'sku-' || g "
+             "FROM generate_series(1, 10) g)")
+
+    results = runs(lane, 2)
+
+    assert [r.report["reason"] for r in results] == ["NoChanges", "NoChanges"]
+    assert "have a nondeterministic collation" in results[0].stderr
+
+
+def test_a_row_a_foreign_key_onto_its_partition_holds_is_not_counted(lane: Lane) -> None:
+    """A table of the destination's own references one partition (REFERENCES prices_new):
+    the held row is neither counted nor noted, so no run fails on its delete."""
+    partitioned_destination(lane)
+    assert lane.run("run").code == 0
+    lane.dst(PHANTOMS.format(first=1001, last=1010))
+    lane.dst("CREATE TABLE orders (id int PRIMARY KEY, price_id bigint REFERENCES prices_new)")
+    lane.dst("INSERT INTO orders VALUES (1, 1001)")
+
+    refilled, after, quiet = runs(lane, 3)
+
+    assert refilled.report["absentRows"]["absent"] == 9
+    assert refilled.report["apply"]["pendingDeletes"] == 9
+    assert (after.report["apply"]["deleted"], quiet.report["reason"]) == (9, "NoChanges")
+    assert lane.dst("SELECT id FROM prices WHERE id > 1000") == [(1001,)]
+
+
+def test_a_key_the_sources_type_refuses_is_one_the_source_lacks(lane: Lane) -> None:
+    """A domain of the same name on both sides, stricter at the source: the destination's
+    '-phantom' fails the cast (check_violation) in the look-up of all keys at once, so each
+    is looked up alone, and that one counts as absent."""
+    lane.src("CREATE DOMAIN sku_code AS text CHECK (VALUE ~ '^[a-z]')")
+    lane.dst("CREATE DOMAIN sku_code AS text")
+    lane.both("CREATE TABLE prices (sku sku_code PRIMARY KEY, title text, "
+              "updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices SELECT 'sku-' || g, 't', now() - interval '1 day' "
+             "+ g * interval '1 ms' FROM generate_series(1, 300) g")
+    lane.spec["spec"]["source"]["primaryKey"] = ["sku"]
+    assert lane.run("run").code == 0
+    lane.dst("INSERT INTO prices VALUES ('-phantom', 'p', now() - interval '2 days')")
+
+    refilled, after = runs(lane, 2)
+
+    assert refilled.report["absentRows"] == {"sampled": 301, "absent": 1}
+    assert after.report["apply"]["deleted"] == 1
+    assert lane.table_text("destination", order="sku") == lane.table_text("source", order="sku")
+
+
+def test_a_composite_key_with_text_settings_of_its_own(lane: Lane) -> None:
+    """A key of natively read and text-read types; the source's session prints bytea as
+    escape, and the two TimeZones differ (helper review)."""
+    src_db = lane.source.rsplit("/", 1)[1].split("?")[0]
+    dst_db = lane.destination.rsplit("/", 1)[1].split("?")[0]
+    lane.src(f"ALTER DATABASE {src_db} SET bytea_output = 'escape'")
+    lane.src(f"ALTER DATABASE {src_db} SET TimeZone = 'America/Caracas'")
+    lane.dst(f"ALTER DATABASE {dst_db} SET TimeZone = 'Asia/Kathmandu'")
+    lane.both("CREATE TABLE prices (b bytea, ip inet, r tstzrange, ts timestamptz, nu numeric, "
+              "f float4, updated_at timestamptz NOT NULL, PRIMARY KEY (b, ip, r, ts, nu, f))")
+    rows = ("SELECT decode('5c' || lpad(to_hex(g), 4, '0') || 'ff', 'hex'), "
+            "('10.0.0.' || (g % 250))::inet, tstzrange('2026-01-01+00'::timestamptz + g * "
+            "interval '1 h', NULL), '2026-01-01+00'::timestamptz + g * interval '1 us', "
+            "g * 1.25, (g + 0.1)::float4, now() - interval '{age}' + g * interval '1 ms' "
+            "FROM generate_series({a}, {b}) g")
+    lane.src(f"INSERT INTO prices {rows.format(a=1, b=300, age='1 day')}")
+    lane.spec["spec"]["source"]["primaryKey"] = ["b", "ip", "r", "ts", "nu", "f"]
+    assert lane.run("run").code == 0
+    lane.dst(f"INSERT INTO prices {rows.format(a=301, b=310, age='2 days')}")
+
+    refilled, after, quiet = runs(lane, 3)
+
+    assert refilled.report["absentRows"] == {"sampled": 310, "absent": 10}
+    assert after.report["apply"]["deleted"] == 10
+    assert quiet.report["reason"] == "NoChanges"
