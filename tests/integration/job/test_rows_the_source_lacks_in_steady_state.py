@@ -180,6 +180,18 @@ def runs(lane: Lane, count: int) -> list[JobResult]:
     return results
 
 
+def sku_keyed(lane: Lane, source_key: str, destination_key: str) -> None:
+    """300 rows keyed on sku ('sku-1'...) of type ``source_key`` and ``destination_key``,
+    applied."""
+    for db, key in ((lane.src, source_key), (lane.dst, destination_key)):
+        db(f"CREATE TABLE prices (sku {key} PRIMARY KEY, title text, "
+           "updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices SELECT 'sku-' || g, 't', now() - interval '1 day' "
+             "+ g * interval '1 ms' FROM generate_series(1, 300) g")
+    lane.spec["spec"]["source"]["primaryKey"] = ["sku"]
+    assert lane.run("run").code == 0
+
+
 def test_counter_versions_are_not_bounded_by_the_highest(lane: Lane) -> None:
     """Per-row counters do not order across rows: every source row at 1 (never updated),
     the phantoms at 3 (inserted, updated twice by the event lane, the delete lost)."""
@@ -203,14 +215,7 @@ def test_a_case_insensitive_destination_key_is_not_sampled(lane: Lane) -> None:
     run would refill."""
     lane.dst("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', "
              "deterministic = false)")
-    lane.src("CREATE TABLE prices (sku text PRIMARY KEY, title text, "
-             "updated_at timestamptz NOT NULL)")
-    lane.dst("CREATE TABLE prices (sku text COLLATE ci PRIMARY KEY, title text, "
-             "updated_at timestamptz NOT NULL)")
-    lane.src("INSERT INTO prices SELECT 'sku-' || g, 't', now() - interval '1 day' "
-             "+ g * interval '1 ms' FROM generate_series(1, 300) g")
-    lane.spec["spec"]["source"]["primaryKey"] = ["sku"]
-    assert lane.run("run").code == 0
+    sku_keyed(lane, "text", "text COLLATE ci")
     lane.dst("UPDATE prices SET sku = upper(sku) WHERE sku IN (SELECT 'sku-' || g "
              "FROM generate_series(1, 10) g)")
 
@@ -243,12 +248,7 @@ def test_a_key_the_sources_type_refuses_is_one_the_source_lacks(lane: Lane) -> N
     is looked up alone, and that one counts as absent."""
     lane.src("CREATE DOMAIN sku_code AS text CHECK (VALUE ~ '^[a-z]')")
     lane.dst("CREATE DOMAIN sku_code AS text")
-    lane.both("CREATE TABLE prices (sku sku_code PRIMARY KEY, title text, "
-              "updated_at timestamptz NOT NULL)")
-    lane.src("INSERT INTO prices SELECT 'sku-' || g, 't', now() - interval '1 day' "
-             "+ g * interval '1 ms' FROM generate_series(1, 300) g")
-    lane.spec["spec"]["source"]["primaryKey"] = ["sku"]
-    assert lane.run("run").code == 0
+    sku_keyed(lane, "sku_code", "sku_code")
     lane.dst("INSERT INTO prices VALUES ('-phantom', 'p', now() - interval '2 days')")
 
     refilled, after = runs(lane, 2)
