@@ -988,13 +988,20 @@ def _read_as_in_t(cur: Any, spec: JobSpec, dest: TableInfo, snap: Snapshot,
     return read_cols
 
 
-def _notable(cur: Any, spec: JobSpec, dest: TableInfo) -> str:
+def _notable(cur: Any, spec: JobSpec, dest: TableInfo, quiet: bool = False) -> str:
     """The condition (on alias ``d``) a destination row whose key T lacks meets to be kept
     as a pending delete: a key without NULL (a UNIQUE index on a nullable column matches no
-    delete), live under ``deletes: soft``, and not held by a foreign key of the destination's
-    (NO ACTION, RESTRICT: a table of its own onto a row the source lost long ago, onto the
-    destination or one of its partitions), whose delete would fail the next run's whole
-    apply, and every run after."""
+    delete), live under ``deletes: soft``, and not referenced by a foreign key of the
+    destination's (a table of its own onto a row the source lost long ago, onto the
+    destination or one of its partitions). With NO ACTION or RESTRICT its delete would fail
+    the next run's whole apply, and every run after; with CASCADE or SET NULL it could fail
+    further down (a table that references the one cascaded into), or change rows of a table
+    tablesync does not sync, on a guess.
+
+    ``false`` (nothing is notable), with a warning (a log line if ``quiet``), when this role
+    cannot read every row of such a table (no SELECT on it, or row-level security hides
+    some): which rows it holds is unknown.
+    """
     q = quote_ident
     where = " AND ".join(f"d.{q(k)} IS NOT NULL" for k in spec.source.primary_key)
     if spec.destination.deletes == "soft":
@@ -1005,11 +1012,19 @@ def _notable(cur: Any, spec: JobSpec, dest: TableInfo) -> str:
         "FROM unnest(c.conkey) WITH ORDINALITY k(n, i) JOIN pg_attribute a ON a.attrelid = "
         "c.conrelid AND a.attnum = k.n ORDER BY k.i), chr(31)), array_to_string(ARRAY(SELECT "
         "quote_ident(a.attname) FROM unnest(c.confkey) WITH ORDINALITY k(n, i) JOIN "
-        "pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i), chr(31)) "
-        "FROM pg_constraint c WHERE c.contype = 'f' AND c.confdeltype IN ('a', 'r') AND "
+        "pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i), chr(31)), "
+        "has_table_privilege(c.conrelid, 'SELECT') AND NOT row_security_active(c.conrelid) "
+        "FROM pg_constraint c WHERE c.contype = 'f' AND "
         f"c.conparentid = 0 AND (c.confrelid = {table} OR c.confrelid IN (SELECT relid FROM "
         f"pg_partition_tree({table})))")  # (a foreign key onto one partition too)
-    for child, child_cols, parent_cols in cur.fetchall():
+    for child, child_cols, parent_cols, readable in cur.fetchall():
+        if not readable:
+            (log.info if quiet else log.warning)(
+                f"rows of {dest.table} whose key the snapshot lacks are not looked for: "
+                f"{child} references it, and this role cannot read all its rows (grant "
+                "SELECT on it, or exempt the role from its row-level security); such rows "
+                "stay until deleted by hand", extra={"fields": {"absentRowsLookedFor": False}})
+            return "false"
         held = " AND ".join(f"f.{c} = d.{pc}" for c, pc in zip(
             str(child_cols).split("\x1f"), str(parent_cols).split("\x1f"), strict=True))
         where += f" AND NOT EXISTS (SELECT 1 FROM {child} f WHERE {held})"
@@ -1089,7 +1104,7 @@ def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
                               for i, k in enumerate(keys))
             percent = 100.0 * min(1.0, rows / max(snap.rows, 1))
             cur.execute(f"SELECT {selected}, {texts} FROM {qualified(dest.table)} d "
-                        f"TABLESAMPLE SYSTEM ({percent!r}) WHERE {_notable(cur, spec, dest)} "
+                        f"TABLESAMPLE SYSTEM ({percent!r}) WHERE {_notable(cur, spec, dest, True)} "
                         f"LIMIT {2 * int(rows)}")
             wanted = pa.schema([*(schema.field(k) for k in keys),
                                 pa.field(SAMPLED_VERSION, schema.field(ver).type),

@@ -348,8 +348,7 @@ SAMPLED_VERSION = "_tablesync_version"  # the version in apply.sample_destinatio
 
 
 def absent_from(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path],
-                sampled: pa.Table, work_dir: Path, memory_limit: str,
-                version_kind: str) -> list[int]:
+                sampled: pa.Table, work_dir: Path, memory_limit: str) -> list[int]:
     """Positions in ``sampled`` (destination rows: the key columns and
     :data:`SAMPLED_VERSION`, in T's types, from ``apply.sample_destination``) of the rows
     whose key T lacks and the delta does not delete, at a version below T's highest.
@@ -357,20 +356,13 @@ def absent_from(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path],
     The delta's deletes are rows of T-1, and the deletes the last apply kept, asked again:
     the run deletes them, or keeps them pending. A version not below T's highest may be the
     event lane's insert of a row committed at the source after T: a replica lagging behind
-    the primary the event lane reads lacks it too. Not for a version column T holds as text
-    (it does not order so), nor for per-row counters (``version_kind`` counter), which do not
-    order across rows: there only the source's look-up tells.
+    the primary the event lane reads lacks it too. The version column must order across
+    rows in T's type (:func:`versions_order`).
     """
     keys = [quote_ident(k) for k in spec.source.primary_key]
     ver = quote_ident(spec.source.version_column)
     rows = sampled.append_column("_tablesync_at", pa.array(range(sampled.num_rows), pa.int64()))
     on_t = " AND ".join(f"s.{k} = t.{k}" for k in keys)
-    version = sampled.schema.field(SAMPLED_VERSION).type
-    below = ""
-    if version_kind != "counter" and not (pa.types.is_string(version)
-                                          or pa.types.is_large_string(version)):
-        below = (f" AND s.{SAMPLED_VERSION} < (SELECT max(t.{ver}) FROM "
-                 f"{parquet_scan(snap_parts)} t)")
     with out_of_memory(memory_limit):
         con = open_duckdb(work_dir, memory_limit)
         try:
@@ -379,11 +371,20 @@ def absent_from(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path],
                 f"SELECT s._tablesync_at FROM sampled s WHERE s._tablesync_at NOT IN (SELECT "
                 f"s._tablesync_at FROM sampled s JOIN {parquet_scan(snap_parts)} t ON {on_t}) "
                 f"AND s._tablesync_at NOT IN (SELECT s._tablesync_at FROM sampled s JOIN "
-                f"{parquet_scan(delta_parts)} t ON {on_t} WHERE t.{OP} = 'delete'){below} "
-                "ORDER BY 1").fetchall()
+                f"{parquet_scan(delta_parts)} t ON {on_t} WHERE t.{OP} = 'delete') "
+                f"AND s.{SAMPLED_VERSION} < (SELECT max(t.{ver}) FROM "
+                f"{parquet_scan(snap_parts)} t) ORDER BY 1").fetchall()
         finally:
             con.close()
     return [int(row[0]) for row in found]
+
+
+def versions_order(version_kind: str, version_type: pa.DataType) -> bool:
+    """Whether versions order across rows as T holds them (``version_type``): not per-row
+    counters (``version_kind`` counter), nor a version T holds as text (an unconstrained
+    numeric, an interval), whose text does not order as its values do."""
+    return version_kind != "counter" and not (pa.types.is_string(version_type)
+                                              or pa.types.is_large_string(version_type))
 
 
 def _arrow_type(snap: Snapshot, column: str) -> str | None:
