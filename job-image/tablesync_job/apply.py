@@ -1014,10 +1014,17 @@ def _notable(cur: Any, spec: JobSpec, dest: TableInfo, quiet: bool = False) -> s
         "quote_ident(a.attname) FROM unnest(c.confkey) WITH ORDINALITY k(n, i) JOIN "
         "pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i), chr(31)), "
         "has_table_privilege(c.conrelid, 'SELECT') AND NOT row_security_active(c.conrelid) "
-        "FROM pg_constraint c WHERE c.contype = 'f' AND "
+        "AND has_schema_privilege(r.relnamespace, 'USAGE'), "
+        "array_to_string(ARRAY(SELECT coalesce(' COLLATE ' || quote_ident(cn.nspname) || '.' || "
+        "quote_ident(co.collname), '') FROM unnest(c.confkey) WITH ORDINALITY k(n, i) JOIN "
+        "pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n LEFT JOIN pg_collation co "
+        "ON co.oid = a.attcollation LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace "
+        "ORDER BY k.i), chr(31)) "
+        "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid WHERE c.contype = 'f' AND "
         f"c.conparentid = 0 AND (c.confrelid = {table} OR c.confrelid IN (SELECT relid FROM "
-        f"pg_partition_tree({table})))")  # (a foreign key onto one partition too)
-    for child, child_cols, parent_cols, readable in cur.fetchall():
+        f"pg_partition_tree({table})) OR c.confrelid IN (SELECT relid FROM "
+        f"pg_partition_ancestors({table})))")  # (a foreign key onto one partition too)
+    for child, child_cols, parent_cols, readable, collations in cur.fetchall():
         if not readable:
             (log.info if quiet else log.warning)(
                 f"rows of {dest.table} whose key the snapshot lacks are not looked for: "
@@ -1025,8 +1032,9 @@ def _notable(cur: Any, spec: JobSpec, dest: TableInfo, quiet: bool = False) -> s
                 "SELECT on it, or exempt the role from its row-level security); such rows "
                 "stay until deleted by hand", extra={"fields": {"absentRowsLookedFor": False}})
             return "false"
-        held = " AND ".join(f"f.{c} = d.{pc}" for c, pc in zip(
-            str(child_cols).split("\x1f"), str(parent_cols).split("\x1f"), strict=True))
+        held = " AND ".join(f"f.{c} = d.{pc}{co}" for c, pc, co in zip(
+            str(child_cols).split("\x1f"), str(parent_cols).split("\x1f"),
+            str(collations).split("\x1f"), strict=True))
         where += f" AND NOT EXISTS (SELECT 1 FROM {child} f WHERE {held})"
     return where
 

@@ -768,6 +768,16 @@ def _run_record(outcome: RunOutcome) -> RunRecord:
     )
 
 
+def _absent_text(rep: RunReport) -> str:
+    """The Drifted message's note of the rows the run's sample found the source lacks."""
+    absent = rep.absent_rows or {}
+    if not absent.get("absent"):
+        return ""
+    return (f"; of {absent.get('sampled', 0)} sampled rows of the destination, "
+            f"{absent['absent']} have a key the source lacks (the event lane lost their "
+            "deletes, or they were written there alone)")
+
+
 def _pending_text(rep: RunReport) -> str:
     """The Drifted message's note of the deletes an apply left for the next run."""
     pending = rep.apply.pending_deletes if rep.apply is not None else 0
@@ -884,16 +894,21 @@ def record_run(
                     f"({fraction:.1%} of a {delta_total}-row delta: {rep.apply.inserted} inserted, "
                     f"{rep.apply.updated} updated, {rep.apply.deleted} deleted); "
                     f"{rep.apply.already_current} already current, {rep.apply.stale_skipped} "
-                    "stale-skipped (the destination had newer versions)" + _pending_text(rep)
+                    "stale-skipped (the destination had newer versions)" + _absent_text(rep)
+                    + _pending_text(rep)
                 )
                 st = set_condition(st, DRIFTED, "True", Reason.DRIFT_CORRECTED, message, gen, now)
                 if flipped(DRIFTED, "True", Reason.DRIFT_CORRECTED):
                     events.append(StatusEvent("Warning", Reason.DRIFT_FOUND, message))
             else:
+                refill = rep.delta.refill if rep.delta is not None else 0
+                again = (f", and the {refill} rows of the snapshot applied again were current"
+                         if refill else "")
                 message = (
                     f"the last run changed no rows: the event lane had delivered all "
-                    f"{delta_total} changes ({rep.apply.already_current} already current, "
-                    f"{rep.apply.stale_skipped} stale-skipped)" + _pending_text(rep)
+                    f"{delta_total - refill} changes{again} ({rep.apply.already_current} "
+                    f"already current, {rep.apply.stale_skipped} stale-skipped)"
+                    + _absent_text(rep) + _pending_text(rep)
                 )
                 st = set_condition(st, DRIFTED, "False", Reason.NO_DRIFT, message, gen, now)
 

@@ -614,3 +614,25 @@ def test_run_drift_and_overrun_events_are_posted_on_transitions_only() -> None:
         s, ts(body), run("e", start="2026-11-21T13:00:00Z", end="2026-11-21T13:00:05Z"), NOW
     )
     assert [e.reason for e in back] == ["RunSucceeded"]  # drifting all along: no DriftFound
+
+
+def test_a_refill_for_rows_the_source_lacks_says_what_the_sample_found() -> None:
+    """No change, every row of T applied again (none written), 20 rows noted: the Drifted
+    message must not count the refill's rows as changes the event lane delivered, and says
+    what the sample found (third review)."""
+    refilled = report(
+        reason="Refilled",
+        delta={"insert": 0, "update": 0, "delete": 0, "refill": 1000},
+        apply={"inserted": 0, "updated": 0, "deleted": 0, "alreadyCurrent": 1000,
+               "staleSkipped": 0, "pendingDeletes": 20},
+        absentRows={"sampled": 1020, "absent": 20},
+    )
+    s, _ = st.record_run(ready(), ts(), run(rep=refilled), NOW)
+
+    drifted = cond(s, "Drifted")
+    assert (drifted.status, drifted.reason) == ("False", "NoDrift")
+    assert "delivered all 0 changes, and the 1000 rows of the snapshot applied again were " \
+        "current" in drifted.message
+    assert "of 1020 sampled rows of the destination, 20 have a key the source lacks" \
+        in drifted.message
+    assert "20 rows the destination holds are left for the next run" in drifted.message
