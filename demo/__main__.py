@@ -82,7 +82,8 @@ class Demo:
         pg_dir = STATE / "postgres"
         port_file = STATE / "postgres.port"
         if port_file.exists():
-            self.pg = PostgresServer(port=int(port_file.read_text()), data_dir=pg_dir / "pgdata",
+            self.pg = PostgresServer(port=int(port_file.read_text()),
+                                     data_dir=_pg_home(pg_dir) / "pgdata",
                                      bindir=postgres_bindir())
             try:
                 psycopg.connect(self.pg.uri(), connect_timeout=3).close()
@@ -263,6 +264,13 @@ Stop everything:
 """)
 
 
+def _pg_home(pg_dir: Path) -> Path:
+    """Where the demo's Postgres keeps its files: ``pg_dir``, or as root the directory
+    ``start_postgres`` links as ``pg_dir/server`` (resolved: the 'postgres' user that stops
+    the server may not reach the link)."""
+    return (pg_dir / "server").resolve() if (pg_dir / "server").exists() else pg_dir
+
+
 def down() -> None:
     pid_file = STATE / "operator.pid"
     if pid_file.exists():
@@ -270,7 +278,7 @@ def down() -> None:
         pid_file.unlink()
     sh(sys.executable, "-m", "localcluster", "--state", str(STATE / "cluster"), "down",
        env={"PYTHONPATH": str(REPO / "tests/e2e/cluster")}, check=False, capture=False)
-    pg_data = STATE / "postgres" / "pgdata"
+    pg_data = _pg_home(STATE / "postgres") / "pgdata"
     if pg_data.exists():
         PostgresServer(port=0, data_dir=pg_data, bindir=postgres_bindir()).stop()
     (STATE / "postgres.port").unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -103,16 +104,26 @@ class PostgresServer:
              "-m", "immediate", "stop"],
             check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
+        if self.data_dir.parent.name.startswith(_OWN_DIR):  # (_prepare_dir's, as root)
+            shutil.rmtree(self.data_dir.parent, ignore_errors=True)
 
 
-def _prepare_dir(base_dir: Path) -> None:
+_OWN_DIR = "tablesync-postgres-"
+
+
+def _prepare_dir(base_dir: Path) -> Path:
+    """The directory a server under ``base_dir`` keeps its files in: ``base_dir`` itself,
+    or, as root (the server runs as the 'postgres' user), a directory of its own in the
+    system's temporary directory, linked from ``base_dir / "server"``. pytest makes its
+    own root (``/tmp/pytest-of-root``) private again whenever a session starts, which
+    would lock a server of another, running session out of its own data directory."""
     base_dir.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        shutil.chown(base_dir, "postgres", "postgres")
-        for parent in base_dir.parents:  # the 'postgres' user must reach base_dir
-            mode = parent.stat().st_mode
-            if not mode & 0o001:
-                parent.chmod(mode | 0o001)
+    if os.geteuid() != 0:
+        return base_dir
+    work = Path(tempfile.mkdtemp(prefix=_OWN_DIR))
+    shutil.chown(work, "postgres", "postgres")
+    (base_dir / "server").symlink_to(work)
+    return work
 
 
 def _pg_ctl_start(bindir: Path, data_dir: Path, base_dir: Path, port: int,
@@ -136,7 +147,7 @@ def start_postgres(base_dir: Path, port: int | None = None,
     ``settings``: more server settings (``-c name=value``), e.g. ``{"autovacuum": "off"}``.
     """
     bindir = postgres_bindir()
-    _prepare_dir(base_dir)
+    base_dir = _prepare_dir(base_dir)
     data_dir = base_dir / "pgdata"
     pwfile = base_dir / "pwfile"
     pwfile.write_text("postgres\n")
@@ -161,7 +172,7 @@ def start_standby(primary: PostgresServer, base_dir: Path,
     senders, and initdb's ``host replication`` lines in pg_hba.conf). ``settings`` as for
     :func:`start_postgres`, e.g. ``{"max_standby_streaming_delay": "0"}``.
     """
-    _prepare_dir(base_dir)
+    base_dir = _prepare_dir(base_dir)
     data_dir = base_dir / "pgdata"
     subprocess.run(
         [*_as_postgres_user(), str(primary.bindir / "pg_basebackup"), "-D", str(data_dir),
