@@ -1076,6 +1076,9 @@ def _loosely_equal_keys(cur: Any, spec: JobSpec, dest: TableInfo) -> bool:
     return bool(loose)
 
 
+SAMPLE_LOCK_TIMEOUT = "2s"  # how long sample_destination waits for a lock
+
+
 class SampledRows(NamedTuple):
     """Destination rows drawn at random by :func:`sample_destination`."""
     rows: pa.Table  # the key columns and SAMPLED_VERSION, as T holds them (T's types)
@@ -1091,6 +1094,8 @@ def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
     compare loosely (:func:`_loosely_equal_keys`).
 
     ``schema``: T's (a part's Parquet schema), whose types the keys and version are read in.
+    A lock held on a table it reads (the destination, or one referencing it) for longer than
+    :data:`SAMPLE_LOCK_TIMEOUT` fails it (TransientError).
     The key texts are ISO dates and exact floats, which :func:`dump.absent_at_source` casts
     back. Reads only, in a transaction rolled back.
     """
@@ -1105,7 +1110,9 @@ def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
             if read_cols is None or _loosely_equal_keys(cur, spec, dest):
                 conn.rollback()
                 return None
-            _set_local(cur, FIXED_TEXT_SETTINGS)  # (the dump's too: no change if set)
+            # (the dump's too: no change if set); a table of another team's that references
+            # the destination, locked for a migration, does not hold the run up
+            _set_local(cur, {**FIXED_TEXT_SETTINGS, "lock_timeout": SAMPLE_LOCK_TIMEOUT})
             selected = ", ".join(f"{select_expression(c, f'd.{q(c.name)}')} AS {q(c.name)}"
                                  for c in read_cols)
             texts = ", ".join(f"CAST(d.{q(k)} AS text) AS _tablesync_text_{i}"

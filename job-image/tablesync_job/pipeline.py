@@ -449,6 +449,18 @@ def probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path],
     """
     if ctx.spec.destination.deletes == "ignore" or not parts:
         return None
+    try:
+        return _probe_absent(ctx, snap, parts, delta_parts)
+    except (InputError, TransientError, pa.ArrowInvalid) as err:
+        # a look that fails (a lock held, a table it cannot read) must not stop the sync
+        log.warning(f"rows of {ctx.spec.destination.table} whose key the source lacks were "
+                    f"not looked for this run: {err}", extra={"fields": {
+                        "absentRowsLookedFor": False}})
+        return None
+
+
+def _probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path],
+                  delta_parts: list[Path]) -> dict[str, int] | None:
     schema = pq.read_schema(parts[0])
     if not versions_order(snap.version_kind, schema.field(ctx.spec.source.version_column).type):
         # a row the event lane inserted that a lagging replica lacks yet would look the

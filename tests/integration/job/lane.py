@@ -52,10 +52,11 @@ class Lane:
         path.write_text(yaml.safe_dump(self.spec))
         return path
 
-    def run(self, *args: str, env: dict[str, str] | None = None) -> JobResult:
+    def run(self, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 600) -> JobResult:
         cmd = [JOB, *(args or ("run",)), "--spec", str(self.spec_path())]
         proc = subprocess.run(cmd, env={**self.env, **(env or {})}, capture_output=True,
-                              text=True, timeout=600, check=False)
+                              text=True, timeout=timeout, check=False)
         report: dict[str, Any] = {}
         for line in reversed(proc.stdout.strip().splitlines()):
             if line.startswith("{") and line.endswith("}"):  # not a dry run's indented report

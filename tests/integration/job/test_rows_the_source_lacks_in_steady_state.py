@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from tests.integration.job.lane import PRICES_DDL, JobResult, Lane, load_prices
@@ -457,3 +458,20 @@ def test_a_bootstrap_with_a_referencing_column_of_another_collation(lane: Lane) 
 
     assert result.code == 0, result.stderr[-3000:]
     assert result.report["reason"] == "Bootstrapped"
+
+
+def test_a_lock_on_a_referencing_table_does_not_hold_the_run_up(lane: Lane) -> None:
+    """Another team's table that references prices, locked for a migration: the sample,
+    which reads it, gives up after a moment (lock_timeout) and the run goes on without it,
+    where it waited for the lock before."""
+    steady_with_phantoms(lane, rows=300, phantoms=1)
+    lane.dst("CREATE TABLE orders (id int PRIMARY KEY, price_id bigint REFERENCES prices)")
+    with psycopg.connect(lane.destination) as migration:
+        migration.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+
+        result = lane.run("run", timeout=60)  # (it waited for the lock)
+
+    assert result.code == 0, result.stderr[-3000:]
+    assert result.report["reason"] == "NoChanges"
+    assert "were not looked for this run" in result.stderr
+    assert "lock timeout" in result.stderr
