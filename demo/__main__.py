@@ -90,6 +90,9 @@ class Demo:
             except psycopg.Error:
                 self.pg = None
         if self.pg is None:
+            home = _pg_home(pg_dir)
+            if home != pg_dir:  # (as root) the dead server's own directory, with the link
+                PostgresServer(port=0, data_dir=home / "pgdata", bindir=postgres_bindir()).stop()
             sh("rm", "-rf", str(pg_dir))
             self.pg = start_postgres(pg_dir)
             port_file.write_text(str(self.pg.port))

@@ -1002,10 +1002,7 @@ def _notable(cur: Any, spec: JobSpec, dest: TableInfo, quiet: bool = False) -> s
     cannot read every row of such a table (no SELECT on it, or row-level security hides
     some): which rows it holds is unknown.
     """
-    q = quote_ident
-    where = " AND ".join(f"d.{q(k)} IS NOT NULL" for k in spec.source.primary_key)
-    if spec.destination.deletes == "soft":
-        where += f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
+    where = _kept_alone(spec)
     table = f"{quote_literal(qualified(dest.table))}::regclass"
     cur.execute(
         "SELECT c.conrelid::regclass::text, array_to_string(ARRAY(SELECT quote_ident(a.attname) "
@@ -1037,6 +1034,47 @@ def _notable(cur: Any, spec: JobSpec, dest: TableInfo, quiet: bool = False) -> s
             str(collations).split("\x1f"), strict=True))
         where += f" AND NOT EXISTS (SELECT 1 FROM {child} f WHERE {held})"
     return where
+
+
+def _kept_alone(spec: JobSpec) -> str:
+    """:func:`_notable`'s condition on the row itself: a key without NULL, live under
+    ``deletes: soft``."""
+    q = quote_ident
+    where = " AND ".join(f"d.{q(k)} IS NOT NULL" for k in spec.source.primary_key)
+    if spec.destination.deletes == "soft":
+        where += f" AND d.{q(spec.destination.soft_delete_column)} IS NULL"
+    return where
+
+
+def notable(spec: JobSpec, uri: str, dest: TableInfo, keys: list[tuple[str, ...]]) -> list[int]:
+    """The positions in ``keys`` (Postgres's text of each key column, from
+    :func:`sample_destination`) of the destination's rows a bootstrap or refill would note
+    if T lacked them (:func:`_notable`: no foreign key references them). Asked for a few
+    keys only: a table that references the destination has no index on its foreign key as a
+    rule, and is read whole. Reads only."""
+    names = list(spec.source.primary_key)
+    args = ", ".join("%s::text[]" for _ in names)
+    aliases = ", ".join(f"k{i}" for i in range(len(names)))
+    on = " AND ".join(f"d.{quote_ident(n)} = {_cast(dest, n, f'u.k{i}')}"
+                      for i, n in enumerate(names))
+    with connect(uri, "destination") as conn, conn.transaction():
+        _set_local(conn.cursor(), {**FIXED_TEXT_SETTINGS, "lock_timeout": SAMPLE_LOCK_TIMEOUT})
+        where = _notable(conn.cursor(), spec, dest, quiet=True)
+        rows = conn.execute(
+            f"SELECT u.n - 1 FROM unnest({args}) WITH ORDINALITY AS u({aliases}, n) JOIN "
+            f"{qualified(dest.table)} d ON {on} WHERE {where}",
+            [[key[i] for key in keys] for i in range(len(names))]).fetchall()
+    return sorted(int(row[0]) for row in rows)
+
+
+def _estimated_rows(cur: Any, dest: TableInfo) -> int:
+    """The planner's estimate of the destination's rows (``reltuples``; of its leaf
+    partitions when partitioned), 0 when never counted."""
+    table = f"{quote_literal(qualified(dest.table))}::regclass"
+    cur.execute("SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_class c "
+                f"WHERE (c.oid = {table} AND c.relkind = 'r') OR c.oid IN (SELECT relid FROM "
+                f"pg_partition_tree({table}) WHERE isleaf)")
+    return int(cur.fetchone()[0])
 
 
 def _fetch_as_in_t(cur: Any, spec: JobSpec, read_cols: list[ColumnInfo],
@@ -1088,10 +1126,11 @@ class SampledRows(NamedTuple):
 def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
                        schema: pa.Schema, rows: int) -> SampledRows | None:
     """About ``rows`` of the destination's rows, drawn at random (``TABLESAMPLE SYSTEM``, by
-    block, sized by T's row count), that a bootstrap or refill would note if T lacked their
-    key (:func:`_notable`); None where their keys cannot be read as T holds them
-    (:func:`_read_as_in_t`; logged, not warned: a refill could not note them either), or
-    compare loosely (:func:`_loosely_equal_keys`).
+    block, sized by the larger of T's row count and the destination's estimate), with keys
+    without NULL and, under ``deletes: soft``, live (:func:`_kept_alone`; :func:`notable`
+    tells which of a few a refill would note); None where their keys cannot be read as T
+    holds them (:func:`_read_as_in_t`; logged, not warned: a refill could not note them
+    either), or compare loosely (:func:`_loosely_equal_keys`).
 
     ``schema``: T's (a part's Parquet schema), whose types the keys and version are read in.
     A lock held on a table it reads (the destination, or one referencing it) for longer than
@@ -1117,9 +1156,9 @@ def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
                                  for c in read_cols)
             texts = ", ".join(f"CAST(d.{q(k)} AS text) AS _tablesync_text_{i}"
                               for i, k in enumerate(keys))
-            percent = 100.0 * min(1.0, rows / max(snap.rows, 1))
+            percent = 100.0 * min(1.0, rows / max(snap.rows, _estimated_rows(cur, dest), 1))
             cur.execute(f"SELECT {selected}, {texts} FROM {qualified(dest.table)} d "
-                        f"TABLESAMPLE SYSTEM ({percent!r}) WHERE {_notable(cur, spec, dest, True)} "
+                        f"TABLESAMPLE SYSTEM ({percent!r}) WHERE {_kept_alone(spec)} "
                         f"LIMIT {2 * int(rows)}")
             wanted = pa.schema([*(schema.field(k) for k in keys),
                                 pa.field(SAMPLED_VERSION, schema.field(ver).type),

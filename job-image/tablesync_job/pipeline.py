@@ -37,6 +37,7 @@ from .apply import (
     apply,
     check_destination,
     missing_keys,
+    notable,
     sample_destination,
     transaction_status,
 )
@@ -471,14 +472,17 @@ def _probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path],
                                  PROBE_ROWS)
     if sampled is None or not sampled.texts:
         return None
-    at = absent_at_source(ctx.spec, ctx.source_uri, ctx.source(), sampled.texts)
-    if not at:
+    # narrowed cheapest first: T, here; then the source; then what references them there
+    texts = [sampled.texts[i] for i in absent_from(
+        ctx.spec, parts, delta_parts, sampled.rows, ctx.work_dir, ctx.memory_limit)]
+    if texts:
+        at = absent_at_source(ctx.spec, ctx.source_uri, ctx.source(), texts)
+        texts = [texts[i] for i in at or []]
+    if texts:
+        texts = [texts[i] for i in notable(ctx.spec, ctx.destination_uri, dest, texts)]
+    if not texts:
         return None
-    absent = absent_from(ctx.spec, parts, delta_parts, sampled.rows.take(at), ctx.work_dir,
-                         ctx.memory_limit)
-    if not absent:
-        return None
-    return {"sampled": sampled.rows.num_rows, "absent": len(absent)}
+    return {"sampled": sampled.rows.num_rows, "absent": len(texts)}
 
 
 def describe_delta(ctx: RunContext, delta: Delta) -> None:
