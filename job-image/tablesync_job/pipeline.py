@@ -436,17 +436,19 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
 def probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path],
                  delta_parts: list[Path]) -> dict[str, int] | None:
     """``sampled`` and ``absent``: of :data:`PROBE_ROWS` random rows of the destination,
-    those whose key the source lacks now, and T too, and the delta does not delete, at a
-    version below T's highest (``diff.absent_from``); None when there is none.
+    those whose key T lacks and the delta does not delete, at a version below T's highest
+    (``diff.absent_from``), that the source lacks now (``dump.absent_at_source``) and a
+    refill would note (``apply.notable``: no foreign key references them), asked in that
+    order, cheapest first; None when there is none.
 
     Such a row is in no delta: no snapshot had it. A delete the event lane lost for a row
     inserted and deleted between two snapshots, a dual write whose source side rolled back,
     a row written into the destination alone. A bootstrap or refill notes them all
     (``apply._absent_rows``); this finds them in steady state, when there are enough of
-    them for a sample to hit. Only rows a refill would note are sampled; none under
-    ``deletes: ignore``, nor where versions do not order across rows (``diff.versions_order``:
-    per-row counters, a version T holds as text), which leaves nothing to tell such a row
-    from the event lane's insert a lagging replica lacks yet.
+    them for a sample to hit. None are looked for under ``deletes: ignore``, nor where
+    versions do not order across rows (``diff.versions_order``: per-row counters, a version
+    T holds as text), which leaves nothing to tell such a row from the event lane's insert
+    a lagging replica lacks yet. A look that fails is a warning: the run goes on.
     """
     if ctx.spec.destination.deletes == "ignore" or not parts:
         return None
