@@ -60,6 +60,7 @@ from .dump import (
 )
 from .errors import InputError
 from .postgres import (
+    TEXT_ARRAYS,
     ColumnInfo,
     TableInfo,
     adbc_connect,
@@ -69,6 +70,7 @@ from .postgres import (
     qualified,
     quote_ident,
     quote_literal,
+    with_text_arrays,
 )
 from .snapshots import Delta, Snapshot
 from .spec import JobSpec
@@ -506,13 +508,19 @@ def _plan_settings(cur: Any, spec: JobSpec) -> None:
     """
     columns = [OP, *spec.source.primary_key, spec.source.version_column, OLD_VERSION]
     cur.execute(f"ANALYZE {STAGE} ({', '.join(quote_ident(c) for c in columns)})")
-    cur.execute("SELECT set_config('random_page_cost', least(current_setting("
-                "'random_page_cost')::float8, 1.1)::text, true), set_config('jit', 'off', true)")
+    _index_friendly(cur)
     _text_styles(cur)
     # A DEFERRABLE unique or foreign key constraint is checked at the commit, on the final
     # rows, not row by row (a swap of two unique values, a parent deleted before its child
     # moves away): the source satisfied it as a whole.
     cur.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
+def _index_friendly(cur: Any) -> None:
+    """``random_page_cost`` capped at 1.1 and JIT off, for this transaction: its joins of
+    a stage onto the destination look keys up by index (:func:`_plan_settings`)."""
+    cur.execute("SELECT set_config('random_page_cost', least(current_setting("
+                "'random_page_cost')::float8, 1.1)::text, true), set_config('jit', 'off', true)")
 
 
 def _text_styles(cur: Any) -> None:
@@ -561,6 +569,8 @@ def missing_keys(spec: JobSpec, uri: str, dest: TableInfo, captured_at: str,
             cur.adbc_ingest(STAGE, pa.RecordBatchReader.from_batches(stage_schema, batches),
                             mode="create", temporary=True)
             _text_styles(cur)
+            # index look-ups of the sampled keys, not a (parallel) scan of the destination
+            _index_friendly(cur)
             cur.execute("SELECT set_config('extra_float_digits', '3', true), "
                         "set_config('bytea_output', 'hex', true)")
             join = " AND ".join(f"d.{quote_ident(k)} = {_value(dest, staged, k)}" for k in keys)
@@ -1053,17 +1063,17 @@ def notable(spec: JobSpec, uri: str, dest: TableInfo, keys: list[tuple[str, ...]
     keys only: a table that references the destination has no index on its foreign key as a
     rule, and is read whole. Reads only."""
     names = list(spec.source.primary_key)
-    args = ", ".join("%s::text[]" for _ in names)
     aliases = ", ".join(f"k{i}" for i in range(len(names)))
     on = " AND ".join(f"d.{quote_ident(n)} = {_cast(dest, n, f'u.k{i}')}"
                       for i, n in enumerate(names))
     with connect(uri, "destination") as conn, conn.transaction():
         _set_local(conn.cursor(), {**FIXED_TEXT_SETTINGS, "lock_timeout": SAMPLE_LOCK_TIMEOUT})
         where = _notable(conn.cursor(), spec, dest, quiet=True)
-        rows = conn.execute(
-            f"SELECT u.n - 1 FROM unnest({args}) WITH ORDINALITY AS u({aliases}, n) JOIN "
-            f"{qualified(dest.table)} d ON {on} WHERE {where}",
-            [[key[i] for key in keys] for i in range(len(names))]).fetchall()
+        query = with_text_arrays(
+            f"SELECT u.n - 1 FROM unnest({TEXT_ARRAYS}) WITH ORDINALITY AS u({aliases}, n) "
+            f"JOIN {qualified(dest.table)} d ON {on} WHERE {where}", len(names))
+        rows = conn.execute(query, [[key[i] for key in keys]
+                                    for i in range(len(names))]).fetchall()
     return sorted(int(row[0]) for row in rows)
 
 

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from . import logs
 from .errors import InputError
 from .postgres import (
+    TEXT_ARRAYS,
     ColumnInfo,
     TableInfo,
     adbc_connect,
@@ -53,6 +54,7 @@ from .postgres import (
     qualified,
     quote_ident,
     quote_literal,
+    with_text_arrays,
 )
 from .snapshots import Column, Snapshot
 from .spec import JobSpec
@@ -201,12 +203,12 @@ def _look_up_at_source(spec: JobSpec, uri: str, source: SourceTable,
         names.append(spec.source.version_column)
     cols = {c.name: c for c in source.info.columns}
     table = qualified(source.info.table)
-    args = ", ".join("%s::text[]" for _ in names)
     aliases = ", ".join(f"k{i}" for i in range(len(names)))
     on = " AND ".join(f"t.{quote_ident(n)} {'>=' if versioned and i == len(names) - 1 else '='}"
                       f" CAST(u.k{i} AS {cols[n].pg_type})" for i, n in enumerate(names))
-    query = (f"SELECT {select} FROM unnest({args}) WITH ORDINALITY AS u({aliases}, n) "
-             f"WHERE {exists} (SELECT 1 FROM {table} t WHERE {on})")
+    query = with_text_arrays(
+        f"SELECT {select} FROM unnest({TEXT_ARRAYS}) WITH ORDINALITY AS u({aliases}, n) "
+        f"WHERE {exists} (SELECT 1 FROM {table} t WHERE {on})", len(names))
     columns = [[key[i] for key in keys] for i in range(len(names))]
     with connect(uri, "source") as conn:
         try:

@@ -47,6 +47,16 @@ _PASSWORD_KEYS = ("password", "sslpassword")  # libpq parameters that hold a sec
 _URI_DELIMITERS = re.compile(r"[@#?/]")  # where some parser may end a password early
 
 
+TEXT_ARRAYS = "\x00text arrays\x00"  # where with_text_arrays puts its placeholders
+
+
+def with_text_arrays(query: str, count: int) -> str:
+    """``query`` for psycopg with ``count`` ``%s::text[]`` placeholders where it says
+    :data:`TEXT_ARRAYS`, and every other ``%`` (in an identifier: "order%lines") doubled, so
+    psycopg takes it for itself, not for a placeholder."""
+    return query.replace("%", "%%").replace(TEXT_ARRAYS, ", ".join(["%s::text[]"] * count))
+
+
 def uri_passwords(conninfo: str) -> set[str]:
     """Every form in which a client library or an error message may show the password held
     by ``conninfo`` (a libpq URI or ``key=value`` string), for ``logs.register_secret``.
