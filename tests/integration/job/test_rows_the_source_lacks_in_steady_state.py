@@ -490,17 +490,22 @@ def _settle(lane: Lane) -> None:
     time.sleep(1.5)  # backends flush their table counts at exit, at most a second late
 
 
-def test_a_soft_deleted_history_is_not_read_whole_every_run(lane: Lane) -> None:
-    """deletes: soft keeps every deleted row. 1,000 live rows (T) and 300,000 stamped ones:
-    the sample's TABLESAMPLE percent came from T's row count (100 %), so every steady run,
-    with nothing to do, read the whole destination, more as history grows (fourth review).
-    It comes from the larger of T's rows and the destination's estimate now."""
+def soft_deleted_history(lane: Lane) -> None:
+    """1,000 live rows under ``deletes: soft``, and 300,000 the destination holds stamped."""
     load_prices(lane, 1000)
     lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
     lane.spec["spec"]["destination"].update(deletes="soft", softDeleteColumn="deleted_at")
     lane.dst("INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 'gone', "
              "now() - interval '30 days', now() - interval '29 days' "
              "FROM generate_series(100001, 400000) g")
+
+
+def test_a_soft_deleted_history_is_not_read_whole_every_run(lane: Lane) -> None:
+    """deletes: soft keeps every deleted row. 1,000 live rows (T) and 300,000 stamped ones:
+    the sample's TABLESAMPLE percent came from T's row count (100 %), so every steady run,
+    with nothing to do, read the whole destination, more as history grows (fourth review).
+    It comes from the larger of T's rows and the destination's estimate now."""
+    soft_deleted_history(lane)
     lane.dst("VACUUM ANALYZE prices")
     database = lane.destination.rsplit("/", 1)[1].split("?")[0]
     # (a scan's rows in parallel workers count as one scan each: the arithmetic below)
@@ -588,12 +593,7 @@ def test_a_steady_run_does_not_read_a_big_destination_whole(lane: Lane, parallel
     joined onto the 1,000 staged keys): two whole reads every run, more as history grows
     (fifth review). missing_keys kept random_page_cost at the server's 4 (the apply caps it
     at 1.1); now it caps it too."""
-    load_prices(lane, 1000)
-    lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
-    lane.spec["spec"]["destination"].update(deletes="soft", softDeleteColumn="deleted_at")
-    lane.dst("INSERT INTO prices SELECT g, 'sku-' || g, 1, 'EUR', 'gone', "
-             "now() - interval '30 days', now() - interval '29 days' "
-             "FROM generate_series(100001, 400000) g")
+    soft_deleted_history(lane)
     database = lane.destination.rsplit("/", 1)[1].split("?")[0]
     lane.dst(f"ALTER DATABASE {database} SET max_parallel_workers_per_gather = {parallel}")
     assert lane.run("run").code == 0
