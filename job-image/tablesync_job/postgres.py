@@ -189,8 +189,10 @@ def map_error(err: Exception, role: str, what: str) -> TableSyncError:
                           f"password in {var}")
     if sqlstate == "3D000" or ("database" in lowered and "does not exist" in lowered):
         return InputError(f"{role} database does not exist ({text}): fix {var}")
-    if isinstance(err, psycopg.ProgrammingError) or (not sqlstate and "invalid " in lowered):
-        # libpq could not read the URI, or refused one of its options (sslmode=bogus)
+    if not sqlstate and (isinstance(err, psycopg.ProgrammingError) or "invalid " in lowered):
+        # libpq could not read the URI, or refused one of its options (sslmode=bogus); the
+        # server's own refusals are ProgrammingErrors to psycopg too (42501, 42703), with a
+        # SQLSTATE
         return InputError(f"{var} is not a usable libpq URI ({text}): fix it, e.g. "
                           "postgresql://user:password@host:5432/dbname?sslmode=require")
     if "permission denied" in lowered:  # the driver reports some without a SQLSTATE

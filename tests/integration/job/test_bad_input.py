@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.integration.job.lane import Lane, load_prices
+from tests.integration.job.lane import PRICES_DDL, Lane, load_prices
 
 
 def _wrong_password(uri: str) -> str:
@@ -243,3 +244,26 @@ def test_a_destination_only_not_null_column_without_default(lane: Lane) -> None:
     assert result.code == 2
     assert "NOT NULL column(s) loaded_by without a default" in result.error_line
     assert_untouched(lane)
+
+
+def test_a_schema_the_source_role_may_not_use_names_the_grant(lane: Lane) -> None:
+    """A server's own refusal (SQLSTATE 42501) is a missing grant, not a malformed URI: psycopg
+    raises it as a ProgrammingError, which the URI check took for libpq's."""
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    database = lane.source.rsplit("/", 1)[1]
+    lane.both("CREATE SCHEMA shop")
+    lane.both(PRICES_DDL.replace("prices", "shop.prices"))
+    lane.src(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-7c2b'")
+    lane.src(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+    lane.spec["spec"]["source"]["table"] = "shop.prices"
+    lane.spec["spec"]["destination"]["table"] = "shop.prices"
+    try:
+        result = lane.run("run", env={"TABLESYNC_SOURCE_URI": lane.source.replace(
+            "postgres:postgres@", f"{role}:pw-7c2b@")})
+    finally:
+        lane.src(f"DROP OWNED BY {role}; DROP ROLE {role}")
+    assert result.code == 2
+    assert "permission denied for schema shop" in result.error_line
+    assert "grant the role of TABLESYNC_SOURCE_URI" in result.error_line
+    assert "libpq URI" not in result.error_line
+    assert lane.state() is None
