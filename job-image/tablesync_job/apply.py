@@ -1056,24 +1056,31 @@ def _kept_alone(spec: JobSpec) -> str:
     return where
 
 
-def notable(spec: JobSpec, uri: str, dest: TableInfo, keys: list[tuple[str, ...]]) -> list[int]:
+def notable(spec: JobSpec, uri: str, dest: TableInfo, keys: list[tuple[str, ...]],
+            versions: list[str] | None = None) -> list[int]:
     """The positions in ``keys`` (Postgres's text of each key column, from
     :func:`sample_destination`) of the destination's rows a bootstrap or refill would note
-    if T lacked them (:func:`_notable`: no foreign key references them). Asked for a few
-    keys only: a table that references the destination has no index on its foreign key as a
-    rule, and is read whole. Reads only."""
+    if T lacked them (:func:`_notable`: no foreign key references them), and, given
+    ``versions`` (the text of each one's version, from the same), that still hold that
+    version. Asked for a few keys only: a table that references the destination has no
+    index on its foreign key as a rule, and is read whole. Reads only."""
     names = list(spec.source.primary_key)
+    columns = [[key[i] for key in keys] for i in range(len(names))]
     aliases = ", ".join(f"k{i}" for i in range(len(names)))
     on = " AND ".join(f"d.{quote_ident(n)} = {_cast(dest, n, f'u.k{i}')}"
                       for i, n in enumerate(names))
+    if versions is not None:
+        ver = spec.source.version_column
+        aliases += ", v"
+        on += f" AND d.{quote_ident(ver)} = {_cast(dest, ver, 'u.v')}"
+        columns.append(versions)
     with connect(uri, "destination") as conn, conn.transaction():
         _set_local(conn.cursor(), {**FIXED_TEXT_SETTINGS, "lock_timeout": SAMPLE_LOCK_TIMEOUT})
         where = _notable(conn.cursor(), spec, dest, quiet=True)
         query = with_text_arrays(
             f"SELECT u.n - 1 FROM unnest({TEXT_ARRAYS}) WITH ORDINALITY AS u({aliases}, n) "
-            f"JOIN {qualified(dest.table)} d ON {on} WHERE {where}", len(names))
-        rows = conn.execute(query, [[key[i] for key in keys]
-                                    for i in range(len(names))]).fetchall()
+            f"JOIN {qualified(dest.table)} d ON {on} WHERE {where}", len(columns))
+        rows = conn.execute(query, columns).fetchall()
     return sorted(int(row[0]) for row in rows)
 
 
@@ -1131,6 +1138,7 @@ class SampledRows(NamedTuple):
     """Destination rows drawn at random by :func:`sample_destination`."""
     rows: pa.Table  # the key columns and SAMPLED_VERSION, as T holds them (T's types)
     texts: list[tuple[str, ...]]  # Postgres's text of each key column, row by row
+    versions: list[str]  # Postgres's text of the version, row by row
 
 
 def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
@@ -1165,7 +1173,7 @@ def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
             selected = ", ".join(f"{select_expression(c, f'd.{q(c.name)}')} AS {q(c.name)}"
                                  for c in read_cols)
             texts = ", ".join(f"CAST(d.{q(k)} AS text) AS _tablesync_text_{i}"
-                              for i, k in enumerate(keys))
+                              for i, k in enumerate([*keys, ver]))
             percent = 100.0 * min(1.0, rows / max(snap.rows, _estimated_rows(cur, dest), 1))
             cur.execute(f"SELECT {selected}, {texts} FROM {qualified(dest.table)} d "
                         f"TABLESAMPLE SYSTEM ({percent!r}) WHERE {_kept_alone(spec)} "
@@ -1173,7 +1181,7 @@ def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
             wanted = pa.schema([*(schema.field(k) for k in keys),
                                 pa.field(SAMPLED_VERSION, schema.field(ver).type),
                                 *(pa.field(f"_tablesync_text_{i}", pa.string())
-                                  for i in range(len(keys)))])
+                                  for i in range(len(keys) + 1))])
             found, _ = _fetch_as_in_t(cur, spec, read_cols, wanted)
             cur.close()
             conn.rollback()
@@ -1181,4 +1189,5 @@ def sample_destination(spec: JobSpec, uri: str, dest: TableInfo, snap: Snapshot,
         conn.close()
     text_columns = [found.column(len(keys) + 1 + i).to_pylist() for i in range(len(keys))]
     return SampledRows(found.select([*range(len(keys) + 1)]),
-                       list(zip(*text_columns, strict=True)))
+                       list(zip(*text_columns, strict=True)),
+                       found.column(2 * len(keys) + 1).to_pylist())

@@ -348,16 +348,19 @@ SAMPLED_VERSION = "_tablesync_version"  # the version in apply.sample_destinatio
 
 
 def absent_from(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path],
-                sampled: pa.Table, work_dir: Path, memory_limit: str) -> list[int]:
+                sampled: pa.Table, work_dir: Path, memory_limit: str,
+                below_highest: bool = True) -> list[int]:
     """Positions in ``sampled`` (destination rows: the key columns and
     :data:`SAMPLED_VERSION`, in T's types, from ``apply.sample_destination``) of the rows
-    whose key T lacks and the delta does not delete, at a version below T's highest.
+    whose key T lacks and the delta does not delete, at a version below T's highest (unless
+    not ``below_highest``: where versions do not order across rows, a row is seen twice
+    instead, ``pipeline.probe_absent``).
 
     The delta's deletes are rows of T-1, and the deletes the last apply kept, asked again:
     the run deletes them, or keeps them pending. A version not below T's highest may be the
     event lane's insert of a row committed at the source after T: a replica lagging behind
-    the primary the event lane reads lacks it too. The version column must order across
-    rows in T's type (:func:`versions_order`).
+    the primary the event lane reads lacks it too. That bound needs a version column that
+    orders across rows in T's type (:func:`versions_order`).
     """
     keys = [quote_ident(k) for k in spec.source.primary_key]
     ver = quote_ident(spec.source.version_column)
@@ -372,8 +375,9 @@ def absent_from(spec: JobSpec, snap_parts: list[Path], delta_parts: list[Path],
                 f"s._tablesync_at FROM sampled s JOIN {parquet_scan(snap_parts)} t ON {on_t}) "
                 f"AND s._tablesync_at NOT IN (SELECT s._tablesync_at FROM sampled s JOIN "
                 f"{parquet_scan(delta_parts)} t ON {on_t} WHERE t.{OP} = 'delete') "
-                f"AND s.{SAMPLED_VERSION} < (SELECT max(t.{ver}) FROM "
-                f"{parquet_scan(snap_parts)} t) ORDER BY 1").fetchall()
+                + (f"AND s.{SAMPLED_VERSION} < (SELECT max(t.{ver}) FROM "
+                   f"{parquet_scan(snap_parts)} t) " if below_highest else "")
+                + "ORDER BY 1").fetchall()
         finally:
             con.close()
     return [int(row[0]) for row in found]

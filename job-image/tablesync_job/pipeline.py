@@ -31,6 +31,7 @@ from . import logs
 from .apply import (
     ApplyResult,
     Probed,
+    SampledRows,
     Transaction,
     TransactionStatus,
     _fault,
@@ -43,6 +44,7 @@ from .apply import (
 )
 from .diff import (
     OP,
+    SAMPLED_VERSION,
     absent_from,
     check_memory_limit,
     diff,
@@ -344,9 +346,10 @@ def deletes_switched_on(spec: JobSpec, state: State | None) -> bool:
 
 
 def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta: Delta,
-                      delta_parts: list[Path]) -> tuple[Delta, list[Path]]:
+                      delta_parts: list[Path], store: bool = True) -> tuple[Delta, list[Path]]:
     """The delta to apply: ``delta``, or a refill of it if the destination lost rows, or
-    holds rows the source lacks.
+    holds rows the source lacks. ``store``: whether what is to be looked at again next run
+    may be stored (not in a dry run).
 
     A delta brings across what changed between T-1 and T. A row the destination lost
     otherwise (the table emptied, dropped and created again, a stray DELETE, or with
@@ -382,7 +385,7 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
         if keys:
             present = present_at_source(ctx.spec, ctx.source_uri, ctx.source(), keys, versioned)
             lost += len(keys) if present is None else present
-    absent = probe_absent(ctx, snap, parts, delta_parts)
+    absent = probe_absent(ctx, snap, parts, delta_parts, prev.id, store)
     ctx.report.phase_seconds["diff"] = round(
         ctx.report.phase_seconds.get("diff", 0.0) + time.monotonic() - started, 3)
     table = ctx.spec.destination.table
@@ -433,8 +436,8 @@ def probe_destination(ctx: RunContext, snap: Snapshot, parts: list[Path], delta:
     return phase_diff(ctx, snap, parts, store=False, refill=refill)
 
 
-def probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path],
-                 delta_parts: list[Path]) -> dict[str, int] | None:
+def probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path], delta_parts: list[Path],
+                 prev_id: str, store: bool) -> dict[str, int] | None:
     """``sampled`` and ``absent``: of :data:`PROBE_ROWS` random rows of the destination,
     those whose key T lacks and the delta does not delete, at a version below T's highest
     (``diff.absent_from``), that the source lacks now (``dump.absent_at_source``) and a
@@ -445,15 +448,20 @@ def probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path],
     inserted and deleted between two snapshots, a dual write whose source side rolled back,
     a row written into the destination alone. A bootstrap or refill notes them all
     (``apply._absent_rows``); this finds them in steady state, when there are enough of
-    them for a sample to hit. None are looked for under ``deletes: ignore``, nor where
-    versions do not order across rows (``diff.versions_order``: per-row counters, a version
-    T holds as text), which leaves nothing to tell such a row from the event lane's insert
-    a lagging replica lacks yet. A look that fails is a warning: the run goes on.
+    them for a sample to hit. None are looked for under ``deletes: ignore``.
+
+    Where versions do not order across rows (``diff.versions_order``: per-row counters, a
+    version T holds as text) no bound tells such a row from the event lane's insert that a
+    lagging replica lacks yet, so a row counts when seen twice: the rows a run finds are
+    stored with T (``absent-candidates.parquet``, if ``store``), and ``absent`` counts those
+    of the last applied snapshot's (``prev_id``) that the destination still holds at the
+    same version, and T, the source and the references still lack (:func:`_seen_again`).
+    A look that fails is a warning: the run goes on.
     """
     if ctx.spec.destination.deletes == "ignore" or not parts:
         return None
     try:
-        return _probe_absent(ctx, snap, parts, delta_parts)
+        return _probe_absent(ctx, snap, parts, delta_parts, prev_id, store)
     except (InputError, TransientError, pa.ArrowInvalid) as err:
         # a look that fails (a lock held, a table it cannot read) must not stop the sync
         log.warning(f"rows of {ctx.spec.destination.table} whose key the source lacks were "
@@ -462,29 +470,95 @@ def probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path],
         return None
 
 
-def _probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path],
-                  delta_parts: list[Path]) -> dict[str, int] | None:
+def _probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path], delta_parts: list[Path],
+                  prev_id: str, store: bool) -> dict[str, int] | None:
     schema = pq.read_schema(parts[0])
-    if not versions_order(snap.version_kind, schema.field(ctx.spec.source.version_column).type):
-        # a row the event lane inserted that a lagging replica lacks yet would look the
-        # same, and cost a refill, run after run
-        return None
+    ordered = versions_order(snap.version_kind,
+                             schema.field(ctx.spec.source.version_column).type)
     dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
     sampled = sample_destination(ctx.spec, ctx.destination_uri, dest, snap, schema,
                                  PROBE_ROWS)
-    if sampled is None or not sampled.texts:
+    if sampled is None:
         return None
-    # narrowed cheapest first: T, here; then the source; then what references them there
-    texts = [sampled.texts[i] for i in absent_from(
-        ctx.spec, parts, delta_parts, sampled.rows, ctx.work_dir, ctx.memory_limit)]
-    if texts:
-        at = absent_at_source(ctx.spec, ctx.source_uri, ctx.source(), texts)
-        texts = [texts[i] for i in at or []]
-    if texts:
-        texts = [texts[i] for i in notable(ctx.spec, ctx.destination_uri, dest, texts)]
-    if not texts:
+    found = _absent(ctx, parts, delta_parts, dest, sampled, below_highest=ordered)
+    absent = found.num_rows
+    if not ordered:
+        again = _seen_again(ctx, parts, delta_parts, dest, prev_id, schema)
+        absent = 0 if again is None else again.num_rows
+        if again is not None:  # (still absent: looked at again next run too, under warn)
+            texts = [_TEXT.format(i) for i in range(len(ctx.spec.source.primary_key))]
+            known = set(zip(*(found.column(t).to_pylist() for t in texts), strict=True))
+            fresh = [key not in known for key in zip(
+                *(again.column(t).to_pylist() for t in texts), strict=True)]
+            found = pa.concat_tables([found, again.filter(pa.array(fresh, pa.bool_()))
+                                      .cast(found.schema)])
+        if found.num_rows and store:
+            sink = pa.BufferOutputStream()
+            pq.write_table(found, sink, compression="zstd")
+            ctx.layout.storage.put_bytes(ctx.layout.absent_candidates_key(snap.id),
+                                         sink.getvalue().to_pybytes())
+            log.info(f"{found.num_rows} sampled row(s) of {ctx.spec.destination.table} have a "
+                     f"key the source and snapshot {snap.id} lack; the next run looks at them "
+                     "again (a lagging replica's rows would be there by then)",
+                     extra={"fields": {"absentCandidates": found.num_rows}})
+    if not absent:
         return None
-    return {"sampled": sampled.rows.num_rows, "absent": len(texts)}
+    return {"sampled": sampled.rows.num_rows, "absent": absent}
+
+
+# the Postgres text of each key column, then of the version, in absent-candidates.parquet
+_TEXT = "_tablesync_text_{}"
+
+
+def _absent(ctx: RunContext, parts: list[Path], delta_parts: list[Path], dest: TableInfo,
+            sampled: SampledRows, below_highest: bool) -> pa.Table:
+    """The rows of ``sampled`` T lacks and the delta does not delete (with the version bound
+    if ``below_highest``), the source lacks, and a refill would note (their versions
+    unchanged since they were sampled), asked cheapest first: T, here; then the source; then
+    what references them in the destination. As ``sampled.rows``, with the text of their keys
+    and version (:data:`_TEXT`)."""
+    texts = [(*key, version) for key, version in zip(sampled.texts, sampled.versions,
+                                                      strict=True)]
+    rows = sampled.rows.append_column("_tablesync_at", pa.array(range(len(texts)), pa.int64()))
+    kept = absent_from(ctx.spec, parts, delta_parts, sampled.rows, ctx.work_dir,
+                       ctx.memory_limit, below_highest) if texts else []
+    if kept:
+        at = absent_at_source(ctx.spec, ctx.source_uri, ctx.source(),
+                              [texts[i][:-1] for i in kept])
+        kept = [kept[i] for i in at or []]
+    if kept:
+        kept = [kept[i] for i in notable(ctx.spec, ctx.destination_uri, dest,
+                                         [texts[i][:-1] for i in kept],
+                                         [texts[i][-1] for i in kept])]
+    found = rows.take(pa.array(kept, pa.int64())).drop_columns(["_tablesync_at"])
+    for i in range(len(texts[0]) if texts else 0):
+        found = found.append_column(_TEXT.format(i), pa.array([texts[k][i] for k in kept],
+                                                              pa.string()))
+    return found
+
+
+def _seen_again(ctx: RunContext, parts: list[Path], delta_parts: list[Path], dest: TableInfo,
+                prev_id: str, schema: pa.Schema) -> pa.Table | None:
+    """Those of the rows the last run found absent (stored with ``prev_id``, the last
+    applied snapshot, by :func:`_probe_absent`) that are absent still, at the same version
+    (:func:`_absent`). None when it found none, or T holds a key or the version in another
+    type since."""
+    raw = ctx.layout.storage.get_bytes(ctx.layout.absent_candidates_key(prev_id))
+    if raw is None:
+        return None
+    stored = pq.read_table(pa.BufferReader(raw))
+    keys = list(ctx.spec.source.primary_key)
+    ver = ctx.spec.source.version_column
+    wanted = [*(schema.field(k) for k in keys), pa.field(SAMPLED_VERSION,
+                                                         schema.field(ver).type)]
+    if stored.schema.names[:len(wanted)] != [f.name for f in wanted] or any(
+            stored.schema.field(f.name).type != f.type for f in wanted):
+        return None
+    texts = [stored.column(_TEXT.format(i)).to_pylist() for i in range(len(keys) + 1)]
+    rows = list(zip(*texts, strict=True))
+    seen = SampledRows(stored.select([f.name for f in wanted]),
+                       [row[:-1] for row in rows], [row[-1] for row in rows])
+    return _absent(ctx, parts, delta_parts, dest, seen, below_highest=False)
 
 
 def describe_delta(ctx: RunContext, delta: Delta) -> None:
@@ -801,7 +875,8 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
     snap, parts = phase_dump(ctx, store=not dry_run, refuse_behind=True)
     _fault("after-dump")
     delta, delta_parts = phase_diff(ctx, snap, parts, store=False)
-    delta, delta_parts = probe_destination(ctx, snap, parts, delta, delta_parts)
+    delta, delta_parts = probe_destination(ctx, snap, parts, delta, delta_parts,
+                                           store=not dry_run)
     if not dry_run:
         ctx.layout.put_delta(delta, delta_parts)
     _fault("after-diff")

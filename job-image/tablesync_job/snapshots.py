@@ -4,6 +4,7 @@
 
     <url>/snapshots/<snapshot-id>/part-*.parquet + manifest.json
     <url>/snapshots/<snapshot-id>/pending-deletes.parquet   # see State.pending_deletes
+    <url>/snapshots/<snapshot-id>/absent-candidates.parquet # see pipeline.probe_absent
     <url>/deltas/<from-id>..<to-id>/part-*.parquet + manifest.json
     <url>/runs/<run-id>.json
     <url>/state.json            # last applied snapshot id and its watermark
@@ -28,6 +29,7 @@ from .storage import Storage
 
 BOOTSTRAP = "bootstrap"  # the FROM of the first delta, which has no T-1
 PENDING_DELETES = "pending-deletes.parquet"
+ABSENT_CANDIDATES = "absent-candidates.parquet"
 
 
 SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{4}")
@@ -214,6 +216,9 @@ class Layout:
 
     def pending_deletes_key(self, snapshot_id: str) -> str:
         return f"{self.snapshot_prefix(snapshot_id)}/{PENDING_DELETES}"
+
+    def absent_candidates_key(self, snapshot_id: str) -> str:
+        return f"{self.snapshot_prefix(snapshot_id)}/{ABSENT_CANDIDATES}"
 
     def snapshot_ids(self) -> list[str]:
         # at this depth only: another TableSync's prefix may lie under ours (url/snapshots)
