@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from .names import (
+    ANNOTATION_APPLIED_GENERATION,
     ANNOTATION_REQUESTED_AT,
     ANNOTATION_TEMPLATE_HASH,
     API_VERSION,
@@ -252,11 +253,23 @@ def build_cronjob(ts: TableSync, settings: Settings, approve_delta: str | None) 
 
 
 def template_hash(obj: Mapping[str, Any]) -> str:
-    """A short, stable hash of an object, ignoring its own template-hash annotation."""
+    """A short, stable hash of an object, ignoring its own template-hash and
+    applied-generation annotations."""
     clean = copy.deepcopy(dict(obj))
-    clean.get("metadata", {}).get("annotations", {}).pop(ANNOTATION_TEMPLATE_HASH, None)
+    annotations = clean.get("metadata", {}).get("annotations", {})
+    annotations.pop(ANNOTATION_TEMPLATE_HASH, None)
+    annotations.pop(ANNOTATION_APPLIED_GENERATION, None)
     text = json.dumps(clean, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def with_applied_generation(cronjob: Mapping[str, Any], generation: int) -> dict[str, Any]:
+    """``cronjob`` (as ``build_cronjob`` made it) with the ``tablesync.dev/applied-generation``
+    annotation: the CronJob's ``metadata.generation`` once this manifest is applied. The
+    annotation is metadata, so writing it does not bump the generation (nor the hash)."""
+    out = copy.deepcopy(dict(cronjob))
+    out["metadata"]["annotations"][ANNOTATION_APPLIED_GENERATION] = str(generation)
+    return out
 
 
 def build_manual_job(

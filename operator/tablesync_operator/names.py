@@ -25,6 +25,10 @@ ANNOTATION_RUN_REQUESTED_AT = f"{GROUP}/run-requested-at"
 ANNOTATION_APPROVE_DELTA = f"{GROUP}/approve-delta"
 # On the CronJob: hash of the desired object, to skip no-op updates.
 ANNOTATION_TEMPLATE_HASH = f"{GROUP}/template-hash"
+# On the CronJob: its metadata.generation right after the operator's last apply. Any later
+# change of its spec (kubectl edit/patch) bumps the generation past it, and the next
+# reconcile applies the CronJob again.
+ANNOTATION_APPLIED_GENERATION = f"{GROUP}/applied-generation"
 # On manual Jobs: which run-requested-at value started it.
 ANNOTATION_REQUESTED_AT = f"{GROUP}/requested-at"
 

@@ -24,6 +24,8 @@ from . import manifests, metrics
 from . import status as st
 from .kube import CONFLICT, Kube, KubeError
 from .names import (
+    ANNOTATION_APPLIED_GENERATION,
+    ANNOTATION_TEMPLATE_HASH,
     CONTROLLER_UID_LABEL,
     LABEL_MANAGED_BY,
     LABEL_TABLESYNC,
@@ -155,8 +157,12 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
     approve = st.pending_approval(new, ts)
     desired = manifests.build_cronjob(ts, ctx.settings, approve)
     if cronjob is None or needs_update(cronjob, desired):
-        cronjob = kube.apply_cronjob(desired)
-        logger.info("applied CronJob %s/%s (generation %d)", namespace, ts.name, ts.generation)
+        by_hand = cronjob is not None and _hash_current(cronjob, desired)
+        cronjob = apply_cronjob(kube, desired, cronjob)
+        logger.info(
+            "applied CronJob %s/%s (generation %d)%s", namespace, ts.name, ts.generation,
+            ": its spec had been changed by hand" if by_hand else "",
+        )
     new = st.mark_reconciled(new, ts, now, cronjob, approval_pending=approve is not None)
 
     requested = ts.run_requested_at
@@ -242,13 +248,36 @@ def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
     return False
 
 
-def needs_update(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """True unless the CronJob carries the desired template hash."""
-    from .names import ANNOTATION_TEMPLATE_HASH
-
+def _hash_current(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     have = ((existing.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TEMPLATE_HASH)
-    want = desired["metadata"]["annotations"][ANNOTATION_TEMPLATE_HASH]
-    return bool(have != want)
+    return bool(have == desired["metadata"]["annotations"][ANNOTATION_TEMPLATE_HASH])
+
+
+def needs_update(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """True unless the CronJob carries the desired template hash and its spec is unchanged
+    since the operator applied it: its ``metadata.generation`` (bumped by every spec change,
+    also by ``kubectl edit``) is still the ``tablesync.dev/applied-generation`` it recorded.
+    The TableSync is the source of truth; a CronJob suspended or rescheduled by hand is put
+    back."""
+    meta = existing.get("metadata") or {}
+    applied = (meta.get("annotations") or {}).get(ANNOTATION_APPLIED_GENERATION)
+    return not _hash_current(existing, desired) or applied != str(meta.get("generation"))
+
+
+def apply_cronjob(
+    kube: Kube, desired: Mapping[str, Any], existing: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Server-side apply ``desired`` with the applied-generation annotation; returns the
+    stored CronJob. The annotation is written with the generation the apply is expected to
+    give (1 when creating, one more than now when updating); when the spec did not change
+    after all (or a concurrent edit moved it), a second apply records the real one."""
+    current = int(((existing or {}).get("metadata") or {}).get("generation") or 0)
+    expected = current + 1 if existing is not None else 1
+    stored = kube.apply_cronjob(manifests.with_applied_generation(desired, expected))
+    actual = (stored.get("metadata") or {}).get("generation")
+    if isinstance(actual, int) and actual != expected:
+        stored = kube.apply_cronjob(manifests.with_applied_generation(desired, actual))
+    return stored
 
 
 def job_selector(ts: TableSync) -> str:

@@ -4,6 +4,7 @@ missing Secret stalls it without touching the CronJob, and fixing it recovers.""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -78,6 +79,36 @@ def test_cronjob_is_created_owned_edited_suspended_and_deleted(
     # delete -> garbage collection removes the CronJob
     cluster.kubectl("delete", "tablesync", "prices", "-n", lane.namespace)
     wait_for(lambda: cronjob(lane) is None, 60, "the CronJob to be garbage-collected")
+
+
+def test_a_hand_edit_of_the_cronjob_is_reverted(
+    cluster: Cluster, make_lane: Callable[[str], Lane]
+) -> None:
+    """The TableSync is the source of truth: a CronJob suspended or rescheduled by hand
+    (kubectl edit/patch) is put back by the next resync, so Ready never claims a schedule
+    the CronJob does not run."""
+    lane = make_lane("prices")
+    lane.secrets()
+    lane.create(schedule="*/30 * * * *")
+    lane.wait_condition("Ready", "True", "Reconciled")
+
+    cluster.kubectl(
+        "patch", "cronjob", "prices", "-n", lane.namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"suspend": True, "schedule": "*/5 * * * *"}}),
+    )
+    edited = lane.get_object("cronjob", "prices")["spec"]
+    assert (edited["suspend"], edited["schedule"]) == (True, "*/5 * * * *")
+
+    def restored() -> bool:
+        spec = lane.get_object("cronjob", "prices")["spec"]
+        return (spec["suspend"], spec["schedule"]) == (False, "*/30 * * * *")
+
+    wait_for(restored, 30, "the operator to put the hand-edited CronJob back")
+    assert lane.condition("Ready")["status"] == "True"
+    # Put back once: the CronJob's spec is then left alone.
+    generation = lane.get_object("cronjob", "prices")["metadata"]["generation"]
+    time.sleep(8)  # more than two resync intervals
+    assert lane.get_object("cronjob", "prices")["metadata"]["generation"] == generation
 
 
 def test_invalid_spec_stalls_without_cronjob_churn_and_recovers(

@@ -100,6 +100,11 @@ class FakeKube(Kube):
             old["metadata"]["creationTimestamp"] if old else "2026-11-21T10:59:00Z"
         )
         obj["status"] = old.get("status", {}) if old else {}
+        # as the API server: generation 1 on create, bumped by every change of the spec
+        generation = old["metadata"].get("generation", 1) if old else 1
+        if old is not None and old.get("spec") != obj.get("spec"):
+            generation += 1
+        obj["metadata"]["generation"] = generation
         self.cronjobs[key] = obj
         return copy.deepcopy(obj)
 

@@ -78,6 +78,19 @@ def test_spec_change_updates_the_cronjob(kube: FakeKube) -> None:
     assert kube.status_of(NS, NAME)["observedGeneration"] == 4
 
 
+def test_a_hand_edit_of_the_cronjob_is_put_back_once(kube: FakeKube) -> None:
+    sync(ctx(kube), NS, NAME)
+    cj = kube.cronjobs[(NS, NAME)]
+    assert cj["metadata"]["annotations"]["tablesync.dev/applied-generation"] == "1"
+    cj["spec"]["suspend"] = True  # kubectl patch: the hash annotation stays, generation moves
+    cj["metadata"]["generation"] += 1
+    sync(ctx(kube), NS, NAME)
+    assert kube.cronjobs[(NS, NAME)]["spec"]["suspend"] is False
+    applied = kube.calls.count("apply_cronjob")
+    sync(ctx(kube), NS, NAME)
+    assert kube.calls.count("apply_cronjob") == applied  # put back once, then left alone
+
+
 def test_invalid_spec_stalls_without_touching_the_cronjob(kube: FakeKube) -> None:
     sync(ctx(kube), NS, NAME)
     before = copy.deepcopy(kube.cronjobs[(NS, NAME)])
