@@ -398,7 +398,13 @@ def _parse_spec(raw: Any, r: _Reader) -> TableSyncSpec | None:
     )
 
 
-_QUANTITY = re.compile(r"^[+]?[0-9.]+([eE][-+]?[0-9]+|[numkMGTPE]i?|Ki)?$")
+# A Kubernetes quantity (apimachinery resource.ParseQuantity): a number, then a decimal SI
+# suffix (n u m k M G T P E), a binary one (Ki Mi Gi Ti Pi Ei) or an exponent. The API server
+# cannot decode a CronJob holding anything else (512mi, 1.2.3), so a looser check here left
+# the TableSync retrying that apply forever instead of Stalled naming the field.
+_QUANTITY = re.compile(
+    r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([numkMGTPE]|[KMGTPE]i|[eE][-+]?[0-9]+)?$"
+)
 # spec.job.memoryLimit: the CRD's pattern; the job reads it as DuckDB does (diff.size_bytes)
 _MEMORY_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(?:[kKmMgGtT][iI]?)?[bB]$")
 

@@ -136,6 +136,25 @@ def test_invalid_spec_stalls_without_cronjob_churn_and_recovers(
     assert lane.get_object("cronjob", "prices")["spec"]["timeZone"] == "Europe/Berlin"
 
 
+def test_a_spec_the_api_server_refuses_in_the_cronjob_stalls_and_recovers(
+    make_lane: Callable[[str], Lane],
+) -> None:
+    """A value admission lets through but the CronJob cannot hold (a memory limit of
+    ``512mi``, lower-case: not a Kubernetes quantity) is a bad spec: Stalled=True naming it,
+    as kstatus and Argo CD read it (Failed / Degraded), not an API error retried forever."""
+    lane = make_lane("prices")
+    lane.secrets()
+    lane.create(job={"resources": {"limits": {"memory": "512mi"}}})
+    stalled = lane.wait_condition("Stalled", "True", "InvalidSpec", timeout_seconds=30)
+    assert "spec.job.resources.limits.memory" in stalled["message"]
+    assert lane.condition("Reconciling")["status"] == "False"
+    assert lane.status()["observedGeneration"] == lane.get()["metadata"]["generation"]
+
+    lane.create(job={"resources": {"limits": {"memory": "512Mi"}}})
+    lane.wait_condition("Ready", "True", "Reconciled")
+    assert lane.condition("Stalled")["status"] == "False"
+
+
 def test_missing_secret_stalls_and_recovers_without_a_restart(
     cluster: Cluster, make_lane: Callable[[str], Lane], tablesync_operator: object
 ) -> None:

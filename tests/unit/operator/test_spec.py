@@ -193,6 +193,25 @@ def test_job_knobs() -> None:
     assert "spec.job.resources.limits.memory" in problems(bad)
 
 
+@pytest.mark.parametrize(
+    ("quantity", "ok"),
+    [("512Mi", True), ("2Gi", True), ("500m", True), ("0.5", True), ("1e3", True),
+     ("1.5Gi", True), ("128974848", True), ("512mi", False), ("1ki", False), ("2ni", False),
+     ("1.2.3", False), (".", False), ("1Ki5", False)],
+)
+def test_resource_quantities_are_what_the_api_server_accepts(quantity: str, ok: bool) -> None:
+    """A value the CronJob cannot hold is a spec problem naming its field, not a CronJob the
+    API server refuses on every reconcile."""
+    body = tablesync(job={"resources": {"limits": {"memory": quantity}},
+                          "scratchSizeLimit": quantity})
+    found = problems(body) if not ok else {}
+    if ok:
+        parse(body)
+    else:
+        assert "spec.job.resources.limits.memory" in found
+        assert "spec.job.scratchSizeLimit" in found
+
+
 MEMORY_SIZES = {"2GB": True, "512MiB": True, "1.5 GB": True, "100B": True, "4gib": True,
                 "lots": False, "-5GB": False, "none": False, "2": False, "0GB": False,
                 "2G": False, "2 iB": False}
