@@ -11,6 +11,7 @@ restarts never double count a run or start a second one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -118,15 +119,27 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
     try:
         ts = parse(body)
     except SpecError as err:
+        # The CronJob stays as it is, so its runs go on: record them with the spec it runs.
+        new = old
+        stalled_events: list[st.StatusEvent] = []
+        running = running_tablesync(kube, ref)
+        if running is not None:
+            jobs = kube.list_jobs(namespace, job_selector(running))
+            for outcome in new_outcomes(kube, old, jobs):
+                new, run_events = st.record_run(new, running, outcome, now)
+                stalled_events += run_events
+            new = st.set_active_jobs(
+                new, [str(j["metadata"]["name"]) for j in jobs if job_is_active(j)]
+            )
         new = st.mark_stalled(
-            old,
+            new,
             ref,
             st.Reason.INVALID_SPEC,
             f"invalid spec: {err}. Fix the TableSync; its CronJob stays unchanged until then",
             now,
         )
         new = st.refresh_lag(new, ref.generation, now, created_at)
-        return _write(ctx, body, old, new, [])
+        return _write(ctx, body, old, new, stalled_events)
 
     # Runs that finished are recorded whatever else is wrong now.
     jobs = kube.list_jobs(namespace, job_selector(ts))
@@ -195,6 +208,32 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
     if result == "done" and approve is not None and st.pending_approval(new, ts) is None:
         return "again"  # the approval was consumed: rebuild the CronJob without it
     return result
+
+
+def running_tablesync(kube: Kube, ref: ObjectRef) -> TableSync | None:
+    """The TableSync as its CronJob runs it (the spec in the job container's
+    ``TABLESYNC_SPEC``), for a TableSync whose current spec does not parse; None when it has
+    no CronJob of its own or that spec cannot be read."""
+    cronjob = kube.get_cronjob(ref.namespace, ref.name)
+    if cronjob is None or not controlled_by(cronjob, ref.uid):
+        return None
+    pod = (((cronjob.get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}).get(
+        "template"
+    ) or {}
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for env in container.get("env") or []:
+            if env.get("name") != "TABLESYNC_SPEC":
+                continue
+            try:
+                manifest = json.loads(str(env.get("value") or ""))
+                return parse({
+                    "metadata": {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid,
+                                 "generation": ref.generation},
+                    "spec": manifest.get("spec"),
+                })
+            except (ValueError, AttributeError):  # SpecError is a ValueError
+                return None
+    return None
 
 
 def secret_problem(kube: Kube, ts: TableSync) -> tuple[str, str] | None:

@@ -253,6 +253,24 @@ def test_runs_are_recorded_and_lag_refreshed_while_stalled(kube: FakeKube) -> No
     assert kube.status_of(NS, NAME)["lagSeconds"] == 601
 
 
+def test_runs_of_the_kept_cronjob_are_recorded_while_the_spec_is_invalid(kube: FakeKube) -> None:
+    """An invalid spec leaves the CronJob as it was, so runs go on: each one that finishes
+    is still counted and shown (a tripped guard above all), not skipped until someone fixes
+    the spec, by when the history limits may have removed its Job."""
+    sync(ctx(kube), NS, NAME)
+    edit(kube, lambda b: b["spec"].update(timeZone="Mars/Olympus_Mons"))
+    tripped = report(result="GuardTripped", reason="DeleteGuardTripped",
+                     message="the delta would delete 40% of the rows")
+    add_finished_job(kube, "product-prices-1", tripped, succeeded=False,
+                     failed_reason="PodFailurePolicy")
+    sync(ctx(kube), NS, NAME)
+    assert conditions(kube)["Stalled"] == ("True", "InvalidSpec")
+    status = kube.status_of(NS, NAME)
+    assert status["runs"]["guardTripped"] == 1
+    assert status["lastRun"]["jobName"] == "product-prices-1"
+    assert conditions(kube)["LastRunSucceeded"] == ("False", "DeleteGuardTripped")
+
+
 def test_the_resync_visits_every_tablesync_the_watch_showed(kube: FakeKube) -> None:
     from tablesync_operator import metrics
     from tablesync_operator.reconcile import observe, resync_all
