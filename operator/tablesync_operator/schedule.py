@@ -74,11 +74,37 @@ def normalize(schedule: str) -> str:
     if any(int(n) > 6 for n in values):
         raise ScheduleError(f"{text!r} has a day-of-week above 6, which Kubernetes CronJobs "
                             "reject; use 0 for Sunday")
+    for index, field in enumerate(text.split()):
+        for item in field.split(","):
+            bounds = item.split("/")[0]
+            low, dash, high = bounds.partition("-")
+            first, last = _field_value(low, index), _field_value(high, index)
+            if dash and first is not None and last is not None and first > last:
+                raise ScheduleError(
+                    f"{text!r} has the range {bounds}, whose beginning is beyond its end: "
+                    "Kubernetes CronJobs do not wrap around; use two ranges (22-23,0-6)"
+                )
     try:
         croniter(text, _REFERENCE, day_or=_day_or(text)).get_next(datetime)
     except Exception:  # croniter's CroniterBadDateError: no such date within its search
         raise ScheduleError(f"{text!r} never fires (no date matches it)") from None
     return text
+
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+
+
+def _field_value(text: str, index: int) -> int | None:
+    """A range bound of field ``index`` (0 minute .. 4 day-of-week) as a number, names
+    (JAN, MON) included, as robfig/cron v3 reads it; None if it is not one (``*``)."""
+    if text.isdigit():
+        return int(text)
+    names = {3: _MONTHS, 4: _DAYS}.get(index, ())
+    upper = text.upper()
+    if upper in names:
+        return names.index(upper) + (1 if index == 3 else 0)
+    return None
 
 
 def _day_or(expr: str) -> bool:

@@ -24,6 +24,20 @@ def test_rejects_what_a_cronjob_would_not_run(bad: str) -> None:
         cron.normalize(bad)
 
 
+@pytest.mark.parametrize(
+    "reversed_range", ["0 22-6 * * *", "0 0 * * FRI-MON", "0 0 * NOV-FEB *", "50-10/5 * * * *"]
+)
+def test_a_range_that_wraps_around_is_refused_as_the_cronjob_refuses_it(
+    reversed_range: str,
+) -> None:
+    """croniter reads 22-6 as 22..23,0..6; the CronJob's parser (robfig/cron v3) refuses it
+    ("beginning of range (22) beyond end of range (6)"), so the apply of the CronJob failed on
+    every retry (Reconciling, ApiError) instead of Stalled naming spec.schedule."""
+    with pytest.raises(cron.ScheduleError, match="range"):
+        cron.normalize(reversed_range)
+    assert cron.normalize("0 6-22 * * MON-FRI") == "0 6-22 * * MON-FRI"
+
+
 def test_intervals_of_regular_and_irregular_schedules() -> None:
     assert cron.intervals_seconds("*/30 * * * *", None) == (1800, 1800)
     shortest, longest = cron.intervals_seconds("0 9,17 * * 1-5", None)
