@@ -171,7 +171,26 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
     desired = manifests.build_cronjob(ts, ctx.settings, approve)
     if cronjob is None or needs_update(cronjob, desired):
         by_hand = cronjob is not None and _hash_current(cronjob, desired)
-        cronjob = apply_cronjob(kube, desired, cronjob)
+        try:
+            cronjob = apply_cronjob(kube, desired, cronjob)
+        except KubeError as err:
+            if err.status not in REFUSED_AS_INVALID:
+                raise
+            # the spec made a CronJob the API server's validation refuses (a resource name
+            # that is none): a retry gets the same answer; the next change recovers
+            detail = str(err).partition(f": {err.status} ")[2] or str(err)
+            new = st.mark_stalled(
+                new,
+                ref,
+                st.Reason.INVALID_SPEC,
+                f"invalid spec: the API server refused the CronJob it makes ({detail}). Fix "
+                "the TableSync; its CronJob stays unchanged until then",
+                now,
+            )
+            new, refresh_events = st.refresh(
+                new, ts, now, created_at, None, scheduled, count_missed=False
+            )
+            return _write(ctx, body, old, new, events + refresh_events)
         logger.info(
             "applied CronJob %s/%s (generation %d)%s", namespace, ts.name, ts.generation,
             ": its spec had been changed by hand" if by_hand else "",
@@ -208,6 +227,11 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
     if result == "done" and approve is not None and st.pending_approval(new, ts) is None:
         return "again"  # the approval was consumed: rebuild the CronJob without it
     return result
+
+
+# HTTP statuses of a CronJob apply that the spec's values caused: 400 (a field the apply
+# could not decode) and 422 (Invalid: its validation refused a value)
+REFUSED_AS_INVALID = (400, 422)
 
 
 def running_tablesync(kube: Kube, ref: ObjectRef) -> TableSync | None:

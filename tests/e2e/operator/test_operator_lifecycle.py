@@ -155,6 +155,26 @@ def test_a_spec_the_api_server_refuses_in_the_cronjob_stalls_and_recovers(
     assert lane.condition("Stalled")["status"] == "False"
 
 
+def test_a_cronjob_the_api_server_finds_invalid_stalls_and_recovers(
+    make_lane: Callable[[str], Lane],
+) -> None:
+    """Any value the API server's validation of the CronJob refuses (422; here a resource
+    name, ``cpuu``, that is no resource) stalls naming what it refused, rather than retry
+    an API error every few seconds for ever."""
+    lane = make_lane("prices")
+    lane.secrets()
+    lane.create(job={"resources": {"limits": {"cpuu": "1"}}})
+    stalled = lane.wait_condition("Stalled", "True", "InvalidSpec", timeout_seconds=30)
+    assert "refused the CronJob" in stalled["message"]
+    assert "cpuu" in stalled["message"]
+    assert lane.condition("Reconciling")["status"] == "False"
+    assert cronjob(lane) is None
+
+    lane.create(job={"resources": {"limits": {"cpu": "1"}}})
+    lane.wait_condition("Ready", "True", "Reconciled")
+    assert lane.condition("Stalled")["status"] == "False"
+
+
 def test_missing_secret_stalls_and_recovers_without_a_restart(
     cluster: Cluster, make_lane: Callable[[str], Lane], tablesync_operator: object
 ) -> None:
