@@ -112,7 +112,9 @@ class RunContext:
     report: Report
     layout: Layout = field(init=False)
     _source: SourceTable | None = None
-    _dest: TableInfo | None = None
+    # the destination as checked for each list of columns (the source's now, a stored
+    # delta's from before a migration)
+    _dests: dict[tuple[tuple[str, str], ...], TableInfo] = field(default_factory=dict)
     _lock: RunLock | None = None
     resumed: ApplyResult | None = None  # the interrupted apply this run finished first
     resumed_delta: Delta | None = None  # and its delta
@@ -135,9 +137,11 @@ class RunContext:
         return self._source
 
     def destination(self, columns: list[tuple[str, str]]) -> TableInfo:
-        if self._dest is None:
-            self._dest = check_destination(self.spec, self.destination_uri, columns)
-        return self._dest
+        """The destination table, checked to take ``columns`` ((name, pg type) pairs)."""
+        key = tuple(columns)
+        if key not in self._dests:
+            self._dests[key] = check_destination(self.spec, self.destination_uri, columns)
+        return self._dests[key]
 
 
 def scratch_full(err: BaseException, work_dir: Path) -> TransientError | None:
@@ -750,9 +754,8 @@ def resume_interrupted(ctx: RunContext) -> None:
     parts = ctx.layout.fetch(ctx.layout.delta_prefix(delta.id), delta.parts,
                              ctx.work_dir / "interrupted")
     log.info("resuming an interrupted apply", extra={"fields": fields})
-    # checked against the delta's columns, not those of the source now (a column dropped
-    # since is an InputError naming it, not an internal error on every run)
-    checked, ctx._dest = ctx._dest, None
+    # (phase_apply checks the destination against the delta's columns, not those of the
+    # source now: a column dropped since is an InputError naming it)
     try:
         ctx.resumed = phase_apply(ctx, delta, parts)
     except InputError as err:
@@ -760,8 +763,6 @@ def resume_interrupted(ctx: RunContext) -> None:
                          f"killed in, and whether it committed is unknown ({unknown}), so "
                          f"every run applies it again first: make the destination accept "
                          f"it, or {START_OVER}") from None
-    finally:
-        ctx._dest = checked
     ctx.resumed_delta = delta
     log.info("resumed", extra={"fields": {"delta": delta.id, **ctx.resumed.as_report()}})
 
@@ -814,7 +815,8 @@ def advance_committed(ctx: RunContext, state: State) -> ApplyResult:
 
 
 def stored_delta(ctx: RunContext, delta_ref: str, field_name: str) -> tuple[Delta, list[Path]]:
-    """A stored delta that starts at the last applied snapshot; InputError otherwise."""
+    """A stored delta that starts at the last applied snapshot, and that the destination
+    can take (:func:`check_delta_columns`); InputError otherwise."""
     from_id, _ = parse_delta_id(delta_ref, field_name)
     delta = ctx.layout.get_delta(delta_ref)
     if delta is None:
@@ -825,9 +827,27 @@ def stored_delta(ctx: RunContext, delta_ref: str, field_name: str) -> tuple[Delt
         raise InputError(f"{field_name}: delta {delta_ref} starts at {from_id or 'bootstrap'} "
                          f"but the destination is at {current or 'bootstrap'}; it is stale, "
                          "let the next run compute a fresh delta")
+    check_delta_columns(ctx, delta, field_name)
     parts = ctx.layout.fetch(ctx.layout.delta_prefix(delta.id), delta.parts,
                              ctx.work_dir / "delta-in")
     return delta, parts
+
+
+def check_delta_columns(ctx: RunContext, delta: Delta, field_name: str) -> None:
+    """InputError naming ``field_name`` if the destination cannot take the columns of the
+    stored ``delta``'s snapshot: a delta stored before a migration (a guard tripped on it,
+    and the table changed before it was approved) may hold a column dropped since. Before,
+    that was an internal error (exit 75) on every run."""
+    snap = ctx.layout.get_snapshot(delta.to_id)
+    if snap is None:
+        return  # phase_apply names it
+    try:
+        ctx.destination([(c.name, c.pg_type) for c in snap.columns])
+    except InputError as err:
+        raise InputError(f"{field_name}: delta {delta.id} cannot be applied: {err.message} "
+                         f"(the delta holds the columns of snapshot {snap.id}, from before "
+                         "the table changed); let a run compute a fresh delta, and approve "
+                         "that one if a guard stops it") from None
 
 
 # the whole run --------------------------------------------------------------------------------
@@ -858,14 +878,21 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
         if parse_delta_id(standing, "TABLESYNC_APPROVE_DELTA")[0] != current:
             log.warning("approval no longer applies", extra={"fields": {
                 "approved": standing, "lastApplied": current}})
-        elif ctx.layout.get_delta(standing) is None:
+        elif (approved := ctx.layout.get_delta(standing)) is None:
             # gone (retention of later tripped runs): a normal run computes a fresh delta,
             # which trips again and names itself, instead of every run failing on this one
             log.warning(f"approved delta {standing} (TABLESYNC_APPROVE_DELTA) is no longer "
                         "stored; approve the delta this run names instead",
                         extra={"fields": {"approved": standing, "lastApplied": current}})
         else:
-            approve = standing
+            try:
+                check_delta_columns(ctx, approved, "TABLESYNC_APPROVE_DELTA")
+            except InputError as err:
+                # the table changed since (a column dropped): likewise a normal run
+                log.warning(f"{err.message}; this run goes on without the approval",
+                            extra={"fields": {"approved": standing, "lastApplied": current}})
+            else:
+                approve = standing
     if approve and not dry_run:
         delta, parts = stored_delta(ctx, approve, "--approve")
         describe_delta(ctx, delta)

@@ -4,7 +4,9 @@ stops with exit 2 naming the field and the way out; never a value rounded on the
 
 from __future__ import annotations
 
-from tests.integration.job.lane import Lane
+import pytest
+
+from tests.integration.job.lane import Lane, load_prices
 
 
 def _versioned(lane: Lane, columns: str, rows: str) -> None:
@@ -122,3 +124,40 @@ def test_a_column_added_at_the_source_is_backfilled_with_compare_version(lane: L
     assert result.report["apply"]["updated"] == 2 and result.report["apply"]["alreadyCurrent"] == 1
     assert lane.table_text("destination") == lane.table_text("source")
     assert lane.run("run").report["reason"] == "NoChanges"
+
+
+@pytest.mark.parametrize("how", ["--approve", "TABLESYNC_APPROVE_DELTA", "apply --delta"])
+def test_a_column_dropped_after_a_guard_tripped_is_named_when_its_delta_is_approved(
+        lane: Lane, how: str) -> None:
+    """The tripped delta holds a column dropped since (on both sides). Before, applying it
+    was an internal error (an AssertionError, exit 75, "a retry may help"), and under the
+    operator's standing approval every later run failed so, naming nothing to do."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id <= 50")
+    tripped = lane.run("run")
+    assert tripped.code == 3, tripped.stderr
+    delta = tripped.report["deltaId"]
+    state = lane.state()
+    lane.both("ALTER TABLE prices DROP COLUMN title")
+
+    if how == "--approve":
+        result = lane.run("run", "--approve", delta)
+    elif how == "apply --delta":
+        result = lane.run("apply", "--delta", delta, "--approve", delta)
+    else:
+        result = lane.run("run", env={"TABLESYNC_APPROVE_DELTA": delta})
+
+    assert "Traceback" not in result.stderr
+    if how != "TABLESYNC_APPROVE_DELTA":
+        assert result.code == 2, result.stderr
+        assert "title" in result.error_line and delta in result.error_line
+        assert lane.state() == state
+        return
+    # like a standing approval whose delta is gone: a normal run, which names a fresh delta
+    assert result.code == 3, result.stderr
+    assert result.report["deltaId"] != delta
+    assert "title" in result.stderr
+    fresh = lane.run("run", env={"TABLESYNC_APPROVE_DELTA": result.report["deltaId"]})
+    assert fresh.code == 0, fresh.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
