@@ -626,6 +626,8 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     def began(transaction: Transaction) -> None:
         # before the transaction writes, so before it can commit
         nonlocal marker
+        if ctx._lock is not None:
+            ctx._lock.check()  # another run may be under way: write nothing
         marker = replace(marker, applying_xid=transaction.xid,
                          applying_system=transaction.system)
         if ours:
@@ -642,6 +644,8 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
 
     def committing(result: ApplyResult) -> None:
         # what a run that finds it committed needs to advance (advance_committed)
+        if ctx._lock is not None:
+            ctx._lock.check()  # lost meanwhile: roll back rather than race another run
         pending = result.pending_deletes
         if pending is not None:
             local = ctx.work_dir / "pending" / PENDING_DELETES

@@ -339,6 +339,9 @@ class RunLock:
     The CronJob's ``concurrencyPolicy: Forbid`` does not cover a Job started on demand, so
     two runs of one TableSync could overlap; the second one exits with a TransientError
     instead of racing on ``state.json``. The key is derived from the destination table.
+    The session sits idle for the whole run, so it turns ``idle_session_timeout`` off for
+    itself (a destination that ends idle sessions released the lock unnoticed a second into
+    the run), and :meth:`check` tells whether it still holds the lock before the run writes.
     """
 
     def __init__(self, uri: str, table: TableName) -> None:
@@ -350,6 +353,8 @@ class RunLock:
         try:
             conn = psycopg.connect(self._uri, autocommit=True, connect_timeout=15,
                                    application_name="tablesync-lock")
+            if conn.info.server_version >= 140000:  # the setting is new in Postgres 14
+                conn.execute("SET idle_session_timeout = 0")
             row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
                                (self._key,)).fetchone()
         except psycopg.Error as err:
@@ -359,6 +364,21 @@ class RunLock:
             raise TransientError(f"another run is applying to {self._key[len('tablesync:'):]} "
                                  "right now; this run will be retried")
         self._conn = conn
+
+    def check(self) -> None:
+        """TransientError if the lock's session has ended (and the lock with it: terminated
+        by an administrator or a reaper of idle sessions, or the connection dropped), so a
+        second run may be under way; nothing is written after that."""
+        if self._conn is None:
+            return
+        try:
+            self._conn.execute("SELECT 1")
+        except psycopg.Error as err:
+            raise TransientError(
+                f"the run lock on {self._key[len('tablesync:'):]} was lost: its session on the "
+                f"destination ended ({redact(_server_message(err))}), so another run may be "
+                "applying; nothing more was applied by this run, which will be retried"
+            ) from None
 
     def release(self) -> None:
         if self._conn is not None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.integration.job.lane import JobResult, Lane, load_prices
+from tests.integration.job.lane import JOB, JobResult, Lane, load_prices
 
 
 def change_source(lane: Lane) -> None:
@@ -205,6 +207,80 @@ def test_a_second_concurrent_run_backs_off(lane: Lane) -> None:
     assert "another run is applying to public.prices" in result.error_line
     assert lane.state() is None
     assert lane.run("run").code == 0  # the lock went with the session
+
+
+def test_a_run_keeps_its_lock_when_the_destination_ends_idle_sessions(lane: Lane) -> None:
+    """The run lock's session is idle for the whole run. A destination that ends idle
+    sessions (idle_session_timeout, for the database or the sync's role) ended it a second
+    into the run, which released the lock unnoticed: a second run went ahead beside the
+    first, both applying and writing state.json."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    # from now on the dump reads the source slowly (about 5 s)
+    lane.src("ALTER TABLE prices RENAME TO prices_table")
+    lane.src("CREATE FUNCTION slowly(id bigint) RETURNS bigint VOLATILE LANGUAGE plpgsql AS "
+             "$$ BEGIN PERFORM pg_sleep(0.05); RETURN id; END $$")
+    lane.src("CREATE VIEW prices AS SELECT slowly(id) AS id, sku, price, currency, title, "
+             "updated_at FROM prices_table")
+    database = lane.dst("SELECT quote_ident(current_database())")[0][0]
+    lane.dst(f"ALTER DATABASE {database} SET idle_session_timeout = '1s'")
+    lane.src("UPDATE prices_table SET price = 7, updated_at = now() WHERE id <= 5")
+
+    def locked() -> bool:
+        return lane.dst("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND granted") != [(0,)]
+
+    first = subprocess.Popen([JOB, "run", "--spec", str(lane.spec_path())], env=lane.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not locked() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2)  # twice the idle timeout, well within the dump
+        assert first.poll() is None
+
+        second = lane.run("run")
+
+        assert second.code == 75, second.stderr
+        assert "another run is applying to public.prices" in second.error_line
+        assert first.poll() is None  # refused while the first was still dumping
+    finally:
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_run_whose_lock_session_was_ended_applies_nothing(lane: Lane) -> None:
+    """An administrator, or a reaper of idle connections, ended the lock's session mid-run:
+    the lock was gone and another run could start, yet the run applied and wrote state.json
+    as if it still held it."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    state = lane.state()
+    before = lane.table_text("destination")
+    lane.src("ALTER TABLE prices RENAME TO prices_table")
+    lane.src("CREATE FUNCTION slowly(id bigint) RETURNS bigint VOLATILE LANGUAGE plpgsql AS "
+             "$$ BEGIN PERFORM pg_sleep(0.03); RETURN id; END $$")
+    lane.src("CREATE VIEW prices AS SELECT slowly(id) AS id, sku, price, currency, title, "
+             "updated_at FROM prices_table")
+    lane.src("UPDATE prices_table SET price = 7, updated_at = now() WHERE id <= 5")
+    ended = ("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
+             "granted AND database = (SELECT oid FROM pg_database WHERE datname = "
+             "current_database())")
+
+    first = subprocess.Popen([JOB, "run", "--spec", str(lane.spec_path())], env=lane.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while lane.dst(ended) == [] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _, stderr = first.communicate(timeout=120)
+
+    assert first.returncode == 75, stderr
+    assert "the run lock on public.prices was lost" in stderr
+    assert lane.table_text("destination") == before
+    assert lane.state() == state
+    assert lane.run("run").code == 0  # the next run goes on
+    assert lane.table_text("destination") == lane.table_text("source")
 
 
 @pytest.mark.parametrize("bootstrap", [False, True])
