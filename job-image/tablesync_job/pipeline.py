@@ -535,7 +535,8 @@ def _absent(ctx: RunContext, parts: list[Path], delta_parts: list[Path], dest: T
                                          [texts[i][:-1] for i in kept],
                                          [texts[i][-1] for i in kept])]
     found = rows.take(pa.array(kept, pa.int64())).drop_columns(["_tablesync_at"])
-    for i in range(len(texts[0]) if texts else 0):
+    # (the columns even when nothing was sampled: _probe_absent reads them)
+    for i in range(len(ctx.spec.source.primary_key) + 1):
         found = found.append_column(_TEXT.format(i), pa.array([texts[k][i] for k in kept],
                                                               pa.string()))
     return found

@@ -721,3 +721,20 @@ def test_a_key_column_with_a_percent_sign_lost_rows(lane: Lane) -> None:
     assert refilled.code == 0, refilled.stderr[-2000:]
     assert refilled.report["reason"] == "Refilled"
     assert lane.dst("SELECT count(*) FROM prices") == [(300,)]
+
+
+def test_a_destination_emptied_after_rows_were_seen_is_refilled(lane: Lane) -> None:
+    """The last run stored rows to look at again (absent-candidates.parquet); the destination
+    is emptied since (TRUNCATE, or every row soft-deleted): the sample draws no row, and
+    the run failed on the empty sample's missing key texts, every run, instead of refilling
+    the lost rows (review)."""
+    unordered_version(lane, "counter")
+    lane.dst(PHANTOMS.format(first=301, last=305).replace("days'", "days', 1"))
+    assert "5 sampled row(s)" in runs(lane, 1)[0].stderr
+    lane.dst("TRUNCATE prices")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr[-3000:]
+    assert result.report["reason"] == "Refilled"
+    assert lane.table_text("destination") == lane.table_text("source")
