@@ -20,11 +20,12 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import logs
@@ -457,9 +458,11 @@ def probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path], delta_parts
     Where versions do not order across rows (``diff.versions_order``: per-row counters, a
     version T holds as text) no bound tells such a row from the event lane's insert that a
     lagging replica lacks yet, so a row counts when seen twice: the rows a run finds are
-    stored with T (``absent-candidates.parquet``, if ``store``), and ``absent`` counts those
-    of the last applied snapshot's (``prev_id``) that the destination still holds at the
-    same version, and T, the source and the references still lack (:func:`_seen_again`).
+    stored with T (``absent-candidates.parquet``, if ``store``), with when they were seen,
+    and ``absent`` counts those of the last applied snapshot's (``prev_id``) seen by T's
+    capturedAt (a replica that has replayed up to then has the event lane's insert, however
+    far it lags) that the destination still holds at the same version, and T, the source
+    and the references still lack (:func:`_seen_again`); those seen after it wait.
     A look that fails is a warning: the run goes on.
     """
     if ctx.spec.destination.deletes == "ignore" or not parts:
@@ -482,19 +485,25 @@ def _probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path], delta_part
     dest = ctx.destination([(c.name, c.pg_type) for c in snap.columns])
     sampled = sample_destination(ctx.spec, ctx.destination_uri, dest, snap, schema,
                                  PROBE_ROWS)
+    seen_at = datetime.now(UTC)  # (after the sample: the rows it found were there by then)
     if sampled is None:
         return None
     found = _absent(ctx, parts, delta_parts, dest, sampled, below_highest=ordered)
     absent = found.num_rows
     if not ordered:
-        again = _seen_again(ctx, parts, delta_parts, dest, prev_id, schema)
+        found = found.append_column(_SEEN_AT, pa.array([seen_at] * found.num_rows, SEEN_AT))
+        again, waiting = _seen_again(ctx, parts, delta_parts, dest, prev_id, schema,
+                                     datetime.fromisoformat(snap.captured_at))
         absent = 0 if again is None else again.num_rows
-        if again is not None:  # (still absent: looked at again next run too, under warn)
-            texts = [_TEXT.format(i) for i in range(len(ctx.spec.source.primary_key))]
+        texts = [_TEXT.format(i) for i in range(len(ctx.spec.source.primary_key))]
+        # still absent (looked at again next run too, under warn), or not looked at yet
+        for more in (again, waiting):
+            if more is None:
+                continue
             known = set(zip(*(found.column(t).to_pylist() for t in texts), strict=True))
             fresh = [key not in known for key in zip(
-                *(again.column(t).to_pylist() for t in texts), strict=True)]
-            found = pa.concat_tables([found, again.filter(pa.array(fresh, pa.bool_()))
+                *(more.column(t).to_pylist() for t in texts), strict=True)]
+            found = pa.concat_tables([found, more.filter(pa.array(fresh, pa.bool_()))
                                       .cast(found.schema)])
         if found.num_rows and store:
             sink = pa.BufferOutputStream()
@@ -512,6 +521,9 @@ def _probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path], delta_part
 
 # the Postgres text of each key column, then of the version, in absent-candidates.parquet
 _TEXT = "_tablesync_text_{}"
+# then when the destination was seen holding the row (by the sample that first found it)
+_SEEN_AT = "_tablesync_seen_at"
+SEEN_AT = pa.timestamp("us", tz="UTC")
 
 
 def _absent(ctx: RunContext, parts: list[Path], delta_parts: list[Path], dest: TableInfo,
@@ -543,27 +555,41 @@ def _absent(ctx: RunContext, parts: list[Path], delta_parts: list[Path], dest: T
 
 
 def _seen_again(ctx: RunContext, parts: list[Path], delta_parts: list[Path], dest: TableInfo,
-                prev_id: str, schema: pa.Schema) -> pa.Table | None:
-    """Those of the rows the last run found absent (stored with ``prev_id``, the last
-    applied snapshot, by :func:`_probe_absent`) that are absent still, at the same version
-    (:func:`_absent`). None when it found none, or T holds a key or the version in another
-    type since."""
+                prev_id: str, schema: pa.Schema, captured_at: datetime
+                ) -> tuple[pa.Table | None, pa.Table | None]:
+    """Of the rows the last run found absent (stored with ``prev_id``, the last applied
+    snapshot, by :func:`_probe_absent`): those seen by ``captured_at`` (T's) that are
+    absent still, at the same version (:func:`_absent`); and those seen after it, not looked
+    at yet, as a replica lagging further than that may lack the event lane's insert still.
+    Both as stored, each row with when it was first seen; (None, None) when it found none,
+    or T holds a key or the version in another type since."""
     raw = ctx.layout.storage.get_bytes(ctx.layout.absent_candidates_key(prev_id))
     if raw is None:
-        return None
+        return None, None
     stored = pq.read_table(pa.BufferReader(raw))
     keys = list(ctx.spec.source.primary_key)
     ver = ctx.spec.source.version_column
     wanted = [*(schema.field(k) for k in keys), pa.field(SAMPLED_VERSION,
                                                          schema.field(ver).type)]
     if stored.schema.names[:len(wanted)] != [f.name for f in wanted] or any(
-            stored.schema.field(f.name).type != f.type for f in wanted):
-        return None
+            stored.schema.field(f.name).type != f.type for f in wanted) or \
+            _SEEN_AT not in stored.schema.names:
+        return None, None
+    ripe = pc.less_equal(stored.column(_SEEN_AT).cast(SEEN_AT),
+                         pa.scalar(captured_at, SEEN_AT))
+    waiting = stored.filter(pc.invert(ripe))
+    stored = stored.filter(ripe)
     texts = [stored.column(_TEXT.format(i)).to_pylist() for i in range(len(keys) + 1)]
     rows = list(zip(*texts, strict=True))
     seen = SampledRows(stored.select([f.name for f in wanted]),
                        [row[:-1] for row in rows], [row[-1] for row in rows])
-    return _absent(ctx, parts, delta_parts, dest, seen, below_highest=False)
+    again = _absent(ctx, parts, delta_parts, dest, seen, below_highest=False)
+    first_seen = dict(zip(rows, stored.column(_SEEN_AT).to_pylist(), strict=True))
+    found = zip(*(again.column(_TEXT.format(i)).to_pylist() for i in range(len(keys) + 1)),
+                strict=True)
+    again = again.append_column(_SEEN_AT, pa.array([first_seen[row] for row in found],
+                                                   SEEN_AT))
+    return again, waiting
 
 
 def describe_delta(ctx: RunContext, delta: Delta) -> None:

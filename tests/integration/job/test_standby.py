@@ -331,3 +331,36 @@ def test_a_standby_restarted_with_no_commit_to_replay_is_not_behind(
     assert (datetime.fromisoformat(from_standby.report["capturedAt"])
             < datetime.fromisoformat(on_primary.report["capturedAt"]))
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_the_event_lanes_insert_a_paused_replica_lacks_for_runs_stays(
+        idle_primary_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
+    """Versions that do not order across rows (a counter): a row the source and T lack
+    counts when seen twice. The standby's replay is paused (a replica lagging, or delayed,
+    by more than a cycle): the event lane's insert it lacks was seen twice, refilled and
+    noted, and the run after deleted it from the destination, though the primary has it
+    (review). It counts only once a snapshot's capturedAt is past the run that first saw
+    it: a replica caught up to then has the event lane's inserts of before."""
+    primary, standby = replica_pair
+    lane = idle_primary_lane
+    load_prices(lane, 300)
+    lane.both("ALTER TABLE prices ADD COLUMN v bigint NOT NULL DEFAULT 1")
+    lane.spec["spec"]["source"].update(versionColumn="v", versionKind="counter")
+    caught_up(primary, standby)
+    assert lane.run().code == 0
+    _exec(standby.uri(), "SELECT pg_wal_replay_pause()")
+    try:
+        new = "(301, 'sku-301', 1, 'EUR', 'new', '2026-01-01+00', 1)"
+        lane.src(f"INSERT INTO prices VALUES {new}")  # the primary
+        lane.dst(f"INSERT INTO prices VALUES {new}")  # the event lane
+        paused = [lane.run() for _ in range(3)]
+    finally:
+        _exec(standby.uri(), "SELECT pg_wal_replay_resume()")
+    caught_up(primary, standby)
+    after = lane.run()
+
+    assert [r.code for r in paused] == [0, 0, 0], paused[-1].stderr[-3000:]
+    assert [r.report["reason"] for r in paused] == ["NoChanges"] * 3
+    assert lane.dst("SELECT count(*) FROM prices WHERE id = 301") == [(1,)]
+    assert after.code == 0, after.stderr[-3000:]
+    assert lane.table_text("destination") == lane.table_text("source")
