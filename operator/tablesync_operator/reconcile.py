@@ -229,9 +229,10 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
     return result
 
 
-# HTTP statuses of a CronJob apply that the spec's values caused: 400 (a field the apply
-# could not decode) and 422 (Invalid: its validation refused a value)
-REFUSED_AS_INVALID = (400, 422)
+# HTTP statuses of a CronJob apply that the spec's values caused: 422 (Invalid: the API
+# server's validation refused a value). Not 400, which an admission webhook's denial is by
+# default (another team's policy, not the spec), nor 403 (a quota, RBAC): those are retried.
+REFUSED_AS_INVALID = (422,)
 
 
 def running_tablesync(kube: Kube, ref: ObjectRef) -> TableSync | None:

@@ -377,3 +377,27 @@ def test_slots_before_the_oldest_kept_job_are_not_judged_after_an_outage(kube: F
 
     assert kube.status_of(NS, NAME)["overrun"]["missedSchedules"] == 0
     assert not any(e["reason"] == "ScheduleMissed" for e in kube.events)
+
+
+@pytest.mark.parametrize(("status", "stalled"), [(422, True), (400, False), (403, False)])
+def test_only_a_cronjob_the_api_servers_validation_refuses_stalls(
+    kube: FakeKube, status: int, stalled: bool
+) -> None:
+    """422 (Invalid) is the spec's values; 400 is an admission webhook's denial by default
+    and 403 a quota or RBAC: someone else's policy, retried as an API error."""
+    import kopf
+
+    from tablesync_operator.kube import KubeError
+
+    def refuse(desired: Any) -> Any:
+        raise KubeError(f"PATCH cronjobs/{NAME}: {status} refused: limits[cpuu]", status)
+
+    kube.apply_cronjob = refuse  # type: ignore[method-assign, assignment]
+    if stalled:
+        sync(ctx(kube), NS, NAME)
+        assert conditions(kube)["Stalled"] == ("True", "InvalidSpec")
+        assert "refused: limits[cpuu]" in kube.status_of(NS, NAME)["conditions"][0]["message"]
+    else:
+        with pytest.raises(kopf.TemporaryError):
+            sync(ctx(kube), NS, NAME)
+        assert conditions(kube)["Reconciling"] == ("True", "ApiError")
