@@ -358,8 +358,9 @@ def new_outcomes(
     """Outcomes of the finished Jobs not yet counted in ``old``, oldest first."""
     finished = sorted((j for j in jobs if job_finished_at(j) is not None), key=job_sort_key)
     outcomes: list[RunOutcome] = []
+    mark = old.last_processed_job
     for job in finished:
-        if old.last_processed_job is not None and job_sort_key(job) <= old.last_processed_job.key():
+        if mark is not None and mark.counted(*job_sort_key(job)):
             continue
         uid = str(job["metadata"].get("uid") or "")
         pods = kube.list_pods(str(job["metadata"]["namespace"]), f"{CONTROLLER_UID_LABEL}={uid}")

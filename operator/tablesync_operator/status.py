@@ -376,16 +376,43 @@ class JobMark:
 
     name: str
     finished_at: str
+    names: tuple[str, ...] | None = None
+    """Every Job counted that finished in the second ``finished_at`` (``name`` among them).
+    Finish times have second precision, and Jobs finishing in the same second are seen in
+    any order, so a name is no order among them. None in a mark written by an operator
+    before this field: it had counted those up to ``name`` by name."""
 
-    def key(self) -> tuple[str, str]:
-        return (self.finished_at, self.name)
+    def counted(self, finished_at: str, name: str) -> bool:
+        """True if the Job ``name`` that finished at ``finished_at`` (RFC 3339, seconds) is
+        at or before this mark: already counted, never to be counted again."""
+        if finished_at != self.finished_at:
+            return finished_at < self.finished_at
+        return name <= self.name if self.names is None else name in self.names
+
+    def advanced(self, finished_at: str, name: str) -> JobMark:
+        """The mark once the Job ``name`` that finished at ``finished_at`` is counted too."""
+        if finished_at > self.finished_at:
+            return JobMark(name, finished_at, (name,))
+        if finished_at < self.finished_at:
+            return self
+        if self.names is None:
+            return JobMark(max(name, self.name), finished_at)
+        return JobMark(name, finished_at, tuple(sorted({*self.names, name})))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "finishedAt": self.finished_at}
+        out: dict[str, Any] = {"name": self.name, "finishedAt": self.finished_at}
+        if self.names is not None:
+            out["names"] = list(self.names)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JobMark:
-        return cls(name=str(d.get("name") or ""), finished_at=str(d.get("finishedAt") or ""))
+        names = d.get("names")
+        return cls(
+            name=str(d.get("name") or ""),
+            finished_at=str(d.get("finishedAt") or ""),
+            names=tuple(str(n) for n in names) if isinstance(names, list) else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -787,15 +814,20 @@ def _pending_text(rep: RunReport) -> str:
             "deletes those its snapshot lacks too (apply.pendingDeletes)")
 
 
-def job_mark(outcome: RunOutcome) -> JobMark:
-    return JobMark(outcome.job_name, format_time(outcome.finished_at))
+def job_mark(st: TableSyncStatus, outcome: RunOutcome) -> JobMark:
+    """``lastProcessedJob`` once ``outcome`` is counted too."""
+    finished_at = format_time(outcome.finished_at)
+    if st.last_processed_job is None:
+        return JobMark(outcome.job_name, finished_at, (outcome.job_name,))
+    return st.last_processed_job.advanced(finished_at, outcome.job_name)
 
 
 def is_new(st: TableSyncStatus, outcome: RunOutcome) -> bool:
-    """True if the run finished after the last one counted (ties broken by Job name)."""
+    """True if the run is not counted yet: it finished after ``lastProcessedJob``, or in
+    its second but is not among the Jobs counted there (see ``JobMark.counted``)."""
     if st.last_processed_job is None:
         return True
-    return job_mark(outcome).key() > st.last_processed_job.key()
+    return not st.last_processed_job.counted(format_time(outcome.finished_at), outcome.job_name)
 
 
 def record_run(
@@ -828,7 +860,7 @@ def record_run(
     st = dataclasses.replace(
         st,
         last_run=record,
-        last_processed_job=job_mark(outcome),
+        last_processed_job=job_mark(st, outcome),
         runs=st.runs.add(outcome.result),
     )
 

@@ -401,3 +401,24 @@ def test_only_a_cronjob_the_api_servers_validation_refuses_stalls(
         with pytest.raises(kopf.TemporaryError):
             sync(ctx(kube), NS, NAME)
         assert conditions(kube)["Reconciling"] == ("True", "ApiError")
+
+
+def test_runs_finishing_in_the_same_second_are_each_counted_once(kube: FakeKube) -> None:
+    # A requested Job and a scheduled one finish in the same second (finish times have
+    # second precision), and the Job events reach the operator in the other order than
+    # their names sort: the requested one (``-m…``) first, the scheduled one (``-2…``) next.
+    sync(ctx(kube), NS, NAME)
+    add_finished_job(kube, "product-prices-mab12cd34", report(), scheduled=None)
+    sync(ctx(kube), NS, NAME)
+    assert kube.status_of(NS, NAME)["runs"]["succeeded"] == 1
+    add_finished_job(kube, "product-prices-29400000", report())
+    sync(ctx(kube), NS, NAME)
+    assert kube.status_of(NS, NAME)["runs"]["succeeded"] == 2
+    assert kube.status_of(NS, NAME)["lastRun"]["jobName"] == "product-prices-29400000"
+    sync(ctx(kube), NS, NAME)  # another event, or a restarted operator: nothing twice
+    assert kube.status_of(NS, NAME)["runs"]["succeeded"] == 2
+    # A run that finishes in that second after both is counted too, and only once.
+    add_finished_job(kube, "product-prices-29400001", report())
+    sync(ctx(kube), NS, NAME)
+    sync(ctx(kube), NS, NAME)
+    assert kube.status_of(NS, NAME)["runs"]["succeeded"] == 3

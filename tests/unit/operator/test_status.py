@@ -282,6 +282,28 @@ def test_a_run_is_never_counted_twice() -> None:
     assert st.record_run(restored, ts(), run(), NOW)[0] == restored
 
 
+def test_runs_of_one_second_are_counted_in_any_order_and_once() -> None:
+    s = ready()
+    for name in ("product-prices-mab12cd34", "product-prices-29400000", "product-prices-mab12cd34"):
+        s, _ = st.record_run(s, ts(), run(name), NOW)
+    assert s.runs == st.RunCounts(succeeded=2)
+    restored = st.TableSyncStatus.from_dict(s.to_dict())
+    assert not st.is_new(restored, run("product-prices-29400000"))
+    assert st.is_new(restored, run("product-prices-29400001"))
+
+
+def test_a_mark_written_before_names_were_kept_counts_that_second_by_name() -> None:
+    """A status written by an older operator: its mark counted the Jobs of its second up to
+    its name; none of those is counted again after an upgrade."""
+    s = st.TableSyncStatus.from_dict(
+        {"lastProcessedJob": {"name": "product-prices-m1", "finishedAt": "2026-11-21T11:00:05Z"}}
+    )
+    assert not st.is_new(s, run("product-prices-29400000"))
+    s, _ = st.record_run(s, ts(), run("product-prices-m2"), NOW)
+    assert s.runs.succeeded == 1 and not st.is_new(s, run("product-prices-m2"))
+    assert not st.is_new(s, run("product-prices-29400000"))
+
+
 def test_overrun_when_a_run_exceeds_its_budget() -> None:
     body = tablesync(overrunBudgetSeconds=10)
     s, events = st.record_run(ready(body=body), ts(body), run(), NOW)
