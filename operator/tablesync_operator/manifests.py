@@ -47,14 +47,19 @@ def cronjob_name(ts: TableSync) -> str:
     return ts.name
 
 
-def manual_job_name(ts: TableSync, requested_at: str) -> str:
-    """Name of the Job started for one value of ``run-requested-at``.
+def manual_job_name(ts: TableSync, requested_at: str, previous_job: str | None) -> str:
+    """Name of the Job started for one value of ``run-requested-at``, set after the request
+    whose Job was ``previous_job`` (``status.runRequest.jobName``; None before any).
 
     Deterministic, so that a retried request finds the Job it already created (409) instead
-    of starting a second run. At most 52 + 10 characters (Job names and the ``job-name``
-    label allow 63).
+    of starting a second run: ``status.runRequest`` moves on only with the status write that
+    records this Job. The previous Job and the TableSync's uid are in the hash, so a value
+    set again later (t1, t2, t1), or by a TableSync created again under the same name, gets
+    a Job of its own instead of the 409 of a Job still kept in the CronJob's history. At most
+    52 + 10 characters (Job names and the ``job-name`` label allow 63).
     """
-    digest = hashlib.sha256(requested_at.encode()).hexdigest()[:8]
+    seed = "\n".join((ts.uid, previous_job or "", requested_at))
+    digest = hashlib.sha256(seed.encode()).hexdigest()[:8]
     return f"{cronjob_name(ts)}-m{digest}"
 
 
@@ -277,9 +282,11 @@ def build_manual_job(
     settings: Settings,
     cronjob_uid: str,
     requested_at: str,
+    previous_job: str | None,
     approve_delta: str | None,
 ) -> dict[str, Any]:
-    """A Job started on demand, as ``kubectl create job --from=cronjob/<name>`` would.
+    """A Job started on demand, as ``kubectl create job --from=cronjob/<name>`` would, named
+    by ``manual_job_name``.
 
     Owned by the CronJob (controller), so the CronJob's ``Forbid`` policy and history
     limits see it and deleting the TableSync removes it.
@@ -289,7 +296,7 @@ def build_manual_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": manual_job_name(ts, requested_at),
+            "name": manual_job_name(ts, requested_at, previous_job),
             "namespace": ts.namespace,
             "labels": labels(ts),
             "annotations": {

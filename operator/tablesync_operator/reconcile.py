@@ -204,8 +204,9 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
                 "%s: run requested at %s waits for %s", ts.key, requested, ", ".join(active)
             )
         else:
+            previous = old.run_request.job_name if old.run_request is not None else None
             job = manifests.build_manual_job(
-                ts, ctx.settings, str(cronjob["metadata"]["uid"]), requested, approve
+                ts, ctx.settings, str(cronjob["metadata"]["uid"]), requested, previous, approve
             )
             created = kube.create_job(job)
             job_name = str(job["metadata"]["name"])

@@ -182,10 +182,16 @@ def test_service_account_from_settings_or_spec() -> None:
 
 def test_manual_job_is_owned_by_the_cronjob_and_named_by_the_request() -> None:
     ts = parse(TABLESYNC)
-    job = manifests.build_manual_job(ts, SETTINGS, "cj-uid", "2026-11-21T11:00:00Z", None)
-    again = manifests.build_manual_job(ts, SETTINGS, "cj-uid", "2026-11-21T11:00:00Z", None)
-    other = manifests.build_manual_job(ts, SETTINGS, "cj-uid", "2026-11-21T12:00:00Z", None)
-    assert job["metadata"]["name"] == again["metadata"]["name"] != other["metadata"]["name"]
+
+    def name(requested_at: str, previous: str | None) -> str:
+        built = manifests.build_manual_job(ts, SETTINGS, "cj-uid", requested_at, previous, None)
+        return str(built["metadata"]["name"])
+
+    job = manifests.build_manual_job(ts, SETTINGS, "cj-uid", "2026-11-21T11:00:00Z", None, None)
+    assert job["metadata"]["name"] == name("2026-11-21T11:00:00Z", None)  # a retry finds it
+    assert name("2026-11-21T12:00:00Z", None) != job["metadata"]["name"]
+    # the same value after another request is another run
+    assert name("2026-11-21T11:00:00Z", "product-prices-m1234abcd") != job["metadata"]["name"]
     assert len(job["metadata"]["name"]) <= 63
     assert job["metadata"]["ownerReferences"][0] == {
         "apiVersion": "batch/v1",

@@ -422,3 +422,29 @@ def test_runs_finishing_in_the_same_second_are_each_counted_once(kube: FakeKube)
     sync(ctx(kube), NS, NAME)
     sync(ctx(kube), NS, NAME)
     assert kube.status_of(NS, NAME)["runs"]["succeeded"] == 3
+
+
+def test_an_earlier_run_request_value_set_again_starts_a_run(kube: FakeKube) -> None:
+    # t1, then t2, then t1 again (a reverted manifest, a toggled value): the third value is
+    # new to the annotation, so it starts a run, although t1's Job is still kept in history.
+    sync(ctx(kube), NS, NAME)
+    started: list[str] = []
+    for value in ("t1", "t2", "t1"):
+        edit(
+            kube,
+            lambda b, v=value: b["metadata"]["annotations"].update(
+                {"tablesync.dev/run-requested-at": v}
+            ),
+        )
+        sync(ctx(kube), NS, NAME)
+        request = kube.status_of(NS, NAME)["runRequest"]
+        assert request["requestedAt"] == value
+        started.append(request["jobName"])
+        assert kube.status_of(NS, NAME)["activeJobs"] == [request["jobName"]]
+        kube.jobs[(NS, request["jobName"])]["status"] = job()["status"]  # it ran and finished
+        kube.pods[kube.jobs[(NS, request["jobName"])]["metadata"]["uid"]] = [
+            pod_with_report(report())
+        ]
+    assert len(set(started)) == 3
+    assert [c.split()[1] for c in kube.calls if c.startswith("create_job")] == started
+    assert [e["reason"] for e in kube.events].count("RunStarted") == 3
