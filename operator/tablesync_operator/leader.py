@@ -15,6 +15,7 @@ Updates carry the resourceVersion read, so two candidates can never both win one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -64,10 +65,26 @@ class LeaderElector:
         self.wall = wall
         self._observed: tuple[Any, Any] | None = None
         self._observed_at = 0.0
+        self._renewed_at = 0.0
         self.is_leader = False
 
     def try_acquire_or_renew(self) -> bool:
-        """One attempt. True if this replica holds the Lease afterwards."""
+        """One attempt. True if this replica holds the Lease afterwards; the Lease is then
+        ours for the renew deadline from the attempt's *beginning* (see ``_remaining``)."""
+        began = self.monotonic()
+        held = self._attempt()
+        if held:
+            self._renewed_at = began
+        return held
+
+    def _remaining(self) -> float:
+        """Seconds left to act on the last successful attempt: the renew deadline from its
+        beginning, not its reply, which may come late. A standby takes the Lease only once
+        the record that attempt wrote has stood unchanged for the lease duration (longer
+        than the renew deadline) on the standby's clock, from a time after it was written."""
+        return self._renewed_at + self.settings.renew_deadline_seconds - self.monotonic()
+
+    def _attempt(self) -> bool:
         s = self.settings
         try:
             lease = self.kube.get_lease(s.lease_namespace, s.lease_name)
@@ -122,7 +139,9 @@ class LeaderElector:
         logger.info(
             "waiting to lead: Lease %s/%s as %s", s.lease_namespace, s.lease_name, s.identity
         )
-        while not await asyncio.to_thread(self.try_acquire_or_renew):
+        # an attempt whose reply came after the renew deadline holds the Lease for too
+        # short a time to act on: the next one renews it
+        while not (await asyncio.to_thread(self.try_acquire_or_renew) and self._remaining() > 0):
             await asyncio.sleep(s.retry_period_seconds)
         self.is_leader = True
         logger.info(
@@ -130,14 +149,21 @@ class LeaderElector:
         )
 
     async def hold(self, on_lost: Callable[[], None]) -> None:
-        """Renew every retry period; call ``on_lost`` once renewal failed for the deadline."""
+        """Renew every retry period; call ``on_lost`` as soon as the renew deadline has passed
+        since the beginning of the last successful attempt, even while an attempt is still
+        waiting for the API server (a request may hang for its whole timeout, 30 s, longer
+        than the lease: a standby would lead while this replica still acts)."""
         s = self.settings
-        last_renewed = self.monotonic()
         while True:
-            await asyncio.sleep(s.retry_period_seconds)
-            if await asyncio.to_thread(self.try_acquire_or_renew):
-                last_renewed = self.monotonic()
-            elif self.monotonic() - last_renewed > s.renew_deadline_seconds:
+            await asyncio.sleep(min(s.retry_period_seconds, max(0.0, self._remaining())))
+            remaining = self._remaining()
+            if remaining > 0:
+                # on a timeout the request goes on in its thread; only its beginning counts
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.to_thread(self.try_acquire_or_renew), remaining
+                    )
+            if self._remaining() < 0:
                 self.is_leader = False
                 logger.error(
                     "lost the Lease %s/%s: could not renew for %.0fs",

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
 
+from tablesync_operator.kube import KubeError
 from tablesync_operator.leader import LeaderElector
+from tablesync_operator.settings import Settings
 
 from .fakekube import FakeKube
 from .samples import NOW, SETTINGS
@@ -73,8 +80,6 @@ def test_release_hands_over_at_once() -> None:
 
 
 def test_a_leader_that_cannot_renew_gives_up_within_the_renew_deadline() -> None:
-    import asyncio
-
     kube, clock = FakeKube(), Clock()
     settings = dataclasses.replace(
         SETTINGS,
@@ -104,3 +109,74 @@ def test_a_leader_that_cannot_renew_gives_up_within_the_renew_deadline() -> None
     asyncio.run(hold())
     assert lost and 10 < lost[0] <= 15  # gave up after the renew deadline, before expiry
     assert not leader.is_leader
+
+
+def hanging_renewals(kube: FakeKube, hang_seconds: float) -> threading.Event:
+    """From now on every Lease read hangs, as a request to an API server that does not
+    answer does until its client timeout (30 s); set the returned event to let it go."""
+    let_go = threading.Event()
+
+    def get_lease(namespace: str, name: str) -> dict[str, Any] | None:
+        let_go.wait(hang_seconds)
+        raise KubeError(f"GET lease {namespace}/{name}: timed out")
+
+    kube.get_lease = get_lease  # type: ignore[method-assign]
+    return let_go
+
+
+def quick_settings(identity: str) -> Settings:
+    return dataclasses.replace(
+        SETTINGS,
+        identity=identity,
+        leader_election=True,
+        retry_period_seconds=0.05,
+        renew_deadline_seconds=1.0,
+        lease_duration_seconds=1.5,
+    )
+
+
+def test_a_leader_whose_renewal_hangs_gives_up_before_the_lease_expires() -> None:
+    """A standby may take the Lease once its record has not changed for the lease duration:
+    the leader must have stopped by then, even while a renewal request is still hanging."""
+    kube = FakeKube()
+    leader = LeaderElector(kube, quick_settings("a"), wall=lambda: NOW)
+    renewed = time.monotonic()  # the last renewal (here the acquisition) began no earlier
+    asyncio.run(leader.acquire())
+    let_go = hanging_renewals(kube, hang_seconds=10)
+    lost: list[float] = []
+
+    def on_lost() -> None:
+        lost.append(time.monotonic())
+        let_go.set()
+
+    asyncio.run(asyncio.wait_for(leader.hold(on_lost=on_lost), 20))
+    assert lost and lost[0] - renewed < 1.5  # before a standby may take over
+    assert not leader.is_leader
+
+
+def test_an_acquisition_that_hung_past_the_renew_deadline_does_not_lead_on_it() -> None:
+    """The Lease was written when the request began; a reply that took longer than the renew
+    deadline leaves too little of the lease to act on: the next attempt renews first."""
+    kube = FakeKube()
+    leader = LeaderElector(kube, quick_settings("a"), wall=lambda: NOW)
+    slow = threading.Event()
+    create = kube.create_lease
+
+    def create_lease(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        if not slow.is_set():
+            slow.set()
+            time.sleep(1.2)  # the write went through; its reply comes late
+        return create(manifest)
+
+    kube.create_lease = create_lease  # type: ignore[method-assign]
+    attempts: list[float] = []
+    renew = leader.try_acquire_or_renew
+
+    def attempt() -> bool:
+        attempts.append(time.monotonic())
+        return renew()
+
+    leader.try_acquire_or_renew = attempt  # type: ignore[method-assign]
+    asyncio.run(leader.acquire())
+    assert len(attempts) == 2  # the slow one, then a renewal
+    assert time.monotonic() - attempts[-1] < 1.0
