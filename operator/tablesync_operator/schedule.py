@@ -49,7 +49,8 @@ def normalize(schedule: str) -> str:
     """Return the 5-field expression for ``schedule`` (macros expanded).
 
     Raises ScheduleError if it is not a 5-field cron expression or a named macro, or if
-    croniter rejects a field (e.g. minute 99).
+    croniter rejects a field (e.g. minute 99). Empty list items are dropped (``1,,2`` is
+    ``1,2``), as the CronJob's parser drops them.
     """
     text = schedule.strip()
     if text.startswith("@"):
@@ -63,10 +64,17 @@ def normalize(schedule: str) -> str:
             f"{text!r} is not a 5-field cron expression (minute hour day-of-month month "
             "day-of-week) or an @ macro such as @hourly"
         )
-    if not croniter.is_valid(text):
+    # robfig/cron v3 splits a field's list with strings.FieldsFunc, which drops empty
+    # items: the API server accepts "1,,2" and the controller reads it as "1,2"
+    fields = [",".join(item for item in f.split(",") if item) for f in text.split()]
+    if not all(fields):
+        raise ScheduleError(f"{text!r} has a field of commas only, which matches no time: "
+                            "it never fires")
+    expr = " ".join(fields)
+    if not croniter.is_valid(expr):
         raise ScheduleError(f"{text!r} has a field out of range")
     # What croniter accepts beyond the CronJob controller's parser (robfig/cron v3).
-    day_of_month, day_of_week = text.split()[2], text.split()[4]
+    day_of_month, day_of_week = fields[2], fields[4]
     unnamed = re.sub(_DAY_NAMES, "", day_of_week, flags=re.IGNORECASE)
     if re.search(r"[LW#]", day_of_month + unnamed, re.IGNORECASE):
         raise ScheduleError(f"{text!r} uses L, W or #, which Kubernetes CronJobs do not accept")
@@ -74,7 +82,7 @@ def normalize(schedule: str) -> str:
     if any(int(n) > 6 for n in values):
         raise ScheduleError(f"{text!r} has a day-of-week above 6, which Kubernetes CronJobs "
                             "reject; use 0 for Sunday")
-    for index, field in enumerate(text.split()):
+    for index, field in enumerate(fields):
         for item in field.split(","):
             bounds = item.split("/")[0]
             low, dash, high = bounds.partition("-")
@@ -85,10 +93,10 @@ def normalize(schedule: str) -> str:
                     "Kubernetes CronJobs do not wrap around; use two ranges (22-23,0-6)"
                 )
     try:
-        croniter(text, _REFERENCE, day_or=_day_or(text)).get_next(datetime)
+        croniter(expr, _REFERENCE, day_or=_day_or(expr)).get_next(datetime)
     except Exception:  # croniter's CroniterBadDateError: no such date within its search
         raise ScheduleError(f"{text!r} never fires (no date matches it)") from None
-    return text
+    return expr
 
 
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")

@@ -38,6 +38,26 @@ def test_a_range_that_wraps_around_is_refused_as_the_cronjob_refuses_it(
     assert cron.normalize("0 6-22 * * MON-FRI") == "0 6-22 * * MON-FRI"
 
 
+@pytest.mark.parametrize(
+    ("listed", "read"),
+    [("1,,2 * * * *", "1,2 * * * *"), (",1 * * * *", "1 * * * *"),
+     ("0 1-3,,5 * JAN,,MAR 1,", "0 1-3,5 * JAN,MAR 1")],
+)
+def test_empty_list_items_are_dropped_as_the_cronjob_drops_them(listed: str, read: str) -> None:
+    """robfig/cron v3 splits a list with strings.FieldsFunc, which drops empty items: the API
+    server accepts 1,,2 (kubectl apply --dry-run=server, v1.36) and the controller fires at
+    1 and 2; croniter refuses it, and the TableSync stalled as an invalid spec."""
+    assert cron.normalize(listed) == read
+    assert cron.intervals_seconds(listed, None) == cron.intervals_seconds(read, None)
+
+
+def test_a_field_of_commas_only_never_fires_and_is_refused() -> None:
+    """``, * * * *`` passes the API server's validation, but its minute field matches no
+    minute: the CronJob never fires."""
+    with pytest.raises(cron.ScheduleError, match="never fires"):
+        cron.normalize(", * * * *")
+
+
 def test_intervals_of_regular_and_irregular_schedules() -> None:
     assert cron.intervals_seconds("*/30 * * * *", None) == (1800, 1800)
     shortest, longest = cron.intervals_seconds("0 9,17 * * 1-5", None)
