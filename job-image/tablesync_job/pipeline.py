@@ -491,11 +491,20 @@ def _probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path], delta_part
     found = _absent(ctx, parts, delta_parts, dest, sampled, below_highest=ordered)
     absent = found.num_rows
     if not ordered:
-        found = found.append_column(_SEEN_AT, pa.array([seen_at] * found.num_rows, SEEN_AT))
         again, waiting = _seen_again(ctx, parts, delta_parts, dest, prev_id, schema,
                                      datetime.fromisoformat(snap.captured_at))
         absent = 0 if again is None else again.num_rows
-        texts = [_TEXT.format(i) for i in range(len(ctx.spec.source.primary_key))]
+        # a row found again at the same version keeps when it was first seen: a replica
+        # lagging more than a cycle is never past the latest sighting
+        versioned = [_TEXT.format(i) for i in range(len(ctx.spec.source.primary_key) + 1)]
+        first_seen = {row: at for more in (again, waiting) if more is not None
+                      for row, at in zip(zip(*(more.column(t).to_pylist() for t in versioned),
+                                             strict=True),
+                                         more.column(_SEEN_AT).to_pylist(), strict=True)}
+        found = found.append_column(_SEEN_AT, pa.array(
+            [first_seen.get(row, seen_at) for row in zip(
+                *(found.column(t).to_pylist() for t in versioned), strict=True)], SEEN_AT))
+        texts = versioned[:-1]
         # still absent (looked at again next run too, under warn), or not looked at yet
         for more in (again, waiting):
             if more is None:

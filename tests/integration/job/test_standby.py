@@ -364,3 +364,38 @@ def test_the_event_lanes_insert_a_paused_replica_lacks_for_runs_stays(
     assert lane.dst("SELECT count(*) FROM prices WHERE id = 301") == [(1,)]
     assert after.code == 0, after.stderr[-3000:]
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_row_the_source_lacks_counts_once_a_snapshot_is_past_the_run_that_first_saw_it(
+        idle_primary_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
+    """Versions that do not order across rows (a counter): a row the destination alone holds
+    counts once a snapshot's capturedAt is past the run that *first* saw it. A standby that
+    lags more than a cycle (delayed, paused): every run's sample finds the row again, and the
+    run stored the time of its own sample instead, which the next snapshot is never past:
+    the row stayed in the destination for good (review)."""
+    primary, standby = replica_pair
+    lane = idle_primary_lane
+    load_prices(lane, 300)
+    lane.both("ALTER TABLE prices ADD COLUMN v bigint NOT NULL DEFAULT 1")
+    lane.spec["spec"]["source"].update(versionColumn="v", versionKind="counter")
+    caught_up(primary, standby)
+    assert lane.run().code == 0
+    lane.dst("INSERT INTO prices VALUES (301, 'sku-301', 1, 'EUR', 'phantom', "
+             "'2026-01-01+00', 1)")  # in the destination alone
+    _exec(standby.uri(), "SELECT pg_wal_replay_pause()")
+    try:
+        lagging = [lane.run()]  # first sees it
+        lane.src("CREATE TABLE tick (t int)")  # a commit the standby replays later
+        lagging.append(lane.run())  # as of before the first sighting: waits
+    finally:
+        _exec(standby.uri(), "SELECT pg_wal_replay_resume()")
+    caught_up(primary, standby)
+    counted = lane.run()  # as of the commit after the first sighting
+    deleted = lane.run()
+
+    assert [r.code for r in lagging] == [0, 0], lagging[-1].stderr[-3000:]
+    assert [r.report["reason"] for r in lagging] == ["NoChanges"] * 2
+    assert counted.code == 0, counted.stderr[-3000:]
+    assert counted.report["reason"] == "Refilled"
+    assert deleted.code == 0, deleted.stderr[-3000:]
+    assert lane.table_text("destination") == lane.table_text("source")
