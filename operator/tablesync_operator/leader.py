@@ -66,35 +66,41 @@ class LeaderElector:
         self._observed: tuple[Any, Any] | None = None
         self._observed_at = 0.0
         self._renewed_at = 0.0
+        self._attempted_at = 0.0
         self.is_leader = False
 
     def try_acquire_or_renew(self) -> bool:
         """One attempt. True if this replica holds the Lease afterwards; the Lease is then
-        ours for the renew deadline from the attempt's *beginning* (see ``_remaining``)."""
-        began = self.monotonic()
-        held = self._attempt()
-        if held:
-            self._renewed_at = began
-        return held
+        ours for the renew deadline from the moment its write was sent (see ``_remaining``)."""
+        self._attempted_at = self.monotonic()
+        written = self._attempt()
+        if written is not None:
+            self._renewed_at = written
+        return written is not None
 
     def _remaining(self) -> float:
-        """Seconds left to act on the last successful attempt: the renew deadline from its
-        beginning, not its reply, which may come late. A standby takes the Lease only once
-        the record that attempt wrote has stood unchanged for the lease duration (longer
-        than the renew deadline) on the standby's clock, from a time after it was written."""
+        """Seconds left to act on the last successful attempt: the renew deadline from the
+        moment it sent the write, not from its reply, which may come late. A standby takes the
+        Lease only once the record that write made has stood unchanged for the lease
+        duration (longer than the renew deadline) on the standby's clock, from a time after
+        it was written. (Not from the read before it either: a slow API server's read would
+        cost the time a second attempt needs.)"""
         return self._renewed_at + self.settings.renew_deadline_seconds - self.monotonic()
 
-    def _attempt(self) -> bool:
+    def _attempt(self) -> float | None:
+        """One read and write of the Lease; when the write made this replica the holder,
+        the monotonic time at which it was sent, else None."""
         s = self.settings
         try:
             lease = self.kube.get_lease(s.lease_namespace, s.lease_name)
             now = self.wall()
             if lease is None:
+                sent = self.monotonic()
                 created = self.kube.create_lease(build_lease(s, now))
                 if created is not None:
                     self._observe((s.identity, created["spec"].get("renewTime")))
-                    return True
-                return False
+                    return sent
+                return None
             spec = lease.get("spec") or {}
             holder = spec.get("holderIdentity") or None
             record = (holder, spec.get("renewTime"))
@@ -103,7 +109,7 @@ class LeaderElector:
             if holder and holder != s.identity:
                 duration = float(spec.get("leaseDurationSeconds") or s.lease_duration_seconds)
                 if self.monotonic() - self._observed_at < duration:
-                    return False
+                    return None
                 logger.info(
                     "Lease %s/%s held by %s expired; taking it",
                     s.lease_namespace,
@@ -120,14 +126,15 @@ class LeaderElector:
                 renewed["acquireTime"] = micro_time(now)
                 renewed["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
             lease["spec"] = renewed
+            sent = self.monotonic()
             replaced = self.kube.replace_lease(lease)
             if replaced is None:
-                return False
+                return None
             self._observe((s.identity, renewed["renewTime"]))
-            return True
+            return sent
         except KubeError as err:
             logger.warning("Lease %s/%s: %s", s.lease_namespace, s.lease_name, err)
-            return False
+            return None
 
     def _observe(self, record: tuple[Any, Any]) -> None:
         self._observed = record
@@ -150,12 +157,15 @@ class LeaderElector:
 
     async def hold(self, on_lost: Callable[[], None]) -> None:
         """Renew every retry period; call ``on_lost`` as soon as the renew deadline has passed
-        since the beginning of the last successful attempt, even while an attempt is still
+        since the last successful attempt sent its write, even while an attempt is still
         waiting for the API server (a request may hang for its whole timeout, 30 s, longer
         than the lease: a standby would lead while this replica still acts)."""
         s = self.settings
         while True:
-            await asyncio.sleep(min(s.retry_period_seconds, max(0.0, self._remaining())))
+            # a retry period from the last attempt's beginning: a slow reply (a slow API
+            # server) must not push the next attempt past the deadline it has to meet
+            due = self._attempted_at + s.retry_period_seconds - self.monotonic()
+            await asyncio.sleep(max(0.0, min(due, self._remaining())))
             remaining = self._remaining()
             if remaining > 0:
                 # on a timeout the request goes on in its thread; only its beginning counts

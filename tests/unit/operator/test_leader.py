@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 import time
@@ -180,3 +181,34 @@ def test_an_acquisition_that_hung_past_the_renew_deadline_does_not_lead_on_it() 
     asyncio.run(leader.acquire())
     assert len(attempts) == 2  # the slow one, then a renewal
     assert time.monotonic() - attempts[-1] < 1.0
+
+
+def test_a_leader_whose_api_server_answers_slowly_keeps_the_lease() -> None:
+    """Each Lease request takes a quarter of the renew deadline (2.5 s of 10 s: an API server
+    slow but answering): every renewal goes through, well within the lease, so the leader
+    leads on. It gave up after its first renewal: the deadline was counted from the read
+    that began the attempt, and the next attempt began only a retry period after the reply,
+    leaving it less time than two requests take (review)."""
+    kube = FakeKube()
+    get, replace = kube.get_lease, kube.replace_lease
+
+    def get_lease(namespace: str, name: str) -> dict[str, Any] | None:
+        time.sleep(0.25)
+        return get(namespace, name)
+
+    def replace_lease(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        time.sleep(0.25)
+        return replace(manifest)
+
+    settings = dataclasses.replace(quick_settings("a"), retry_period_seconds=0.2)
+    leader = LeaderElector(kube, settings, wall=lambda: NOW)
+    asyncio.run(leader.acquire())
+    kube.get_lease, kube.replace_lease = get_lease, replace_lease  # type: ignore[method-assign]
+    lost: list[float] = []
+
+    async def hold() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(leader.hold(on_lost=lambda: lost.append(0)), 3)
+
+    asyncio.run(hold())
+    assert not lost and leader.is_leader
