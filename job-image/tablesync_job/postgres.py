@@ -333,6 +333,15 @@ def adbc_connect(uri: str, role: str, autocommit: bool) -> Any:
     return conn
 
 
+# libpq's TCP settings for the run lock's session, idle for the whole run: probes after 30 s
+# idle keep a NAT's or firewall's state for it (one that drops it silently ends the lock
+# unnoticed), and a dead peer ends it (and check()) within about a minute, not the kernel's
+# 2 h idle and 15 min of retransmissions
+LOCK_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30,
+                                   "keepalives_interval": 10, "keepalives_count": 3,
+                                   "tcp_user_timeout": 60_000}
+
+
 class RunLock:
     """A session advisory lock on the destination, held for a whole run.
 
@@ -352,7 +361,7 @@ class RunLock:
     def acquire(self) -> None:
         try:
             conn = psycopg.connect(self._uri, autocommit=True, connect_timeout=15,
-                                   application_name="tablesync-lock")
+                                   application_name="tablesync-lock", **LOCK_KEEPALIVES)
             if conn.info.server_version >= 140000:  # the setting is new in Postgres 14
                 conn.execute("SET idle_session_timeout = 0")
             row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",

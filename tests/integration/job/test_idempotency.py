@@ -480,3 +480,23 @@ def test_a_retried_one_phase_apply_killed_after_its_commit_reports_the_delta_app
     assert retried.code == 0, retried.error_line
     assert (retried.report["reason"], retried.report["deltaId"]) == ("Applied", delta)
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_the_run_locks_idle_session_keeps_its_connection_alive(lane: Lane) -> None:
+    """The lock's session sits idle for the whole run: TCP keepalives keep a NAT's state for
+    it, and a dead peer fails check() within about a minute instead of hanging it."""
+    from tablesync_job.postgres import RunLock
+    from tablesync_job.spec import TableName
+
+    lock = RunLock(lane.destination, TableName("public", "prices"))
+    lock.acquire()
+    try:
+        assert lock._conn is not None
+        settings = lock._conn.info.get_parameters()
+        assert {k: settings.get(k) for k in ("keepalives_idle", "keepalives_interval",
+                                             "keepalives_count", "tcp_user_timeout")} == {
+            "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3",
+            "tcp_user_timeout": "60000"}
+        lock.check()
+    finally:
+        lock.release()
