@@ -496,22 +496,16 @@ def _probe_absent(ctx: RunContext, snap: Snapshot, parts: list[Path], delta_part
         absent = 0 if again is None else again.num_rows
         # a row found again at the same version keeps when it was first seen: a replica
         # lagging more than a cycle is never past the latest sighting
-        versioned = [_TEXT.format(i) for i in range(len(ctx.spec.source.primary_key) + 1)]
-        first_seen = {row: at for more in (again, waiting) if more is not None
-                      for row, at in zip(zip(*(more.column(t).to_pylist() for t in versioned),
-                                             strict=True),
-                                         more.column(_SEEN_AT).to_pylist(), strict=True)}
+        keys = len(ctx.spec.source.primary_key)
+        carried = [table for table in (again, waiting) if table is not None]
+        first_seen = {row: at for table in carried for row, at in zip(
+            _text_rows(table, keys + 1), table.column(_SEEN_AT).to_pylist(), strict=True)}
         found = found.append_column(_SEEN_AT, pa.array(
-            [first_seen.get(row, seen_at) for row in zip(
-                *(found.column(t).to_pylist() for t in versioned), strict=True)], SEEN_AT))
-        texts = versioned[:-1]
+            [first_seen.get(row, seen_at) for row in _text_rows(found, keys + 1)], SEEN_AT))
         # still absent (looked at again next run too, under warn), or not looked at yet
-        for more in (again, waiting):
-            if more is None:
-                continue
-            known = set(zip(*(found.column(t).to_pylist() for t in texts), strict=True))
-            fresh = [key not in known for key in zip(
-                *(more.column(t).to_pylist() for t in texts), strict=True)]
+        for more in carried:
+            known = set(_text_rows(found, keys))
+            fresh = [key not in known for key in _text_rows(more, keys)]
             found = pa.concat_tables([found, more.filter(pa.array(fresh, pa.bool_()))
                                       .cast(found.schema)])
         if found.num_rows and store:
@@ -533,6 +527,13 @@ _TEXT = "_tablesync_text_{}"
 # then when the destination was seen holding the row (by the sample that first found it)
 _SEEN_AT = "_tablesync_seen_at"
 SEEN_AT = pa.timestamp("us", tz="UTC")
+
+
+def _text_rows(table: pa.Table, count: int) -> list[tuple[str, ...]]:
+    """The first ``count`` :data:`_TEXT` columns of ``table`` (the key's, then the
+    version's), row by row."""
+    return list(zip(*(table.column(_TEXT.format(i)).to_pylist() for i in range(count)),
+                    strict=True))
 
 
 def _absent(ctx: RunContext, parts: list[Path], delta_parts: list[Path], dest: TableInfo,
@@ -588,16 +589,13 @@ def _seen_again(ctx: RunContext, parts: list[Path], delta_parts: list[Path], des
                          pa.scalar(captured_at, SEEN_AT))
     waiting = stored.filter(pc.invert(ripe))
     stored = stored.filter(ripe)
-    texts = [stored.column(_TEXT.format(i)).to_pylist() for i in range(len(keys) + 1)]
-    rows = list(zip(*texts, strict=True))
+    rows = _text_rows(stored, len(keys) + 1)
     seen = SampledRows(stored.select([f.name for f in wanted]),
                        [row[:-1] for row in rows], [row[-1] for row in rows])
     again = _absent(ctx, parts, delta_parts, dest, seen, below_highest=False)
     first_seen = dict(zip(rows, stored.column(_SEEN_AT).to_pylist(), strict=True))
-    found = zip(*(again.column(_TEXT.format(i)).to_pylist() for i in range(len(keys) + 1)),
-                strict=True)
-    again = again.append_column(_SEEN_AT, pa.array([first_seen[row] for row in found],
-                                                   SEEN_AT))
+    again = again.append_column(_SEEN_AT, pa.array(
+        [first_seen[row] for row in _text_rows(again, len(keys) + 1)], SEEN_AT))
     return again, waiting
 
 
