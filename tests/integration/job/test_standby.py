@@ -333,6 +333,16 @@ def test_a_standby_restarted_with_no_commit_to_replay_is_not_behind(
     assert lane.table_text("destination") == lane.table_text("source")
 
 
+def counter_versioned_and_applied(lane: Lane, primary: PostgresServer,
+                                  standby: PostgresServer) -> None:
+    """300 rows with a counter version column v, read from the standby caught up, applied."""
+    load_prices(lane, 300)
+    lane.both("ALTER TABLE prices ADD COLUMN v bigint NOT NULL DEFAULT 1")
+    lane.spec["spec"]["source"].update(versionColumn="v", versionKind="counter")
+    caught_up(primary, standby)
+    assert lane.run().code == 0
+
+
 def test_the_event_lanes_insert_a_paused_replica_lacks_for_runs_stays(
         idle_primary_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
     """Versions that do not order across rows (a counter): a row the source and T lack
@@ -343,11 +353,7 @@ def test_the_event_lanes_insert_a_paused_replica_lacks_for_runs_stays(
     it: a replica caught up to then has the event lane's inserts of before."""
     primary, standby = replica_pair
     lane = idle_primary_lane
-    load_prices(lane, 300)
-    lane.both("ALTER TABLE prices ADD COLUMN v bigint NOT NULL DEFAULT 1")
-    lane.spec["spec"]["source"].update(versionColumn="v", versionKind="counter")
-    caught_up(primary, standby)
-    assert lane.run().code == 0
+    counter_versioned_and_applied(lane, primary, standby)
     _exec(standby.uri(), "SELECT pg_wal_replay_pause()")
     try:
         new = "(301, 'sku-301', 1, 'EUR', 'new', '2026-01-01+00', 1)"
@@ -375,11 +381,7 @@ def test_a_row_the_source_lacks_counts_once_a_snapshot_is_past_the_run_that_firs
     the row stayed in the destination for good (review)."""
     primary, standby = replica_pair
     lane = idle_primary_lane
-    load_prices(lane, 300)
-    lane.both("ALTER TABLE prices ADD COLUMN v bigint NOT NULL DEFAULT 1")
-    lane.spec["spec"]["source"].update(versionColumn="v", versionKind="counter")
-    caught_up(primary, standby)
-    assert lane.run().code == 0
+    counter_versioned_and_applied(lane, primary, standby)
     lane.dst("INSERT INTO prices VALUES (301, 'sku-301', 1, 'EUR', 'phantom', "
              "'2026-01-01+00', 1)")  # in the destination alone
     _exec(standby.uri(), "SELECT pg_wal_replay_pause()")
