@@ -116,14 +116,23 @@ def _field_value(text: str, index: int) -> int | None:
 
 
 def _day_or(expr: str) -> bool:
-    """croniter's ``day_or`` for ``expr`` as the CronJob controller reads it (robfig/cron v3).
-
-    When day-of-month and day-of-week are both restricted, a day matching either fires; a
-    field starting with ``*`` or ``?`` (``*/2`` too) counts as unrestricted, and then both
-    must match. croniter would OR ``*/2`` with a weekday.
-    """
+    """croniter's ``day_or`` for ``expr`` as the CronJob controller reads it (robfig/cron
+    v3.0.1): a day that matches either day field fires when both are restricted; when either
+    is unrestricted (:func:`_starred`), both must match."""
     fields = expr.split()
-    return not (fields[2].startswith(("*", "?")) or fields[4].startswith(("*", "?")))
+    return not (_starred(fields[2]) or _starred(fields[4]))
+
+
+def _starred(field: str) -> bool:
+    """Whether robfig/cron v3.0.1 marks a day field unrestricted (its star bit): an item
+    that starts with ``*`` or ``?`` (``1,*`` too) without a step above 1. ``*/2``
+    is restricted (parser.go ``getRange``: ``if step > 1 { extra = 0 }``), so
+    ``0 0 */2 * 1`` fires on odd days *or* Mondays (spec.go ``dayMatches``)."""
+    for item in field.split(","):
+        low, _, step = item.partition("/")
+        if low.split("-")[0] in ("*", "?") and (not step or (step.isdigit() and int(step) <= 1)):
+            return True
+    return False
 
 
 def zone(time_zone: str | None) -> tzinfo:

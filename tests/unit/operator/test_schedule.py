@@ -122,14 +122,21 @@ def test_a_time_repeated_by_daylight_saving_fires_twice() -> None:
     assert times == [at("2026-11-01T05:30:00"), at("2026-11-01T06:30:00")]
 
 
-def test_a_step_in_day_of_month_with_a_weekday_means_both_as_for_a_cronjob() -> None:
-    """robfig/cron (the CronJob controller) treats '*/2' as unrestricted: odd days AND
-    Mondays; croniter alone would fire on every odd day OR Monday."""
-    times = cron.fire_times(
-        "0 0 */2 * 1", None, at("2026-11-01T00:00:00"), at("2026-11-30T23:59:00")
-    )
-    assert times == [at("2026-11-09T00:00:00"), at("2026-11-23T00:00:00")]
-    assert cron.intervals_seconds("0 0 */2 * 1", None)[0] >= 7 * 86400
-    both = cron.fire_times("0 0 1 * 1", None, at("2026-11-01T00:00:00"), at("2026-11-10T00:00:00"))
-    assert at("2026-11-01T00:00:00") not in both  # after: 'after' is exclusive
-    assert both == [at("2026-11-02T00:00:00"), at("2026-11-09T00:00:00")]  # Mondays, or the 1st
+# Fire times robfig/cron v3.0.1 (the CronJob controller's parser, go run with
+# cron.ParseStandard and Next) gives after 2026-11-01T00:00Z: a day field is unrestricted
+# when an item starts with '*' or '?' without a step above 1; '*/2' is restricted.
+ROBFIG_V3_NEXT = {
+    "0 0 */2 * 1": ["11-02", "11-03", "11-05", "11-07", "11-09", "11-11"],  # odd days or Mon
+    "0 0 1,*/2 * 1": ["11-02", "11-03", "11-05", "11-07", "11-09", "11-11"],
+    "0 0 */1 * 1": ["11-02", "11-09", "11-16", "11-23", "11-30", "12-07"],  # Mondays
+    "0 0 1,* * 1": ["11-02", "11-09", "11-16", "11-23", "11-30", "12-07"],
+    "0 0 1 * 1": ["11-02", "11-09", "11-16", "11-23", "11-30", "12-01"],  # Mondays or the 1st
+}
+
+
+@pytest.mark.parametrize("schedule", ROBFIG_V3_NEXT)
+def test_day_fields_combine_as_the_cronjob_controller_combines_them(schedule: str) -> None:
+    """'0 0 */2 * 1' fires on odd days or Mondays for a CronJob; it was read as odd days
+    and Mondays, so a schedule that fires every day or two got a week's cycle budget."""
+    times = cron.fire_times(schedule, None, at("2026-11-01T00:00:00"), at("2026-12-31T00:00:00"))
+    assert [t.strftime("%m-%d") for t in times[:6]] == ROBFIG_V3_NEXT[schedule]
