@@ -180,16 +180,19 @@ _STAMPABLE = {"timestamptz", "timestamp", "date", "text", "varchar"}
 
 
 def _check_privileges(conn: Any, spec: JobSpec, info: TableInfo) -> None:
-    """InputError naming the grants the destination role lacks for this spec's apply: INSERT
-    and UPDATE on the table, DELETE for ``deletes: apply``, TEMPORARY on the database (the
-    stage is a temporary table)."""
+    """InputError naming the grants the destination role lacks for this spec's apply: SELECT
+    (the version guard, the deletes and the counts read the destination's rows), INSERT and
+    UPDATE on the table, DELETE for ``deletes: apply``, TEMPORARY on the database (the stage
+    is a temporary table)."""
     row = conn.execute(
-        "SELECT current_user, has_table_privilege(%(t)s, 'INSERT'), "
+        "SELECT current_user, has_table_privilege(%(t)s, 'SELECT'), "
+        "has_table_privilege(%(t)s, 'INSERT'), "
         "has_table_privilege(%(t)s, 'UPDATE'), has_table_privilege(%(t)s, 'DELETE'), "
         "has_database_privilege(current_database(), 'TEMPORARY'), current_database()",
         {"t": qualified(info.table)}).fetchone()
-    user, can_insert, can_update, can_delete, can_temp, database = row
-    lacking = [name for name, ok in (("INSERT", can_insert), ("UPDATE", can_update),
+    user, can_select, can_insert, can_update, can_delete, can_temp, database = row
+    lacking = [name for name, ok in (("SELECT", can_select), ("INSERT", can_insert),
+                                     ("UPDATE", can_update),
                                      ("DELETE", can_delete or spec.destination.deletes != "apply"))
                if not ok]
     grants = []
@@ -202,8 +205,8 @@ def _check_privileges(conn: Any, spec: JobSpec, info: TableInfo) -> None:
     if grants:
         deletes = ", deletes" if spec.destination.deletes == "apply" else ""
         raise InputError(f"spec.destination.table: role {user} may not apply to {info.table} "
-                         f"(the apply inserts, updates{deletes} and stages in a temporary "
-                         f"table); {'; '.join(grants)}")
+                         f"(the apply reads, inserts, updates{deletes} and stages in a "
+                         f"temporary table); {'; '.join(grants)}")
 
 
 def check_destination(spec: JobSpec, uri: str,

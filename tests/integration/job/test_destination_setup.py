@@ -125,6 +125,27 @@ def test_missing_privileges_are_named_before_anything_runs(lane: Lane) -> None:
         lane.dst("DROP OWNED BY applier; DROP ROLE applier")
 
 
+def test_a_role_that_may_write_but_not_read_is_named_before_anything_runs(lane: Lane) -> None:
+    """A writer role granted INSERT, UPDATE and DELETE but not SELECT: the upsert's version
+    guard and the deletes read the destination's rows, so the apply would fail on every run,
+    after a dump, with no grant named."""
+    load_prices(lane, 5)
+    lane.dst("CREATE ROLE writer LOGIN PASSWORD 'pw-51c0'; "
+             "GRANT INSERT, UPDATE, DELETE ON prices TO writer")
+    try:
+        uri = lane.destination.replace("postgres:postgres@", "writer:pw-51c0@")
+        result = lane.run("run", env={"TABLESYNC_DESTINATION_URI": uri})
+        assert result.code == 2
+        assert "role writer may not apply to public.prices" in result.error_line
+        assert 'GRANT SELECT ON "public"."prices" TO "writer"' in result.error_line
+        assert lane.state() is None
+        lane.dst("GRANT SELECT ON prices TO writer")
+        assert lane.run("run", env={"TABLESYNC_DESTINATION_URI": uri}).code == 0
+        assert lane.table_text("destination") == lane.table_text("source")
+    finally:
+        lane.dst("DROP OWNED BY writer; DROP ROLE writer")
+
+
 def test_a_soft_delete_column_that_cannot_hold_the_time_or_null(lane: Lane) -> None:
     load_prices(lane, 5)
     lane.spec["spec"]["destination"].update(deletes="soft", softDeleteColumn="is_deleted")
