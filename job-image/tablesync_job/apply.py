@@ -412,7 +412,8 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Pa
     progress = logs.Progress("apply", total=delta.changes + delta.refills)
     conn = adbc_connect(uri, "destination", autocommit=False)
     try:
-        with adbc_errors("destination", f"applying {delta.id} to {dest.table}"):
+        with adbc_errors("destination", f"applying {delta.id} to {dest.table}",
+                         _kept_rows_advice(spec)):
             cur = conn.cursor()
             if began is not None:
                 cur.execute(f"SELECT pg_current_xact_id()::text, {_SYSTEM}")
@@ -452,6 +453,24 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Pa
     log.info("applied", extra={"fields": {"phase": "apply", **result.as_report(),
                                           "seconds": result.seconds}})
     return result
+
+
+def _kept_rows_advice(spec: JobSpec) -> str | None:
+    """What a unique or exclusion violation of the apply may be under ``deletes: soft`` or
+    ``ignore``: a row the source deleted stays in the destination with its values, and one
+    of them is now another row's at the source (a product deleted and created again with
+    the same sku). DEFERRABLE does not help there: the rows conflict at the commit too."""
+    soft = spec.destination.soft_delete_column
+    if spec.destination.deletes == "soft":
+        return ("or, as spec.destination.deletes is soft, a row deleted at the source stays "
+                "stamped with its values: leave stamped rows out of the constraint (e.g. a "
+                f"unique index ... WHERE {quote_ident(soft)} IS NULL)")
+    if spec.destination.deletes == "ignore":
+        return ("or, as spec.destination.deletes is ignore, a row deleted at the source stays "
+                "with its values: drop the constraint in the destination or set "
+                "spec.destination.deletes to soft (with a constraint that leaves stamped rows "
+                "out) or apply")
+    return None
 
 
 # The cluster's identity (``pg_control_system()``), NULL where the function is not granted.

@@ -174,11 +174,13 @@ def refuse_ambiguous_uri(conninfo: str, var: str) -> None:
                          "(postgresql://user:p%2Fss@host:5432/dbname)")
 
 
-def map_error(err: Exception, role: str, what: str) -> TableSyncError:
+def map_error(err: Exception, role: str, what: str,
+              kept: str | None = None) -> TableSyncError:
     """Turn a psycopg/ADBC error into InputError or TransientError.
 
     ``role`` is ``source`` or ``destination`` (names the env variable), ``what`` says what
-    was being done, e.g. ``reading public.prices``.
+    was being done, e.g. ``reading public.prices``. ``kept``: advice added to a unique or
+    exclusion violation, where the destination keeps rows the source deleted (``apply``).
     """
     var = f"TABLESYNC_{role.upper()}_URI"
     text = redact(_server_message(err))
@@ -207,10 +209,11 @@ def map_error(err: Exception, role: str, what: str) -> TableSyncError:
                           "without a unique key); check spec.source.primaryKey and the key "
                           "columns' types and collations on both sides")
     if sqlstate in _CONSTRAINT_STATES:
+        also = f"; {kept}" if kept and sqlstate != "23503" else ""
         return InputError(f"{role} database: {what} failed ({text}) [SQLSTATE {sqlstate}]: the "
                           "apply writes row by row in key order, deletes first, and defers "
                           "every DEFERRABLE constraint to its commit; make this constraint "
-                          "DEFERRABLE if the source's rows only satisfy it all together")
+                          f"DEFERRABLE if the source's rows only satisfy it all together{also}")
     return InputError(f"{role} database: {what} failed ({text}) [SQLSTATE {sqlstate}]")
 
 
@@ -303,14 +306,14 @@ def connect(uri: str, role: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @contextmanager
-def adbc_errors(role: str, what: str) -> Iterator[None]:
+def adbc_errors(role: str, what: str, kept: str | None = None) -> Iterator[None]:
     """Map ADBC driver errors raised inside the block with :func:`map_error`."""
     import adbc_driver_manager
 
     try:
         yield
     except adbc_driver_manager.Error as err:
-        raise map_error(err, role, what) from None
+        raise map_error(err, role, what, kept) from None
 
 
 def adbc_connect(uri: str, role: str, autocommit: bool) -> Any:

@@ -85,6 +85,32 @@ def test_a_constraint_that_is_not_deferrable_is_named_with_its_detail(lane: Lane
     assert "[libpq]" not in line
 
 
+def test_a_unique_value_a_soft_deleted_row_keeps_is_named_as_such(lane: Lane) -> None:
+    """Under deletes: soft a product deleted at the source stays, stamped, with its sku; the
+    same sku created again under a new id breaks UNIQUE (sku) at every run. DEFERRABLE would
+    not help (the two rows conflict at the commit too): the fix is a constraint that leaves
+    stamped rows out."""
+    load_prices(lane, 100)
+    lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz, ADD UNIQUE (sku)")
+    lane.spec["spec"]["destination"]["deletes"] = "soft"
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id = 5")
+    lane.src("INSERT INTO prices VALUES (1005, 'sku-5', 1, 'EUR', 'again', now())")
+
+    result = lane.run("run")
+
+    assert result.code == 2
+    assert 'violates unique constraint "prices_sku_key"' in result.error_line
+    assert ("as spec.destination.deletes is soft, a row deleted at the source stays stamped"
+            in result.error_line)
+    assert 'unique index ... WHERE "deleted_at" IS NULL' in result.error_line
+    lane.dst("ALTER TABLE prices DROP CONSTRAINT prices_sku_key; "
+             "CREATE UNIQUE INDEX ON prices (sku) WHERE deleted_at IS NULL")
+    assert lane.run("run").code == 0
+    assert lane.dst("SELECT id, deleted_at IS NULL FROM prices WHERE sku = 'sku-5' "
+                    "ORDER BY id") == [(5, False), (1005, True)]
+
+
 def test_keys_the_upsert_cannot_use_are_refused_up_front(lane: Lane) -> None:
     load_prices(lane, 5)
     for ddl, expected in (
