@@ -215,8 +215,9 @@ def check_destination(spec: JobSpec, uri: str,
 
     ``source_columns`` are (name, ``format_type``) pairs. Every source column must exist in
     the destination with a type that takes its values unchanged (:func:`lossless`), the
-    primary key must be a unique key there (ON CONFLICT needs it), and ``softDeleteColumn``
-    must exist for ``deletes: soft``, in the destination only.
+    primary key must be a unique key there (ON CONFLICT needs it), a destination-only NOT
+    NULL column needs a default (or a BEFORE INSERT trigger that may fill it), and
+    ``softDeleteColumn`` must exist for ``deletes: soft``, in the destination only.
     """
     with connect(uri, "destination") as conn:
         if conn.info.server_version < 130000:  # pg_current_xact_id(), see Transaction
@@ -266,7 +267,9 @@ def check_destination(spec: JobSpec, uri: str,
                          f"index on ({', '.join(spec.source.primary_key)}); create one "
                          "(the upsert needs it)")
     sources = {name for name, _ in source_columns}
+    # (NOT NULL is checked after BEFORE INSERT triggers, which may fill such a column)
     unfilled = [c.name for c in info.columns if c.not_null and not c.has_default
+                and not info.insert_triggers
                 and not c.generated and c.name not in sources
                 and not (spec.destination.deletes == "soft"
                          and c.name == spec.destination.soft_delete_column)]

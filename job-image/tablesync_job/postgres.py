@@ -424,6 +424,7 @@ class TableInfo:
     deferrable_keys: list[tuple[str, ...]] = field(default_factory=list)  # unique, DEFERRABLE
     kind: str = "r"  # pg_class.relkind: r table, p partitioned, v view, m matview, f foreign
     row_triggers: bool = False  # enabled BEFORE INSERT/UPDATE row triggers (or a partition's)
+    insert_triggers: bool = False  # of them, BEFORE INSERT ones: they may fill any column
 
     def has_unique(self, columns: tuple[str, ...], immediate: bool = False) -> bool:
         """Whether a unique key on exactly ``columns`` exists (``immediate``: one ON CONFLICT
@@ -482,11 +483,13 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
         (unique_keys if immediate else deferrable_keys).append(tuple(cols))
     # pg_trigger.tgtype bits: 1 ROW, 2 BEFORE, 4 INSERT, 16 UPDATE
     triggers = conn.execute(
-        "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D' "
+        "SELECT count(*), count(*) FILTER (WHERE tgtype & 4 <> 0) FROM pg_trigger "
+        "WHERE NOT tgisinternal AND tgenabled <> 'D' "
         "AND tgtype & 3 = 3 AND tgtype & 20 <> 0 "
         "AND (tgrelid = %(t)s OR tgrelid IN (SELECT relid FROM pg_partition_tree(%(t)s)))",
         {"t": oid}).fetchone()
     return TableInfo(table=table, columns=columns, unique_keys=unique_keys,
                      estimated_rows=max(int(estimate), 0), partitioned=bool(partitioned),
                      deferrable_keys=deferrable_keys, kind=kind,
-                     row_triggers=bool(triggers and triggers[0]))
+                     row_triggers=bool(triggers and triggers[0]),
+                     insert_triggers=bool(triggers and triggers[1]))

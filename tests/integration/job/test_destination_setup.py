@@ -49,6 +49,26 @@ def test_a_trigger_that_leaves_the_version_alone_is_fine(lane: Lane) -> None:
     assert lane.dst("SELECT count(*) FROM prices WHERE loaded_at IS NULL") == [(0,)]
 
 
+def test_a_destination_only_not_null_column_a_trigger_fills_is_fine(lane: Lane) -> None:
+    """NOT NULL is checked after BEFORE INSERT triggers: a column without a default that a
+    trigger fills (an audit stamp, a tenant id) takes every inserted row, so the table is not
+    refused as one no row could be inserted into."""
+    load_prices(lane, 10)
+    lane.dst("ALTER TABLE prices ADD COLUMN loaded_at timestamptz NOT NULL")
+    lane.dst("CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$ BEGIN NEW.loaded_at = clock_timestamp(); RETURN NEW; END $$")
+    lane.dst("CREATE TRIGGER stamp BEFORE INSERT ON prices FOR EACH ROW "
+             "EXECUTE FUNCTION stamp()")
+    result = lane.run("run")
+    assert result.code == 0, result.error_line
+    assert lane.dst("SELECT count(*) FROM prices WHERE loaded_at IS NOT NULL") == [(10,)]
+    lane.dst("DROP TRIGGER stamp ON prices")
+    lane.src("INSERT INTO prices VALUES (11, 'sku-11', 1, 'EUR', 'new', now())")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "NOT NULL column(s) loaded_at without a default" in result.error_line
+
+
 def test_deferrable_constraints_are_checked_at_commit(lane: Lane) -> None:
     """Two rows swap a unique value, and a parent is deleted while its child moves to another
     parent: each step alone breaks a constraint, the source's rows together do not."""
