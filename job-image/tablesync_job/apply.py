@@ -731,6 +731,16 @@ def _upsert(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, schema: pa.S
         f"count(*) FILTER (WHERE d.{q(ver)} > {s_ver} AND {old_ver} > {s_ver}) "
         f"FROM {STAGE} s JOIN {table} d ON {join} WHERE s.{OP} <> 'delete'")
     equal, newer, went_down = cur.fetchone()
+    # Every staged row now has its version or a newer one in the destination, unless a BEFORE
+    # INSERT/UPDATE trigger returned NULL for it: its write was skipped, without a trace.
+    skipped = staged.upserts - int(equal) - int(newer)
+    if skipped and dest.row_triggers:
+        raise InputError(
+            f"spec.destination.table: a trigger on {dest.table} skipped {skipped} of the rows "
+            f"the apply wrote (it returned NULL), so the destination would keep older rows than "
+            f"the source's and no later run would bring them across. Nothing was applied: keep "
+            "the trigger from skipping rows for the sync (e.g. a WHEN condition on "
+            "current_user) or disable it for the sync's role")
     result.already_current += int(equal) - result.inserted - result.updated
     result.stale_skipped += int(newer)
     if went_down:

@@ -49,6 +49,30 @@ def test_a_trigger_that_leaves_the_version_alone_is_fine(lane: Lane) -> None:
     assert lane.dst("SELECT count(*) FROM prices WHERE loaded_at IS NULL") == [(0,)]
 
 
+def test_a_trigger_that_skips_rows_is_refused_not_silently_obeyed(lane: Lane) -> None:
+    """A BEFORE UPDATE trigger that returns NULL for some rows (rows frozen for an audit):
+    the source's newer values never arrive, and the outcome counts lost the row (4 of 5
+    changes accounted for), with the run reported Applied."""
+    load_prices(lane, 10)
+    lane.dst("CREATE FUNCTION hold_frozen() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$ BEGIN IF OLD.id = 3 THEN RETURN NULL; END IF; RETURN NEW; END $$")
+    lane.dst("CREATE TRIGGER hold_frozen BEFORE UPDATE ON prices FOR EACH ROW "
+             "EXECUTE FUNCTION hold_frozen()")
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET title = 'second', updated_at = now() WHERE id <= 5")
+    before = lane.table_text("destination")
+
+    result = lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert "a trigger on public.prices skipped 1 of the rows the apply wrote" \
+        in result.error_line
+    assert lane.table_text("destination") == before
+    lane.dst("DROP TRIGGER hold_frozen ON prices")
+    assert lane.run("run").code == 0
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
 def test_a_destination_only_not_null_column_a_trigger_fills_is_fine(lane: Lane) -> None:
     """NOT NULL is checked after BEFORE INSERT triggers: a column without a default that a
     trigger fills (an audit stamp, a tenant id) takes every inserted row, so the table is not
