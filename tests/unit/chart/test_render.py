@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tablesync_operator.settings import Settings, SettingsError
 from tests.unit.chart.helm import (
     NAMESPACE,
     RELEASE,
@@ -219,6 +220,19 @@ def test_renew_deadline_must_be_below_the_lease_duration() -> None:
     with pytest.raises(HelmFailed, match="renewDeadlineSeconds must be below"):
         render({"operator": {"leaderElection": {"leaseDurationSeconds": 10,
                                                 "renewDeadlineSeconds": 10}}})
+
+
+def test_renew_deadline_is_checked_with_leader_election_off_too() -> None:
+    """The operator refuses these settings at start whatever the leader election (exit 2,
+    a pod in CrashLoopBackOff), so rendering must refuse them too."""
+    values = {"operator": {"leaderElection": {"enabled": False, "leaseDurationSeconds": 15,
+                                              "renewDeadlineSeconds": 20}}}
+    with pytest.raises(SettingsError, match="RENEW_DEADLINE_SECONDS"):
+        Settings.from_env({"TABLESYNC_OPERATOR_LEADER_ELECTION": "false",
+                           "TABLESYNC_OPERATOR_LEASE_DURATION_SECONDS": "15",
+                           "TABLESYNC_OPERATOR_RENEW_DEADLINE_SECONDS": "20"})
+    with pytest.raises(HelmFailed, match="renewDeadlineSeconds must be below"):
+        render(values)
 
 
 def test_service_account_name_is_required_when_not_created() -> None:
