@@ -456,7 +456,7 @@ def _parse_job(raw: Any, r: _Reader) -> JobSpec | None:
         else r.integer(backoff, "spec.job.backoffLimit", minimum=0),
         service_account_name=None
         if sa is None
-        else r.secret_name(sa, "spec.job.serviceAccountName"),
+        else r.secret_name(sa, "spec.job.serviceAccountName", kind="ServiceAccount"),
         resources=resources,
         scratch_size_limit=scratch,
         memory_limit=memory,
@@ -536,9 +536,15 @@ class _Reader:
             return None
         return value
 
-    def secret_name(self, value: Any, path: str) -> str | None:
+    def secret_name(self, value: Any, path: str, kind: str = "Secret") -> str | None:
+        """A Secret's (or, with ``kind``, another object's) name: a DNS subdomain."""
+        if value is None:
+            self.problem(path, f"is required: the name of a {kind} in the TableSync's namespace")
+            return None
         if not isinstance(value, str) or not _DNS_SUBDOMAIN.match(value):
-            self.problem(path, "is required: the name of a Secret in the TableSync's namespace")
+            self.problem(path, f"{value!r} is not a {kind} name: use lowercase letters, digits, "
+                               "'-' and '.' (at most 253), as the object in the TableSync's "
+                               "namespace is named")
             return None
         return value
 

@@ -131,6 +131,19 @@ def test_missing_secret_key_ref_key_is_named() -> None:
     assert "spec.destination.uriSecretRef.key" in problems(body)
 
 
+def test_invalid_service_account_name_is_named_as_a_service_account() -> None:
+    """The CRD takes any string there; the message must not call it a Secret, nor missing."""
+    message = problems(tablesync(job={"serviceAccountName": "ETL_Runner"}))[
+        "spec.job.serviceAccountName"
+    ]
+    assert "ServiceAccount" in message and "Secret" not in message
+    assert "'ETL_Runner' is not" in message and "required" not in message
+    message = problems(tablesync(
+        source={**TABLESYNC["spec"]["source"], "uriSecretRef": {"name": "Replica", "key": "uri"}}
+    ))["spec.source.uriSecretRef.name"]
+    assert "'Replica' is not a Secret name" in message
+
+
 def test_all_problems_are_reported_at_once() -> None:
     body = tablesync(schedule="nope")
     body["spec"]["source"]["table"] = ""
