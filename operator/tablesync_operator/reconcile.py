@@ -151,6 +151,7 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
     active = [str(j["metadata"]["name"]) for j in jobs if job_is_active(j)]
     new = st.set_active_jobs(new, active)
     scheduled = [t for t in (scheduled_time(j) for j in jobs) if t is not None]
+    kept_since = history_start(jobs)
 
     cronjob = kube.get_cronjob(namespace, manifests.cronjob_name(ts))
     problem = secret_problem(kube, ts) or account_problem(kube, ts, ctx.settings)
@@ -221,7 +222,8 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
                     )
                 )
     new, refresh_events = st.refresh(
-        new, ts, now, created_at, cronjob, scheduled, count_missed=not ts.spec.suspend
+        new, ts, now, created_at, cronjob, scheduled, count_missed=not ts.spec.suspend,
+        history_start=kept_since,
     )
     events += refresh_events
     result = _write(ctx, body, old, new, events)
@@ -343,6 +345,29 @@ def apply_cronjob(
     if isinstance(actual, int) and actual != expected:
         stored = kube.apply_cronjob(manifests.with_applied_generation(desired, actual))
     return stored
+
+
+def history_start(jobs: Sequence[Mapping[str, Any]]) -> datetime | None:
+    """The schedule slot from which the CronJob's Job history still holds every Job it
+    created, by their ``cronjob-scheduled-timestamp``; None when it keeps none.
+
+    ``successfulJobsHistoryLimit`` and ``failedJobsHistoryLimit`` each remove the oldest
+    finished Jobs of their own kind, so the failed Jobs kept can be far older than the
+    successful ones (a failure last week, successes every minute): a slot before the oldest
+    kept Job of either kind may have had a Job of that kind, since removed. The latest of
+    the oldest slots of all Jobs, of the successful and of the failed ones.
+    """
+    groups: dict[str, list[datetime]] = {"all": [], "Complete": [], "Failed": []}
+    for job in jobs:
+        slot = scheduled_time(job)
+        if slot is None:
+            continue
+        groups["all"].append(slot)
+        for cond in (job.get("status") or {}).get("conditions") or []:
+            if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+                groups[str(cond["type"])].append(slot)
+    oldest = [min(slots) for slots in groups.values() if slots]
+    return max(oldest) if oldest else None
 
 
 def job_selector(ts: TableSync) -> str:

@@ -1148,6 +1148,7 @@ def refresh(
     cronjob: Mapping[str, Any] | None,
     scheduled_times: Iterable[datetime],
     count_missed: bool,
+    history_start: datetime | None = None,
 ) -> tuple[TableSyncStatus, list[StatusEvent]]:
     """Recompute lag (and Lagging) and look for schedules that fired no Job.
 
@@ -1161,10 +1162,11 @@ def refresh(
     schedule it was kept for is forgotten. When counting, a watermark kept for another
     ``spec.schedule`` / ``spec.timeZone`` (changed, or counting just resumed) restarts at
     ``now``: the caller has just applied the CronJob for this spec, so slots of this schedule
-    before ``now`` were never the CronJob's. Slots before the oldest Job the CronJob still
-    keeps are not judged either: after an operator outage longer than the Job history, the
-    history limits have removed the Jobs that show they fired. Slots skipped so go unjudged
-    (an undercount, never a false ``ScheduleMissed``).
+    before ``now`` were never the CronJob's. Slots before ``history_start`` (the slot from
+    which the CronJob's Job history still holds every Job, see
+    ``reconcile.history_start``) are not judged either: after an operator outage longer
+    than the Job history, the history limits have removed the Jobs that show they fired.
+    Slots skipped so go unjudged (an undercount, never a false ``ScheduleMissed``).
     """
     events: list[StatusEvent] = []
     st = _lag(st, ts, now, created_at)
@@ -1186,10 +1188,10 @@ def refresh(
         elif (o.checked_schedule, o.checked_time_zone) != checked_for:
             checked = max(checked, now)
         fired = list(scheduled_times)
-        if fired:
-            # Slots before the oldest Job still kept cannot be told from slots whose Jobs the
-            # history limits removed (an operator outage longer than the history): not judged.
-            checked = max(checked, min(fired))
+        if history_start is not None:
+            # Slots before it cannot be told from slots whose Jobs the history limits
+            # removed (an operator outage longer than the history): not judged.
+            checked = max(checked, history_start)
         last_schedule = parse_time(((cronjob or {}).get("status") or {}).get("lastScheduleTime"))
         if last_schedule is not None:
             fired.append(last_schedule)
