@@ -81,10 +81,13 @@ class Settings:
     ``TABLESYNC_OPERATOR_DEFAULT_BACKOFF_LIMIT``."""
 
     successful_jobs_history_limit: int = 3
-    """Successful Jobs each CronJob keeps. ``TABLESYNC_OPERATOR_SUCCESSFUL_JOBS_HISTORY``."""
+    """Successful Jobs each CronJob keeps, at least 1: the operator reads a finished Job's
+    report before the CronJob's history removes it (with 0 it goes at once, and the run is
+    never counted). ``TABLESYNC_OPERATOR_SUCCESSFUL_JOBS_HISTORY``."""
 
     failed_jobs_history_limit: int = 3
-    """Failed Jobs each CronJob keeps. ``TABLESYNC_OPERATOR_FAILED_JOBS_HISTORY``."""
+    """Failed Jobs each CronJob keeps, at least 1, likewise.
+    ``TABLESYNC_OPERATOR_FAILED_JOBS_HISTORY``."""
 
     leader_election: bool = True
     """Hold a ``coordination.k8s.io`` Lease before acting, so that of several replicas only
@@ -129,6 +132,16 @@ class Settings:
             )
         if self.retry_period_seconds <= 0 or self.resync_interval_seconds <= 0:
             raise SettingsError("intervals must be positive")
+        for var, value in (("SUCCESSFUL_JOBS_HISTORY", self.successful_jobs_history_limit),
+                           ("FAILED_JOBS_HISTORY", self.failed_jobs_history_limit)):
+            if value < 1:
+                raise SettingsError(
+                    f"{ENV_PREFIX}{var}: {value} is below 1; the operator reads each finished "
+                    "Job before the CronJob's history removes it, so keep at least one")
+        if self.default_backoff_limit < 0 or self.default_active_deadline_seconds < 1:
+            raise SettingsError(
+                f"{ENV_PREFIX}DEFAULT_BACKOFF_LIMIT must be 0 or more and "
+                f"{ENV_PREFIX}DEFAULT_ACTIVE_DEADLINE_SECONDS 1 or more")
         if not 0 <= self.metrics_port <= 65535:
             raise SettingsError(f"{ENV_PREFIX}METRICS_PORT: {self.metrics_port} is not a port")
         if self.log_format not in ("plain", "full", "json"):

@@ -86,9 +86,10 @@ def test_unknown_keys_fail_helm_template(values: dict[str, Any], message: str) -
         ({"job": {"activeDeadlineSeconds": 1.5}}, "/job/activeDeadlineSeconds"),
         ({"podAnnotations": {"a": 1}}, "/podAnnotations/a"),
         ({"operator": {"logFormat": "xml"}}, "/operator/logFormat"),
+        ({"job": {"successfulJobsHistoryLimit": 0}}, "/job/successfulJobsHistoryLimit"),
     ],
     ids=["int-as-string", "list-as-string", "bool-as-string", "port-range", "enum",
-         "int-as-float", "map-value-type", "log-format"],
+         "int-as-float", "map-value-type", "log-format", "history-limit"],
 )
 def test_wrong_types_fail_helm_template(values: dict[str, Any], where: str) -> None:
     with pytest.raises(HelmFailed) as err:

@@ -42,6 +42,12 @@ def test_environment_overrides() -> None:
         ("TABLESYNC_OPERATOR_LEADER_ELECTION", "maybe"),
         ("TABLESYNC_OPERATOR_RENEW_DEADLINE_SECONDS", "20"),
         ("TABLESYNC_OPERATOR_LOG_FORMAT", "xml"),
+        # 0: a finished Job is removed before the operator reads it (the run never counts);
+        # below 0 the API server refuses every CronJob, and each TableSync stalls instead
+        ("TABLESYNC_OPERATOR_SUCCESSFUL_JOBS_HISTORY", "0"),
+        ("TABLESYNC_OPERATOR_FAILED_JOBS_HISTORY", "-1"),
+        ("TABLESYNC_OPERATOR_DEFAULT_BACKOFF_LIMIT", "-1"),
+        ("TABLESYNC_OPERATOR_DEFAULT_ACTIVE_DEADLINE_SECONDS", "0"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
