@@ -422,9 +422,10 @@ def _write(
     stored = st.write(ctx.kube, body, new)
     if stored is CONFLICT:
         return "again"
-    metrics.observe(meta["namespace"], meta["name"], new)
-    if stored is None:
+    if stored is None:  # deleted since it was read: its series must not come back
+        metrics.forget(meta["namespace"], meta["name"])
         return "done"
+    metrics.observe(meta["namespace"], meta["name"], new)
     now = ctx.clock()
     for event in events:
         ctx.kube.create_event(
@@ -466,10 +467,12 @@ def _report_api_error(ctx: Context, namespace: str, name: str, err: KubeError) -
 
 def observe(ctx: Context, event_type: str | None, namespace: str, name: str) -> None:
     """Every watch event of a TableSync: keep the set the resync visits; a deleted one loses
-    its metrics (its CronJob goes by garbage collection)."""
+    its metrics (its CronJob goes by garbage collection), once a sync of it in progress is
+    done: that sync read the object before the delete, and records its series at the end."""
     if event_type == "DELETED":
-        ctx.forget(namespace, name)
-        metrics.forget(namespace, name)
+        with ctx.lock(namespace, name):
+            ctx.forget(namespace, name)
+            metrics.forget(namespace, name)
     else:
         ctx.remember(namespace, name)
 

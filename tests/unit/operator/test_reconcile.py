@@ -287,6 +287,38 @@ def test_the_resync_visits_every_tablesync_the_watch_showed(kube: FakeKube) -> N
     assert not any(key == (NS, NAME) for key, _ in metrics.STORE.snapshot())
 
 
+@pytest.mark.parametrize("change", [True, False], ids=["status-written", "nothing-to-write"])
+def test_a_tablesync_deleted_during_its_sync_keeps_no_series(kube: FakeKube, change: bool) -> None:
+    """The watch's DELETED event can arrive while a sync that read the object runs: the
+    series it drops must not come back when that sync ends (a lag series left so grows
+    without end and fires lag alerts for a TableSync that no longer exists)."""
+    import threading
+    import time
+
+    from tablesync_operator import metrics
+    from tablesync_operator.reconcile import observe
+
+    c = ctx(kube)
+    sync(c, NS, NAME)
+    if change:
+        edit(kube, lambda ts: ts["spec"].update(schedule="*/10 * * * *"))
+    read = kube.get_tablesync
+    watch: list[threading.Thread] = []
+
+    def read_then_deleted(namespace: str, name: str) -> Any:
+        body = read(namespace, name)
+        del kube.tablesyncs[(namespace, name)]
+        watch.append(threading.Thread(target=observe, args=(c, "DELETED", namespace, name)))
+        watch[0].start()
+        time.sleep(0.2)  # the watch's thread forgets now, unless it waits for this sync
+        return body
+
+    kube.get_tablesync = read_then_deleted  # type: ignore[method-assign]
+    sync(c, NS, NAME)
+    watch[0].join()
+    assert not any(key == (NS, NAME) for key, _ in metrics.STORE.snapshot())
+
+
 @pytest.mark.parametrize(
     ("namespaces", "lists"),
     [
