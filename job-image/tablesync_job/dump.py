@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -518,8 +519,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
     progress = logs.Progress("dump", total=info.estimated_rows)
     parts: list[Path] = []
     rows = 0
-    lo: Any = None
-    hi: Any = None
+    ends: list[pa.Array | None] = []  # each batch's lowest and highest version
 
     conn = adbc_connect(uri, "source", autocommit=True)
     try:
@@ -589,11 +589,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                             raise InputError(f"spec.source.versionColumn: column {version_name!r} "
                                              f"of {info.table} holds 'infinity' or '-infinity'; "
                                              "versions must be finite to be ordered")
-                        mm = pc.min_max(version)
-                        # kept as Arrow scalars: Python's datetime stops at years 1..9999
-                        b_lo, b_hi = mm["min"], mm["max"]
-                        lo = b_lo if lo is None or pc.less(b_lo, lo).as_py() else lo
-                        hi = b_hi if hi is None or pc.greater(b_hi, hi).as_py() else hi
+                        ends.append(version_extremes(version, version_type))
                         writer.write(batch)
                         rows += batch.num_rows
                         progress.update(batch.num_rows)
@@ -609,6 +605,10 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
 
     if not info.has_unique(spec.source.primary_key):
         _check_unique(parts, key_names, str(info.table))
+    # kept as Arrow scalars: Python's datetime stops at years 1..9999
+    span = None if not ends or any(e is None for e in ends) else version_extremes(
+        pa.concat_arrays(ends), version_type)
+    lo, hi = (None, None) if span is None else (span[0], span[1])
     size = sum(p.stat().st_size for p in parts)
     captured_iso = captured.isoformat()
     watermark: str | None = None
@@ -630,6 +630,31 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
     log.info("dumped", extra={"fields": {**progress.figures(), "bytes": size,
                                          "parts": len(parts), "capturedAt": captured_iso}})
     return snap, parts
+
+
+def version_extremes(versions: pa.Array, type_name: str) -> pa.Array | None:
+    """The lowest and highest of ``versions`` (as dumped, not empty), in Postgres's order of
+    the version column's type (``type_name``: ``pg_type.typname``), as an array of two; None
+    where the snapshot's form does not tell that order: a version travelling as text other
+    than numeric (pg_lsn, a domain, text: '0/9' > '0/10' as text).
+
+    numeric's text is ordered by value (NaN above Infinity, as Postgres sorts it): the
+    extremes as doubles, then exactly among the values nearest to them.
+    """
+    if not (pa.types.is_string(versions.type) or pa.types.is_large_string(versions.type)):
+        mm = pc.min_max(versions)
+        return pa.array([mm["min"], mm["max"]], versions.type)
+    if type_name != "numeric":
+        return None
+    approx = versions.cast(pa.float64())
+    nan = pc.is_nan(approx)
+    numbers, approx = versions.filter(pc.invert(nan)), approx.filter(pc.invert(nan))
+    if len(numbers) == 0:
+        return pa.array(["NaN", "NaN"], versions.type)
+    mm = pc.min_max(approx)
+    lowest = min(numbers.filter(pc.equal(approx, mm["min"])).to_pylist(), key=Decimal)
+    highest = max(numbers.filter(pc.equal(approx, mm["max"])).to_pylist(), key=Decimal)
+    return pa.array([lowest, "NaN" if pc.any(nan).as_py() else highest], versions.type)
 
 
 def _wal_position(cur: Any, in_recovery: bool, allowed: bool) -> tuple[str | None, str | None]:

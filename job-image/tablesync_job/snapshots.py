@@ -76,6 +76,8 @@ class Snapshot:
     primary_key: list[str]
     version_column: str
     version_kind: str  # timestamp | monotonic | counter (resolved, never auto)
+    # in Postgres's order (dump.version_extremes); None for a version T holds as text other
+    # than numeric (pg_lsn, a domain), whose text does not order as its values
     min_version: str | None
     max_version: str | None
     watermark: str | None  # version-typed literal; deletes compare against it (DESIGN.md 4)

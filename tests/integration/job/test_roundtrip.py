@@ -263,3 +263,27 @@ def test_partitioned_tables_and_user_defined_types(lane: Lane) -> None:
                                       "alreadyCurrent": 0, "staleSkipped": 0}
     assert lane.table_text("destination", order=order) == lane.table_text("source", order=order)
     assert lane.run("run").report["reason"] == "NoChanges"
+
+
+def test_the_manifest_orders_versions_held_as_text_as_postgres_does(lane: Lane) -> None:
+    """An unconstrained numeric version travels as text, and was ordered as text: versions
+    9, 10 and 100.5 gave min_version 10, max_version and watermark 9. A pg_lsn's text does
+    not order as its values either ('0/9' > '0/10'): no range is recorded for it."""
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, rev numeric NOT NULL, "
+              "lsn pg_lsn NOT NULL)")
+    lane.src("INSERT INTO prices VALUES (1, 9, '0/9'), (2, 10, '0/10'), (3, 100.5, '0/A'), "
+             "(4, -2.25, '1/0')")
+    lane.spec["spec"]["source"].update(versionColumn="rev", versionKind="monotonic")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    manifest = lane.snapshot_manifest(result.report["snapshotId"])
+    assert (manifest["min_version"], manifest["max_version"]) == ("-2.25", "100.5")
+    assert manifest["watermark"] == "100.5"
+    lane.spec["spec"]["source"].update(versionColumn="lsn", versionKind="monotonic")
+    dumped = lane.run("dump")
+    assert dumped.code == 0, dumped.stderr
+    manifest = lane.snapshot_manifest(dumped.report["snapshotId"])
+    assert (manifest["min_version"], manifest["max_version"], manifest["watermark"]) == (
+        None, None, None)
