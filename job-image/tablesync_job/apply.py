@@ -855,9 +855,22 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
     if result.deleted < staged.deletes:
         # (a delete marked above is not one: the upsert writes that row, already current)
         marked = f" AND s.{PENDING} IS NOT NULL" if staged.pending else ""
-        cur.execute(f"SELECT count(*) FROM {STAGE} s JOIN {table} d ON {join} "
-                    f"WHERE s.{OP} = 'delete'{live}{marked}")
-        survivors = int(cur.fetchone()[0])
+        cur.execute(f"SELECT count(*), count(*) FILTER (WHERE {safe}) FROM {STAGE} s "
+                    f"JOIN {table} d ON {join} WHERE s.{OP} = 'delete'{live}{marked}")
+        survivors, skipped = (int(n) for n in cur.fetchone())
+        # A row still there that the version guard let go: a BEFORE DELETE (or, stamping,
+        # UPDATE) trigger returned NULL for it. Counted stale and kept for the next run, it
+        # would be asked again run after run, as if the event lane held it newer.
+        triggered = dest.delete_triggers if mode == "apply" else dest.row_triggers
+        if skipped and triggered:
+            what = "deletes" if mode == "apply" else "soft deletes (its UPDATE)"
+            raise InputError(
+                f"spec.destination.table: a trigger on {dest.table} skipped {skipped} of the "
+                f"{what} the apply made (it returned NULL), so rows deleted at the source "
+                "would stay, reported as newer in the destination, run after run. Nothing was "
+                "applied: keep the trigger from skipping the sync's deletes (e.g. a WHEN "
+                "condition on current_user), or set spec.destination.deletes to ignore (or "
+                "soft) to keep deleted rows")
     result.stale_skipped += survivors
     result.already_current += delta.deletes - result.deleted - survivors
     staged.survived = survivors

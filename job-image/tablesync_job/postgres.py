@@ -425,6 +425,7 @@ class TableInfo:
     kind: str = "r"  # pg_class.relkind: r table, p partitioned, v view, m matview, f foreign
     row_triggers: bool = False  # enabled BEFORE INSERT/UPDATE row triggers (or a partition's)
     insert_triggers: bool = False  # of them, BEFORE INSERT ones: they may fill any column
+    delete_triggers: bool = False  # enabled BEFORE DELETE row triggers (or a partition's)
 
     def has_unique(self, columns: tuple[str, ...], immediate: bool = False) -> bool:
         """Whether a unique key on exactly ``columns`` exists (``immediate``: one ON CONFLICT
@@ -481,15 +482,16 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
             "AND i.indexprs IS NULL AND k.ord <= i.indnkeyatts "
             "GROUP BY i.indexrelid", (oid,)).fetchall():
         (unique_keys if immediate else deferrable_keys).append(tuple(cols))
-    # pg_trigger.tgtype bits: 1 ROW, 2 BEFORE, 4 INSERT, 16 UPDATE
+    # pg_trigger.tgtype bits: 1 ROW, 2 BEFORE, 4 INSERT, 8 DELETE, 16 UPDATE
     triggers = conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE tgtype & 4 <> 0) FROM pg_trigger "
-        "WHERE NOT tgisinternal AND tgenabled <> 'D' "
-        "AND tgtype & 3 = 3 AND tgtype & 20 <> 0 "
+        "SELECT count(*) FILTER (WHERE tgtype & 20 <> 0), count(*) FILTER (WHERE tgtype & 4 "
+        "<> 0), count(*) FILTER (WHERE tgtype & 8 <> 0) FROM pg_trigger "
+        "WHERE NOT tgisinternal AND tgenabled <> 'D' AND tgtype & 3 = 3 "
         "AND (tgrelid = %(t)s OR tgrelid IN (SELECT relid FROM pg_partition_tree(%(t)s)))",
         {"t": oid}).fetchone()
     return TableInfo(table=table, columns=columns, unique_keys=unique_keys,
                      estimated_rows=max(int(estimate), 0), partitioned=bool(partitioned),
                      deferrable_keys=deferrable_keys, kind=kind,
                      row_triggers=bool(triggers and triggers[0]),
-                     insert_triggers=bool(triggers and triggers[1]))
+                     insert_triggers=bool(triggers and triggers[1]),
+                     delete_triggers=bool(triggers and triggers[2]))

@@ -6,6 +6,8 @@ never a silent divergence, and never a transient error that retries forever.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.job.lane import PRICES_DDL, Lane, load_prices
 
 TOUCH = ("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS "
@@ -71,6 +73,39 @@ def test_a_trigger_that_skips_rows_is_refused_not_silently_obeyed(lane: Lane) ->
     lane.dst("DROP TRIGGER hold_frozen ON prices")
     assert lane.run("run").code == 0
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+@pytest.mark.parametrize("deletes", ["apply", "soft"])
+def test_a_trigger_that_skips_deletes_is_refused_not_counted_stale(lane: Lane,
+                                                                   deletes: str) -> None:
+    """A BEFORE DELETE trigger (or, for soft deletes, a BEFORE UPDATE one) that returns NULL
+    for some rows (rows held for an audit): the row deleted at the source stayed, reported
+    as stale-skipped and kept as a pending delete, as if the event lane held it newer; asked
+    again every run, it stayed for good."""
+    load_prices(lane, 100)
+    event = "DELETE" if deletes == "apply" else "UPDATE"
+    if deletes == "soft":
+        lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamptz")
+        lane.spec["spec"]["destination"]["deletes"] = "soft"
+    lane.dst("CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$ BEGIN IF OLD.id = 3 THEN RETURN NULL; END IF; "
+             f"RETURN {'OLD' if event == 'DELETE' else 'NEW'}; END $$")
+    lane.dst(f"CREATE TRIGGER hold BEFORE {event} ON prices FOR EACH ROW "
+             "EXECUTE FUNCTION hold()")
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id IN (2, 3)")
+    before = lane.table_text("destination")
+
+    result = lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert "a trigger on public.prices skipped 1 of the" in result.error_line
+    assert lane.table_text("destination") == before
+    lane.dst("DROP TRIGGER hold ON prices")
+    applied = lane.run("run")
+    assert applied.code == 0, applied.stderr
+    assert applied.report["apply"]["deleted"] == 2
+    assert applied.report["apply"]["staleSkipped"] == 0
 
 
 def test_a_destination_only_not_null_column_a_trigger_fills_is_fine(lane: Lane) -> None:
