@@ -603,7 +603,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
         conn.close()
         progress.close()
 
-    if not info.has_unique(spec.source.primary_key):
+    if info.inherited or not info.has_unique(spec.source.primary_key):
         _check_unique(parts, key_names, str(info.table))
     # kept as Arrow scalars: Python's datetime stops at years 1..9999
     span = None if not ends or any(e is None for e in ends) else version_extremes(
@@ -697,7 +697,8 @@ def _version_text(value: pa.Scalar) -> str:
 
 
 def _check_unique(parts: list[Path], keys: list[str], table: str) -> None:
-    """Reject a snapshot with a duplicated key (only when the source has no unique index)."""
+    """Reject a snapshot with a duplicated key (only when the source has no unique index, or
+    has child tables that one does not span)."""
     import duckdb
 
     cols = ", ".join(quote_ident(k) for k in keys)

@@ -426,6 +426,9 @@ class TableInfo:
     row_triggers: bool = False  # enabled BEFORE INSERT/UPDATE row triggers (or a partition's)
     insert_triggers: bool = False  # of them, BEFORE INSERT ones: they may fill any column
     delete_triggers: bool = False  # enabled BEFORE DELETE row triggers (or a partition's)
+    # a table with child tables (INHERITS): reading it reads theirs, which its unique keys
+    # do not span (pg_class.relhassubclass, which may outlive the last child)
+    inherited: bool = False
 
     def has_unique(self, columns: tuple[str, ...], immediate: bool = False) -> bool:
         """Whether a unique key on exactly ``columns`` exists (``immediate``: one ON CONFLICT
@@ -442,7 +445,8 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
                    field: str) -> TableInfo:
     """Columns, unique keys and a row estimate; InputError naming ``field`` if it is missing."""
     row = conn.execute(
-        "SELECT c.oid, c.reltuples::bigint, c.relkind::text FROM pg_class c JOIN pg_namespace n "
+        "SELECT c.oid, c.reltuples::bigint, c.relkind::text, c.relkind = 'r' AND "
+        "c.relhassubclass FROM pg_class c JOIN pg_namespace n "
         "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
         "AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
         (table.schema, table.name),
@@ -450,7 +454,7 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
     if row is None:
         raise InputError(f"{field}: table {table} does not exist in the {role} database "
                          f"(check the name and TABLESYNC_{role.upper()}_URI)")
-    oid, estimate, kind = row
+    oid, estimate, kind, inherited = row
     partitioned = kind == "p"
     columns = [
         ColumnInfo(name=name, pg_type=fmt, type_name=typname, not_null=notnull,
@@ -494,4 +498,5 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
                      deferrable_keys=deferrable_keys, kind=kind,
                      row_triggers=bool(triggers and triggers[0]),
                      insert_triggers=bool(triggers and triggers[1]),
-                     delete_triggers=bool(triggers and triggers[2]))
+                     delete_triggers=bool(triggers and triggers[2]),
+                     inherited=bool(inherited))

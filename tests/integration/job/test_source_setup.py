@@ -192,6 +192,19 @@ def test_a_seconds_precision_version_is_not_rounded_past_the_snapshot(lane: Lane
     assert applied.report["apply"]["staleSkipped"] == 1
 
 
+def test_a_key_duplicated_across_inherited_child_tables_is_named(lane: Lane) -> None:
+    """Partitioning the old way (INHERITS): reading the parent reads its children, and its
+    primary key does not span them; the duplicate failed the apply instead (SQLSTATE 21000),
+    after the snapshot was stored."""
+    load_prices(lane, 10)
+    lane.src("CREATE TABLE prices_2025 () INHERITS (prices)")
+    lane.src("INSERT INTO prices_2025 SELECT * FROM prices WHERE id = 7")
+    result = lane.run("run")
+    assert result.code == 2, result.stderr
+    assert "spec.source.primaryKey: key (id=7) appears 2 times" in result.error_line
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+
+
 def test_keys_only_postgres_finds_equal_name_the_key(lane: Lane) -> None:
     """A view has no unique index; DuckDB finds 1.0 and 1.00 different, Postgres equal."""
     lane.src("CREATE TABLE base (id numeric, updated_at timestamptz NOT NULL)")
