@@ -384,9 +384,14 @@ def test_a_tablesync_gone_between_event_and_resync_is_dropped(kube: FakeKube) ->
     assert c.known() == [(NS, NAME)]  # "gone" dropped; the listed one served
 
 
-def test_slots_before_the_oldest_kept_job_are_not_judged_after_an_outage(kube: FakeKube) -> None:
+@pytest.mark.parametrize("failed_kept", [False, True], ids=["successes", "an-old-failure-too"])
+def test_slots_whose_jobs_the_history_removed_are_not_judged_after_an_outage(
+    kube: FakeKube, failed_kept: bool
+) -> None:
     """An operator outage longer than the CronJob's Job history: the slots whose Jobs the
-    history limits removed are not reported as missed."""
+    history limits removed are not reported as missed. The limits keep successful and
+    failed Jobs apart: a failed Job from before the outage outlives the successful Jobs of
+    the slots after it (``an-old-failure-too``), and those slots ran too."""
     kube.tablesyncs[(NS, NAME)]["metadata"]["creationTimestamp"] = "2026-11-20T00:00:00Z"
     t0 = datetime(2026, 11, 21, 6, 0, 0, tzinfo=UTC)
     clock = Context(kube=kube, settings=SETTINGS, clock=lambda: t0)
@@ -396,41 +401,13 @@ def test_slots_before_the_oldest_kept_job_are_not_judged_after_an_outage(kube: F
     kube.tablesyncs[(NS, NAME)]["status"]["overrun"]["schedulesCheckedUntil"] = format_time(t0)
     kube.events.clear()
     slots = [t0 + timedelta(minutes=30 * i) for i in range(1, 9)]  # 06:30 .. 10:00, all ran
+    if failed_kept:  # 06:30 failed: failedJobsHistoryLimit=3 keeps it
+        add_finished_job(kube, f"{NAME}-{int(slots[0].timestamp() // 60)}",
+                         report(result="Failed", reason="TransientError", error="reset"),
+                         succeeded=False, start=format_time(slots[0] + timedelta(seconds=5)),
+                         end=format_time(slots[0] + timedelta(seconds=65)),
+                         scheduled=format_time(slots[0]))
     for slot in slots[-3:]:  # what successfulJobsHistoryLimit=3 left of them
-        name = f"{NAME}-{int(slot.timestamp() // 60)}"
-        add_finished_job(kube, name, report(capturedAt=format_time(slot), snapshotId=name),
-                         start=format_time(slot + timedelta(seconds=5)),
-                         end=format_time(slot + timedelta(seconds=65)),
-                         scheduled=format_time(slot))
-    kube.cronjobs[(NS, NAME)]["status"] = {"lastScheduleTime": format_time(slots[-1])}
-    clock.clock = lambda: t0 + timedelta(hours=4, minutes=10)
-
-    sync(clock, NS, NAME)
-
-    assert kube.status_of(NS, NAME)["overrun"]["missedSchedules"] == 0
-    assert not any(e["reason"] == "ScheduleMissed" for e in kube.events)
-
-
-def test_an_old_failed_job_kept_in_history_does_not_make_removed_slots_missed(
-    kube: FakeKube,
-) -> None:
-    """The history limits keep successful and failed Jobs apart: a failed Job from before
-    an operator outage outlives the successful Jobs of the slots after it, which the
-    successful history removed. Those slots ran; they are not missed."""
-    kube.tablesyncs[(NS, NAME)]["metadata"]["creationTimestamp"] = "2026-11-20T00:00:00Z"
-    t0 = datetime(2026, 11, 21, 6, 0, 0, tzinfo=UTC)
-    clock = Context(kube=kube, settings=SETTINGS, clock=lambda: t0)
-    sync(clock, NS, NAME)  # healthy at 06:00; then down until 10:10
-    kube.tablesyncs[(NS, NAME)]["status"]["overrun"]["schedulesCheckedUntil"] = format_time(t0)
-    kube.events.clear()
-    slots = [t0 + timedelta(minutes=30 * i) for i in range(1, 9)]  # 06:30 .. 10:00, all ran
-    failed = slots[0]  # 06:30 failed: failedJobsHistoryLimit=3 keeps it
-    add_finished_job(kube, f"{NAME}-{int(failed.timestamp() // 60)}",
-                     report(result="Failed", reason="TransientError", error="reset"),
-                     succeeded=False, start=format_time(failed + timedelta(seconds=5)),
-                     end=format_time(failed + timedelta(seconds=65)),
-                     scheduled=format_time(failed))
-    for slot in slots[-3:]:  # what successfulJobsHistoryLimit=3 left of 07:00 .. 10:00
         name = f"{NAME}-{int(slot.timestamp() // 60)}"
         add_finished_job(kube, name, report(capturedAt=format_time(slot), snapshotId=name),
                          start=format_time(slot + timedelta(seconds=5)),
