@@ -8,10 +8,27 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.job.lane import PRICES_DDL, Lane, load_prices
+from tests.integration.job.lane import PRICES_DDL, JobResult, Lane, load_prices
 
 TOUCH = ("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS "
          "$$ BEGIN NEW.updated_at = clock_timestamp(); RETURN NEW; END $$")
+
+
+def refused_until_disabled(lane: Lane, change: str, message: str, disable: str) -> JobResult:
+    """Make ``change`` at the source; the run is refused (exit 2) with ``message`` and the
+    destination left as it was; after ``disable`` (in the destination) the run applies."""
+    lane.src(change)
+    before = lane.table_text("destination")
+
+    result = lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert message in result.error_line
+    assert lane.table_text("destination") == before
+    lane.dst(disable)
+    applied = lane.run("run")
+    assert applied.code == 0, applied.stderr
+    return applied
 
 
 def test_a_trigger_that_rewrites_the_version_is_refused_not_silently_obeyed(
@@ -23,16 +40,10 @@ def test_a_trigger_that_rewrites_the_version_is_refused_not_silently_obeyed(
     lane.dst("CREATE TRIGGER touch BEFORE UPDATE ON prices FOR EACH ROW "
              "EXECUTE FUNCTION touch()")
     assert lane.run("run").code == 0  # bootstrap inserts: the trigger is on UPDATE only
-    lane.src("UPDATE prices SET title = 'second', updated_at = now() WHERE id <= 3")
-    before = lane.table_text("destination")
-
-    result = lane.run("run")
-
-    assert result.code == 2, result.stderr
-    assert "a trigger on public.prices changed updated_at in 3 of the rows" in result.error_line
-    assert lane.table_text("destination") == before
-    lane.dst("ALTER TABLE prices DISABLE TRIGGER touch")
-    assert lane.run("run").code == 0
+    refused_until_disabled(
+        lane, "UPDATE prices SET title = 'second', updated_at = now() WHERE id <= 3",
+        "a trigger on public.prices changed updated_at in 3 of the rows",
+        "ALTER TABLE prices DISABLE TRIGGER touch")
     assert lane.table_text("destination") == lane.table_text("source")
 
 
@@ -61,17 +72,10 @@ def test_a_trigger_that_skips_rows_is_refused_not_silently_obeyed(lane: Lane) ->
     lane.dst("CREATE TRIGGER hold_frozen BEFORE UPDATE ON prices FOR EACH ROW "
              "EXECUTE FUNCTION hold_frozen()")
     assert lane.run("run").code == 0
-    lane.src("UPDATE prices SET title = 'second', updated_at = now() WHERE id <= 5")
-    before = lane.table_text("destination")
-
-    result = lane.run("run")
-
-    assert result.code == 2, result.stderr
-    assert "a trigger on public.prices skipped 1 of the rows the apply wrote" \
-        in result.error_line
-    assert lane.table_text("destination") == before
-    lane.dst("DROP TRIGGER hold_frozen ON prices")
-    assert lane.run("run").code == 0
+    refused_until_disabled(
+        lane, "UPDATE prices SET title = 'second', updated_at = now() WHERE id <= 5",
+        "a trigger on public.prices skipped 1 of the rows the apply wrote",
+        "DROP TRIGGER hold_frozen ON prices")
     assert lane.table_text("destination") == lane.table_text("source")
 
 
@@ -93,17 +97,9 @@ def test_a_trigger_that_skips_deletes_is_refused_not_counted_stale(lane: Lane,
     lane.dst(f"CREATE TRIGGER hold BEFORE {event} ON prices FOR EACH ROW "
              "EXECUTE FUNCTION hold()")
     assert lane.run("run").code == 0
-    lane.src("DELETE FROM prices WHERE id IN (2, 3)")
-    before = lane.table_text("destination")
-
-    result = lane.run("run")
-
-    assert result.code == 2, result.stderr
-    assert "a trigger on public.prices skipped 1 of the" in result.error_line
-    assert lane.table_text("destination") == before
-    lane.dst("DROP TRIGGER hold ON prices")
-    applied = lane.run("run")
-    assert applied.code == 0, applied.stderr
+    applied = refused_until_disabled(lane, "DELETE FROM prices WHERE id IN (2, 3)",
+                                     "a trigger on public.prices skipped 1 of the",
+                                     "DROP TRIGGER hold ON prices")
     assert applied.report["apply"]["deleted"] == 2
     assert applied.report["apply"]["staleSkipped"] == 0
 
