@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from . import schedule as cron
 from .names import ANNOTATION_APPROVE_DELTA, ANNOTATION_RUN_REQUESTED_AT
@@ -53,6 +54,30 @@ def s3_prefix_problem(url: str) -> str | None:
         return "the prefix must not have control characters"
     if len(prefix.encode()) > 900:
         return "the prefix must be at most 900 bytes (S3 object keys are at most 1024)"
+    return None
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """What the job refuses in ``spec.storage.endpoint``, as the rest of an error message;
+    None when it takes it.
+
+    Mirrors the job's check (job-image/tablesync_job/storage.py, ``_check_endpoint``, after
+    it drops a ``user:password@``): http(s)://host[:port][/path], no whitespace anywhere
+    (the job reads the value as written, untrimmed). Without it the TableSync was Ready and
+    every run failed with exit 2 naming this field.
+    """
+    parts = urlsplit(endpoint)
+    if "@" in parts.netloc:
+        endpoint = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        parts = urlsplit(endpoint)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number, or above 65535
+        port_ok = False
+    if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok
+            or any(c.isspace() for c in endpoint)):
+        return (f"{endpoint!r} is not an endpoint URL; use http(s)://host[:port], e.g. "
+                "http://minio.storage:9000 (no spaces or line breaks)")
     return None
 
 
@@ -326,6 +351,8 @@ def _parse_spec(raw: Any, r: _Reader) -> TableSyncSpec | None:
     endpoint = r.optional_string(sto.get("endpoint"), "spec.storage.endpoint")
     if endpoint is not None and not _HTTP.match(endpoint):
         r.problem("spec.storage.endpoint", "must be an http:// or https:// URL")
+    elif endpoint is not None and (problem := endpoint_problem(sto["endpoint"])) is not None:
+        r.problem("spec.storage.endpoint", problem)
     credentials = sto.get("credentialsSecretRef")
     credentials_secret: str | None = None
     if credentials is not None:

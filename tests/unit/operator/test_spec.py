@@ -125,6 +125,32 @@ def test_storage_urls_s3_takes(url: str) -> None:
     assert parse(body).spec.storage.url == url
 
 
+ENDPOINTS = {"http://minio.minio:9000": True, "https://s3.example.com/base": True,
+             "http://[::1]:9000": True, "https://user:pw@minio:9000": True,
+             "http://minio:9000 ": False, "http://minio:9000\n": False, "http://": False,
+             "http://:9000": False, "http://minio:port": False, "http://minio:0": False,
+             "http://minio:99999": False, "http://min io:9000": False}
+
+
+@pytest.mark.parametrize("endpoint,good", sorted(ENDPOINTS.items()))
+def test_storage_endpoint_is_one_the_job_accepts(endpoint: str, good: bool) -> None:
+    """An endpoint the job refuses at start (exit 2) is Stalled here, not Ready with every
+    run failing; one it takes is accepted (tablesync_job.storage.open_storage)."""
+    from tablesync_job.errors import InputError
+    from tablesync_job.storage import open_storage
+
+    body = tablesync()
+    body["spec"]["storage"]["endpoint"] = endpoint
+    if good:
+        assert parse(body).spec.storage.endpoint == endpoint
+        open_storage("s3://bucket/prefix", endpoint)
+    else:
+        found = problems(body)["spec.storage.endpoint"]
+        assert "http(s)://host[:port]" in found and "pw" not in found
+        with pytest.raises(InputError, match=r"spec\.storage\.endpoint"):
+            open_storage("s3://bucket/prefix", endpoint)
+
+
 def test_missing_secret_key_ref_key_is_named() -> None:
     body = tablesync()
     del body["spec"]["destination"]["uriSecretRef"]["key"]
