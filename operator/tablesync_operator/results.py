@@ -22,6 +22,7 @@ RESULTS: tuple[Result, ...] = ("Succeeded", "Failed", "GuardTripped", "DryRun")
 # Reasons the operator gives when the report does not (UpperCamelCase, as conditions want).
 REASON_DEADLINE_EXCEEDED = "DeadlineExceeded"
 REASON_OOM_KILLED = "OOMKilled"
+REASON_EVICTED = "Evicted"
 REASON_BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 REASON_INPUT_ERROR = "InputError"
 REASON_GUARD_TRIPPED = "GuardTripped"
@@ -299,12 +300,38 @@ def _latest_terminated_pod(
     return best[2], best[3]
 
 
+def _eviction_message(pod: Mapping[str, Any]) -> str:
+    """What to do about a pod the kubelet evicted (``status.reason: Evicted``), from the
+    kubelet's ``status.message`` (pkg/kubelet/eviction: the emptyDir ``sizeLimit``, the
+    ephemeral-storage limit, or the node running short).
+
+    Past the scratch volume's ``sizeLimit`` the kubelet kills the pod (exit 137, no
+    report); the job never sees the ENOSPC it would name, so this is the only place that
+    can say so.
+    """
+    said = str((pod.get("status") or {}).get("message") or "").strip()
+    if "EmptyDir" in said:
+        fix = (
+            "the run's scratch files (the snapshot, T-1, the delta and DuckDB's spill) outgrew "
+            "the scratch volume: raise spec.job.scratchSizeLimit"
+        )
+    elif "ephemeral" in said:
+        fix = (
+            "the run's scratch files count against its ephemeral-storage limit: raise "
+            "spec.job.resources.limits.ephemeral-storage (and spec.job.scratchSizeLimit)"
+        )
+    else:
+        fix = "the node ran short of a resource; a later run may land on another node"
+    return f"the kubelet evicted the run's pod ({said or 'no message'}); {fix}"
+
+
 def outcome_from_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> RunOutcome:
     """Read a finished Job and its pods into a RunOutcome.
 
     The Job decides success or failure; the report (if readable) supplies the figures and
     the reason. Without a report the reason comes from the Job (``DeadlineExceeded``,
-    ``BackoffLimitExceeded``) or the container (``OOMKilled``, exit code 2 → ``InputError``,
+    ``BackoffLimitExceeded``), the pod (``Evicted``: its scratch volume outgrew its
+    ``sizeLimit``, ...) or the container (``OOMKilled``, exit code 2 → ``InputError``,
     3 → ``GuardTripped``). Raises ValueError if the Job is not finished.
     """
     finished_at = job_finished_at(job)
@@ -373,6 +400,9 @@ def outcome_from_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) 
     elif exit_code == 2:
         reason = REASON_INPUT_ERROR
         message = "the run rejected its input (exit code 2) but left no report; see the pod log"
+    elif picked is not None and (picked[0].get("status") or {}).get("reason") == "Evicted":
+        reason = REASON_EVICTED
+        message = _eviction_message(picked[0])
     elif term.get("reason") == "OOMKilled":
         reason = REASON_OOM_KILLED
         message = (

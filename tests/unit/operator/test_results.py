@@ -96,6 +96,26 @@ def test_oom_killed_pod() -> None:
     assert "memory" in out.message
 
 
+def test_a_pod_evicted_for_its_scratch_volume_names_the_scratch_size_limit() -> None:
+    """Past the emptyDir's sizeLimit the kubelet evicts the pod (SIGKILL, exit 137, no
+    report) and the Job retries until its backoff limit: the status said
+    BackoffLimitExceeded "last exit code 137", which reads as out of memory."""
+    evicted = pod(message=None, exit_code=137, reason="Error")
+    evicted["status"].update(
+        reason="Evicted", message='Usage of EmptyDir volume "scratch" exceeds the limit "10Gi". '
+    )
+    out = outcome_from_job(job(succeeded=False), [evicted])
+    assert (out.result, out.reason) == ("Failed", "Evicted")
+    assert 'EmptyDir volume "scratch" exceeds the limit "10Gi"' in out.message
+    assert "raise spec.job.scratchSizeLimit" in out.message
+    evicted["status"]["message"] = (
+        "Pod ephemeral local storage usage exceeds the total limit of containers 2Gi. "
+    )
+    out = outcome_from_job(job(succeeded=False), [evicted])
+    assert out.reason == "Evicted"
+    assert "spec.job.resources.limits.ephemeral-storage" in out.message
+
+
 def test_backoff_limit_exceeded_keeps_the_job_reason_and_exit_code() -> None:
     failed = job(succeeded=False)
     out = outcome_from_job(failed, [pod(message="", exit_code=75, reason="Error")])
