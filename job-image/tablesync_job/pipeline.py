@@ -91,9 +91,13 @@ def require_env(name: str) -> str:
     in every form (``postgres.uri_passwords``) before anything can print it.
 
     InputError naming ``name`` if it is unset or holds more than one '@' before its host
-    (``postgres.refuse_ambiguous_uri``).
+    (``postgres.refuse_ambiguous_uri``). Line breaks at the end are dropped: a Secret made
+    from a file (``kubectl create secret --from-file``, ``echo`` without ``-n``) ends in one,
+    which libpq read into a URI's database name ("database ... does not exist", reported as
+    transient, so every run failed and was retried); a URI cannot end in a raw line break and
+    a ``key=value`` string ignores it.
     """
-    value = os.environ.get(name, "")
+    value = os.environ.get(name, "").rstrip("\r\n")
     if not value:
         raise InputError(f"{name} is not set: it must hold the libpq URI "
                          "(in the cluster it comes from the TableSync's uriSecretRef)")
@@ -121,6 +125,11 @@ class RunContext:
     resumed_delta: Delta | None = None  # and its delta
 
     def __post_init__(self) -> None:
+        # from a Secret made from a file, like the URIs (require_env): boto3 sent the line
+        # break in the access key's header, and the run failed as "storage unreachable"
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            if (value := os.environ.get(name)) and value != value.rstrip("\r\n"):
+                os.environ[name] = value.rstrip("\r\n")
         logs.register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"))
         self.layout = Layout(open_storage(self.spec.storage.url, self.spec.storage.endpoint))
 

@@ -104,6 +104,16 @@ def test_missing_variable(lane: Lane) -> None:
     assert "TABLESYNC_SOURCE_URI is not set" in result.error_line
 
 
+def test_uris_from_secret_files_that_end_in_a_line_break_work(lane: Lane) -> None:
+    """``kubectl create secret --from-file`` keeps the file's last line break: libpq read it
+    into the database name and every run failed as transient ("a retry may help")."""
+    load_prices(lane, 10)
+    result = lane.run("run", env={"TABLESYNC_SOURCE_URI": lane.source + "\n",
+                                  "TABLESYNC_DESTINATION_URI": lane.destination + "\r\n"})
+    assert result.code == 0, result.stderr
+    assert lane.dst("SELECT count(*) FROM prices") == [(10,)]
+
+
 def test_unreachable_source_is_transient(lane: Lane) -> None:
     load_prices(lane, 10)
     result = lane.run("run", env={"TABLESYNC_SOURCE_URI":

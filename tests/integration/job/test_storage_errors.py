@@ -69,6 +69,17 @@ def test_credentials_that_may_not_write_are_an_input_error(s3_lane: Lane,
     assert "access to bucket" in result.error_line and "denied" in result.error_line
 
 
+def test_storage_keys_from_secret_files_that_end_in_a_line_break_work(s3_lane: Lane) -> None:
+    """``kubectl create secret --from-file`` keeps the file's last line break: the access key's
+    made every run fail as "storage ... unreachable ... a retry may help" (exit 75)."""
+    load_prices(s3_lane, 10)
+    env = {name: s3_lane.env[name] + "\n" for name in ("AWS_ACCESS_KEY_ID",
+                                                       "AWS_SECRET_ACCESS_KEY")}
+    result = s3_lane.run("run", env=env)
+    assert result.code == 0, result.stderr
+    assert s3_lane.dst("SELECT count(*) FROM prices") == [(10,)]
+
+
 def test_a_malformed_endpoint_is_named(s3_lane: Lane) -> None:
     load_prices(s3_lane, 10)
     for endpoint in ("http://minio .local:9000", "http://127.0.0.1:90o0"):
