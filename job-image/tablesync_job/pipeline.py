@@ -641,7 +641,8 @@ def check_guards(spec: JobSpec, delta: Delta, approved: str | None) -> None:
             f"{finding}; nothing applied. If the source really lost these rows, approve with "
             f"--approve {delta.id} (annotation tablesync.dev/approve-delta)",
             reason="DeleteGuardTripped", delta_id=delta.id, finding=finding)
-    shrink = 1 - delta.to_rows / delta.from_rows if delta.from_rows else 0.0
+    # (rows lost over rows, like the deletes: 1 - 95/100 is above 0.05 in floating point)
+    shrink = (delta.from_rows - delta.to_rows) / delta.from_rows if delta.from_rows else 0.0
     if shrink > spec.guards.max_shrink_fraction:
         finding = (f"snapshot {delta.to_id} has {delta.to_rows} rows, {shrink:.1%} fewer than "
                    f"the {delta.from_rows} of {delta.from_id} (> spec.guards.maxShrinkFraction "

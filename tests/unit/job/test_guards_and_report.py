@@ -49,6 +49,18 @@ def test_shrink_guard() -> None:
     assert err.value.reason == "ShrinkGuardTripped"
 
 
+def test_a_snapshot_shrunk_by_exactly_the_fraction_passes_the_shrink_guard() -> None:
+    """Like the delete guard, the shrink guard refuses more than the fraction. Before,
+    1 - 95/100 came out above 0.05 in floating point, so exactly 5% fewer rows tripped
+    it ("5.0% fewer ... > maxShrinkFraction 5.0%")."""
+    doc = json.loads(json.dumps(MANIFEST))
+    for fraction, kept in ((0.05, 950), (0.3, 700), (0.7, 300)):
+        doc["spec"]["guards"] = {"maxDeleteFraction": 1, "maxShrinkFraction": fraction}
+        check_guards(parse(doc), delta(1000 - kept), approved=None)
+        with pytest.raises(GuardTripped, match="ShrinkFraction"):
+            check_guards(parse(doc), delta(1001 - kept), approved=None)
+
+
 def test_report_is_truncated_to_4_kib() -> None:
     report = Report(run_id="r", error="x" * 10000, message="y" * 10000)
     text = report.to_json()
