@@ -133,7 +133,7 @@ def _diff_only(ctx: pipeline.RunContext, snapshot_id: str | None) -> None:
     if snap is None:
         raise InputError(f"--snapshot: no snapshot {target or '(none stored yet)'} in "
                          f"{ctx.spec.storage.url}; run 'tablesync-job dump' first")
-    pipeline.check_not_behind(ctx, snap)
+    pipeline.check_not_behind(ctx, snap, stored="--snapshot")
     parts = ctx.layout.fetch(ctx.layout.snapshot_prefix(snap.id), snap.parts,
                              ctx.work_dir / "snapshot-in")
     delta, _ = pipeline.phase_diff(ctx, snap, parts)

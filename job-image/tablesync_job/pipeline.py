@@ -237,8 +237,10 @@ def phase_dump(ctx: RunContext, store: bool = True,
     return snap, parts
 
 
-def check_not_behind(ctx: RunContext, snap: Snapshot) -> None:
+def check_not_behind(ctx: RunContext, snap: Snapshot, stored: str | None = None) -> None:
     """TransientError if T holds less of the source's history than the last applied snapshot.
+    With ``stored`` (the option that named an already stored T: ``diff --snapshot``),
+    InputError naming it: the source is not read again, so no retry helps.
 
     A source behind the destination's last applied state (a replica that lags more than the
     one read last time, as a reader endpoint balancing over replicas can hand out, or a
@@ -268,15 +270,19 @@ def check_not_behind(ctx: RunContext, snap: Snapshot) -> None:
             and prev.system_identifier == snap.system_identifier):
         if lsn_bytes(snap.lsn) >= lsn_bytes(prev.lsn):
             return
-        raise TransientError(
-            f"{source} is behind: snapshot {snap.id} holds its WAL up to {snap.lsn} (capturedAt "
-            f"{snap.captured_at}), short of {prev.lsn} of the last applied snapshot "
-            f"{prev.id}; {undo}")
-    if datetime.fromisoformat(snap.captured_at) >= datetime.fromisoformat(state.captured_at):
+        behind = (f"snapshot {snap.id} holds its WAL up to {snap.lsn} (capturedAt "
+                  f"{snap.captured_at}), short of {prev.lsn} of the last applied snapshot "
+                  f"{prev.id}")
+    elif datetime.fromisoformat(snap.captured_at) >= datetime.fromisoformat(state.captured_at):
         return
-    raise TransientError(
-        f"{source} is behind: snapshot {snap.id} is as of {snap.captured_at}, older than the "
-        f"last applied snapshot {state.last_applied_snapshot_id} ({state.captured_at}); {undo}")
+    else:
+        behind = (f"snapshot {snap.id} is as of {snap.captured_at}, older than the last "
+                  f"applied snapshot {state.last_applied_snapshot_id} ({state.captured_at})")
+    if stored:
+        raise InputError(f"{stored}: {behind}; a delta from it would undo newer changes, so "
+                         "none was stored: diff a newer snapshot (without --snapshot: the "
+                         "newest), or store a new one with 'tablesync-job dump'")
+    raise TransientError(f"{source} is behind: {behind}; {undo}")
 
 
 def lsn_bytes(lsn: str) -> int:

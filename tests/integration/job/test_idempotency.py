@@ -51,6 +51,30 @@ def test_an_already_applied_delta_is_refused_as_stale(lane: Lane) -> None:
     assert "stale" in again.error_line
 
 
+def test_a_hand_diff_of_a_snapshot_older_than_the_last_applied_names_the_option(
+        lane: Lane) -> None:
+    """Before, it said the source was behind and to point TABLESYNC_SOURCE_URI at a caught-up
+    replica, with exit 75 (retry): the diff reads the stored snapshot, not the source, so
+    every retry failed the same way."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    old = lane.run("dump")
+    assert old.code == 0
+    change_source(lane)
+    assert lane.run("run").code == 0
+    stored = sorted((lane.work / "store" / "deltas").iterdir())
+
+    result = lane.run("diff", "--snapshot", old.report["snapshotId"])
+
+    assert result.code == 2, result.stderr
+    assert result.error_line.startswith("tablesync-job: --snapshot: snapshot "
+                                        + old.report["snapshotId"])
+    assert "TABLESYNC_SOURCE_URI" not in result.error_line
+    assert "'tablesync-job dump'" in result.error_line
+    assert sorted((lane.work / "store" / "deltas").iterdir()) == stored
+    assert lane.run("diff").code == 0  # the newest one
+
+
 @pytest.mark.parametrize("point", ["after-dump", "after-diff", "mid-apply", "after-commit"])
 def test_a_crash_at_any_point_then_a_rerun_converges(lane: Lane, point: str) -> None:
     load_prices(lane, 5000)
