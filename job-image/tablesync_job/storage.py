@@ -217,6 +217,7 @@ class S3Storage:
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
+        from botocore.exceptions import InvalidRegionError
 
         self.url = url
         self.bucket = bucket
@@ -231,16 +232,21 @@ class S3Storage:
         self.endpoint = endpoint or "AWS S3"
         # Credentials: boto3's chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the
         # credentials Secret, or ambient: web identity, a shared file, instance metadata).
+        region_variable = next((name for name in ("AWS_REGION", "AWS_DEFAULT_REGION")
+                                if os.environ.get(name)), None)
+        region = os.environ[region_variable] if region_variable else "us-east-1"
         try:
             self._client: Any = boto3.client(
                 "s3",
                 endpoint_url=endpoint,
-                region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-                or "us-east-1",
+                region_name=region,
                 config=Config(retries={"max_attempts": 5, "mode": "standard"},
                               s3={"addressing_style": "path"},
                               connect_timeout=10, read_timeout=120),
             )
+        except InvalidRegionError:  # (a ValueError too, but not the endpoint's)
+            raise InputError(f"{region_variable}: {region!r} is not an AWS region name: use "
+                             "letters, digits and '-', such as eu-west-1") from None
         except ValueError as err:  # botocore's "Invalid endpoint"
             raise InputError(f"{field}: {err}; use http(s)://host[:port]") from None
         self._transfer = TransferConfig(multipart_threshold=64 * 2**20,

@@ -93,6 +93,21 @@ def test_a_malformed_endpoint_is_named(s3_lane: Lane) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_a_malformed_region_is_named_not_the_endpoint(s3_lane: Lane) -> None:
+    """Before, it said "AWS_ENDPOINT_URL: Provided region_name ... ; use
+    http(s)://host[:port]": the endpoint was fine, the region (a value with a space or an
+    underscore, a trailing newline from a Secret) was not."""
+    load_prices(s3_lane, 10)
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        result = s3_lane.run("run", env={"AWS_REGION": "", name: "eu_west_1"})
+
+        assert result.code == 2, result.stderr
+        assert result.error_line.startswith(f"tablesync-job: {name}: 'eu_west_1' is not"), \
+            result.error_line
+        assert "ENDPOINT" not in result.error_line
+        assert result.report["reason"] == "InputError"
+
+
 def test_a_password_in_the_endpoint_is_dropped_and_never_printed(s3_lane: Lane) -> None:
     """S3 never reads it (requests are signed with the access keys); before, a failure message
     printed the endpoint, password and all."""
