@@ -263,7 +263,9 @@ def parse(body: Mapping[str, Any]) -> TableSync:
     approve = annotations.get(ANNOTATION_APPROVE_DELTA)
     if approve is not None:
         approve = approve.strip()
-        if not _DELTA_ID.match(approve):
+        # as the job splits it (snapshots.parse_delta_id): 'A..BA..B' (pasted twice) matches
+        # the pattern, and every run it reached failed on it (exit 2)
+        if not _DELTA_ID.match(approve) or len(approve.split("..")) != 2:
             r.problem(
                 f"metadata.annotations[{ANNOTATION_APPROVE_DELTA}]",
                 f"{approve!r} is not FROM..TO; copy the delta id from status.lastRun.deltaId",

@@ -200,6 +200,22 @@ def test_malformed_approval_is_refused_with_a_hint() -> None:
     assert "FROM..TO" in found["metadata.annotations[tablesync.dev/approve-delta]"]
 
 
+def test_an_approval_the_job_cannot_split_is_refused() -> None:
+    """The job splits FROM..TO at '..' and refuses anything but two parts (exit 2 on every
+    run): a delta id pasted twice passed the operator and stopped the sync."""
+    from tablesync_job.errors import InputError
+    from tablesync_job.snapshots import parse_delta_id
+
+    delta = "20261121T103000.000000Z-cd34..20261121T110000.000000Z-ab12"
+    for approval in (delta + delta, delta + "..", "A....B"):
+        body = tablesync()
+        body["metadata"]["annotations"] = {"tablesync.dev/approve-delta": approval}
+        found = problems(body)
+        assert "FROM..TO" in found["metadata.annotations[tablesync.dev/approve-delta]"]
+        with pytest.raises(InputError):
+            parse_delta_id(approval, "TABLESYNC_APPROVE_DELTA")
+
+
 def test_derived_budget_lag_threshold_and_starting_deadline() -> None:
     spec = parse(TABLESYNC).spec
     assert spec.budget_seconds() == 900  # half of 30 minutes
