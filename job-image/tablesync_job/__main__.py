@@ -121,7 +121,7 @@ def _dispatch(ctx: pipeline.RunContext, args: argparse.Namespace) -> int:
         report.result, report.reason, report.error = "Failed", "Interrupted", "interrupted"
         code = 130
     report.finished_at = now_iso()
-    _finish(ctx, code)
+    _finish(ctx, code, dry_run=getattr(args, "dry_run", False))
     return code
 
 
@@ -167,7 +167,7 @@ def _apply_only(ctx: pipeline.RunContext, delta_ref: str | None, approve: str | 
     pipeline.succeeded(ctx.report, delta, result, approved=approve == delta.id)
 
 
-def _finish(ctx: pipeline.RunContext, code: int) -> None:
+def _finish(ctx: pipeline.RunContext, code: int, dry_run: bool = False) -> None:
     report = ctx.report
     text = report.to_json()
     write_termination_message(text)
@@ -176,7 +176,7 @@ def _finish(ctx: pipeline.RunContext, code: int) -> None:
         print(json.dumps(logs.redact_values(out), indent=1))
     else:
         print(text)
-    if report.result != "DryRun":
+    if not dry_run:  # a dry run changes nothing, failed or not
         try:
             ctx.layout.put_run(ctx.run_id, pipeline.run_record(ctx))
         except TableSyncError as err:  # storage itself may be what failed

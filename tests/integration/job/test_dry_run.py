@@ -56,3 +56,18 @@ def test_a_dry_run_shows_a_guard_it_would_trip_without_an_approval_it_cannot_tak
     assert sorted((lane.work / "store" / "runs").iterdir()) == runs
     assert lane.state() == state
     assert lane.run("run").code == 3  # the run itself still stops
+
+
+def test_a_failed_dry_run_stores_no_run_record(lane: Lane) -> None:
+    """Before, a dry run that failed (here: a column the destination lacks) stored
+    runs/<run-id>.json like a real run's failure; the README says a dry run stores none."""
+    load_prices(lane, 10)
+    assert lane.run("run").code == 0
+    runs = sorted((lane.work / "store" / "runs").iterdir())
+    lane.src("ALTER TABLE prices ADD COLUMN note text")
+
+    result = lane.run("run", "--dry-run")
+
+    assert result.code == 2, result.stderr
+    assert "note" in result.error_line
+    assert sorted((lane.work / "store" / "runs").iterdir()) == runs
