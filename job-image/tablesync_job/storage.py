@@ -217,7 +217,7 @@ class S3Storage:
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
-        from botocore.exceptions import InvalidRegionError
+        from botocore.exceptions import InvalidRegionError, ProfileNotFound
 
         self.url = url
         self.bucket = bucket
@@ -244,6 +244,12 @@ class S3Storage:
                               s3={"addressing_style": "path"},
                               connect_timeout=10, read_timeout=120),
             )
+        except ProfileNotFound as err:
+            variable = "AWS_PROFILE" if os.environ.get("AWS_PROFILE") else "AWS_DEFAULT_PROFILE"
+            raise InputError(f"{variable}: {err.kwargs.get('profile')!r} is not a profile "
+                             "of the AWS config files (AWS_CONFIG_FILE, "
+                             "AWS_SHARED_CREDENTIALS_FILE, or ~/.aws): name one they have, or "
+                             "unset it") from None
         except InvalidRegionError:  # (a ValueError too, but not the endpoint's)
             raise InputError(f"{region_variable}: {region!r} is not an AWS region name: use "
                              "letters, digits and '-', such as eu-west-1") from None

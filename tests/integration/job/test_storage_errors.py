@@ -50,6 +50,22 @@ def test_no_credentials_at_all_is_an_input_error(s3_lane: Lane) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_profile_the_aws_config_lacks_is_an_input_error(s3_lane: Lane) -> None:
+    """Before, botocore's ProfileNotFound escaped: a traceback, exit 1 and no report."""
+    load_prices(s3_lane, 10)
+    config = s3_lane.work / "aws-config"
+    config.write_text("[profile other]\nregion = us-east-1\n")
+    s3_lane.env.update(AWS_PROFILE="nope", AWS_CONFIG_FILE=str(config),
+                       AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
+
+    result = s3_lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert result.error_line.startswith("tablesync-job: AWS_PROFILE: 'nope'"), result.stderr
+    assert result.report["reason"] == "InputError"
+    assert "Traceback" not in result.stderr
+
+
 def test_credentials_that_may_not_write_are_an_input_error(s3_lane: Lane,
                                                            minio: MinioServer) -> None:
     load_prices(s3_lane, 10)
