@@ -12,7 +12,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
 
 from .names import (
     ANNOTATION_APPLIED_GENERATION,
@@ -31,7 +34,7 @@ from .names import (
     MANAGED_BY,
 )
 from .settings import Settings
-from .spec import TableSync
+from .spec import JobSpec, TableSync
 
 SCRATCH_DIR = "/scratch"
 TERMINATION_LOG = "/dev/termination-log"
@@ -140,11 +143,39 @@ def build_env(ts: TableSync, approve_delta: str | None) -> list[dict[str, Any]]:
         {"name": "HOME", "value": SCRATCH_DIR},
         {"name": "TABLESYNC_TERMINATION_LOG", "value": TERMINATION_LOG},
     ]
-    if spec.job.memory_limit:
-        env.append({"name": "TABLESYNC_MEMORY_LIMIT", "value": spec.job.memory_limit})
+    memory_limit = duckdb_memory_limit(spec.job)
+    if memory_limit:
+        env.append({"name": "TABLESYNC_MEMORY_LIMIT", "value": memory_limit})
     if approve_delta:
         env.append({"name": "TABLESYNC_APPROVE_DELTA", "value": approve_delta})
     return env
+
+
+# The job's default DuckDB memory_limit (job-image: TABLESYNC_MEMORY_LIMIT), in bytes, and the
+# share of the container's memory limit it takes at most when the spec sets none: DuckDB's
+# limit covers its buffers only, and the run's Arrow batches, Parquet writers and Python
+# itself need the rest.
+DEFAULT_MEMORY_LIMIT_BYTES = 10**9
+MEMORY_LIMIT_SHARE = 0.5
+
+
+def duckdb_memory_limit(job: JobSpec) -> str | None:
+    """DuckDB's ``memory_limit`` for the run (``TABLESYNC_MEMORY_LIMIT``): ``spec.job.memoryLimit``
+    when set; else, with ``spec.job.resources.limits.memory``, the job's default (1GB) or
+    half of that limit if smaller, in MiB; else None (the job's default).
+
+    Without this a container limit of 1Gi met DuckDB's 1GB default: a diff that should have
+    spilled to the scratch volume was OOMKilled instead.
+    """
+    if job.memory_limit:
+        return job.memory_limit
+    limit = (job.resources.get("limits") or {}).get("memory")
+    if limit is None:
+        return None
+    share = int(parse_quantity(limit) * Decimal(MEMORY_LIMIT_SHARE))
+    if share >= DEFAULT_MEMORY_LIMIT_BYTES:
+        return None
+    return f"{max(share // 2**20, 1)}MiB"
 
 
 def build_job_spec(ts: TableSync, settings: Settings, approve_delta: str | None) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import dataclasses
 import json
 from typing import Any
 
+import pytest
+
 from tablesync_operator import manifests
 from tablesync_operator.spec import parse
 
@@ -96,6 +98,25 @@ def test_pod_is_hardened_with_a_scratch_volume() -> None:
     env = env_of(cronjob())
     assert env["TABLESYNC_WORK_DIR"]["value"] == "/scratch"
     assert env["TMPDIR"]["value"] == "/scratch"
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [({}, None),
+     ({"memoryLimit": "3GB"}, "3GB"),
+     ({"memoryLimit": "3GB", "resources": {"limits": {"memory": "1Gi"}}}, "3GB"),
+     ({"resources": {"limits": {"memory": "1Gi"}}}, "512MiB"),
+     ({"resources": {"limits": {"memory": "1.5G"}}}, "715MiB"),
+     ({"resources": {"limits": {"memory": "8Gi"}}}, None),
+     ({"resources": {"requests": {"memory": "256Mi"}}}, None)],
+    ids=["default", "set", "set-with-a-limit", "1Gi", "1.5G", "8Gi", "request-only"])
+def test_duckdbs_memory_limit_leaves_room_under_the_containers(
+        job: dict[str, Any], expected: str | None) -> None:
+    """DuckDB's 1GB default in a container limited to 1Gi: the diff was OOMKilled where it
+    should have spilled. Unless the spec sets memoryLimit, DuckDB takes at most half of the
+    container's limit."""
+    env = env_of(cronjob(tablesync(job=job)))
+    assert env.get("TABLESYNC_MEMORY_LIMIT", {}).get("value") == expected
 
 
 def test_secrets_reach_the_pod_only_as_secret_key_refs() -> None:
