@@ -70,10 +70,38 @@ def open_duckdb(work_dir: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
         "memory_limit": memory_limit,
         "temp_directory": str(spill),
         "preserve_insertion_order": False,
-        "threads": max(os.cpu_count() or 1, 1),
+        "threads": usable_cpus(),
     })
     con.execute("SET enable_progress_bar = false")  # the job logs its own progress
     return con
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: those it may run on (``os.sched_getaffinity``), fewer
+    under a CFS quota (a pod's ``resources.limits.cpu``, ``docker run --cpus``), rounded up;
+    at least 1. The quota is read from cgroup v2's ``cpu.max`` (``"200000 100000"``: two
+    CPUs; ``"max 100000"``: none) or v1's ``cpu/cpu.cfs_quota_us`` over
+    ``cpu/cpu.cfs_period_us`` (-1: none), under ``cgroup``.
+
+    ``os.cpu_count()`` counts the node's CPUs: on a 64-CPU node a pod limited to 2 ran 64
+    DuckDB threads, throttled, each with its share of memory_limit.
+    """
+    cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1)
+    quota, period = None, None
+    try:
+        fields = (cgroup / "cpu.max").read_text().split()
+        if len(fields) == 2 and fields[0] != "max":
+            quota, period = int(fields[0]), int(fields[1])
+    except (OSError, ValueError):
+        try:
+            quota = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            pass
+    if quota is not None and period and quota > 0:
+        cpus = min(cpus, -(-quota // period))
+    return max(cpus, 1)
 
 
 def size_bytes(memory_limit: str) -> int:
