@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     common(apply)
     apply.add_argument("--delta", metavar="FROM..TO",
                        help="the delta (default: the newest one from the last applied snapshot)")
-    apply.add_argument("--approve", metavar="FROM..TO", help="apply it despite a guard")
+    apply.add_argument("--approve", metavar="FROM..TO",
+                       help="apply it despite a guard (without --delta: apply this delta)")
     return parser
 
 
@@ -152,6 +153,11 @@ def _apply_only(ctx: pipeline.RunContext, delta_ref: str | None, approve: str | 
         pipeline.succeeded(ctx.report, done, ctx.resumed or ApplyResult(),
                            approved=approve == done.id)
         return
+    field_name = "--delta"
+    if delta_ref is None and approve is not None:
+        # the delta approved is the one to apply: the newest could be another run's, which
+        # the approval does not cover (the guard tripped again, naming that one)
+        delta_ref, field_name = approve, "--approve"
     if delta_ref is None:
         state = ctx.layout.get_state()
         start = delta_id(state.last_applied_snapshot_id if state else None, "")
@@ -160,7 +166,7 @@ def _apply_only(ctx: pipeline.RunContext, delta_ref: str | None, approve: str | 
             raise InputError(f"--delta: no stored delta starts at {start[:-2]}; run "
                              "'tablesync-job diff' first")
         delta_ref = candidates[-1]
-    delta, parts = pipeline.stored_delta(ctx, delta_ref, "--delta")
+    delta, parts = pipeline.stored_delta(ctx, delta_ref, field_name)
     pipeline.describe_delta(ctx, delta)
     pipeline.check_guards(ctx.spec, delta, approve)
     result = pipeline.phase_apply(ctx, delta, parts)

@@ -95,3 +95,21 @@ def test_a_standing_approval_whose_delta_is_gone_lets_runs_go_on(lane: Lane) -> 
     assert result.code == 3, result.stderr
     assert result.report["deltaId"] != gone
     assert "is no longer stored" in result.stderr
+
+
+def test_apply_approve_without_delta_applies_the_delta_approved(lane: Lane) -> None:
+    """Two runs tripped on the same truncation, each storing its delta: 'apply --approve'
+    with the first one applied the newest delta instead, which the approval does not
+    cover, so the guard tripped again naming the other one."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.src("TRUNCATE prices")
+    first, second = lane.run("run"), lane.run("run")
+    assert (first.code, second.code) == (3, 3)
+    assert first.report["deltaId"] != second.report["deltaId"]
+
+    applied = lane.run("apply", "--approve", first.report["deltaId"])
+
+    assert applied.code == 0, applied.stderr
+    assert applied.report["deltaId"] == first.report["deltaId"]
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
