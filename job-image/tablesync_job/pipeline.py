@@ -947,9 +947,11 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
                             extra={"fields": {"approved": standing, "lastApplied": current}})
             else:
                 approve = standing
-    if approve and not dry_run:
+    if approve:
         delta, parts = stored_delta(ctx, approve, "--approve")
         describe_delta(ctx, delta)
+        if dry_run:  # what the approval would apply (it was ignored: a new delta tripped)
+            return _dry_run(ctx, delta, parts, None, approved=True)
         result = phase_apply(ctx, delta, parts)
         return succeeded(report, delta, result, approved=True)
     last_applied(ctx)  # a state.json naming a missing T-1 fails before a dump is stored
@@ -971,19 +973,7 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
             raise
         tripped = err
     if dry_run:
-        # a guard is part of what the dry run shows; its delta is not stored, so there is
-        # nothing to --approve yet: a run stores it and names it
-        report.result, report.reason = "DryRun", "DryRun"
-        refills = f", {delta.refills} refills" if delta.refills else ""
-        report.message = (f"dry run: delta {delta.id} has {delta.inserts} inserts, "
-                          f"{delta.updates} updates, {delta.deletes} deletes{refills}; nothing "
-                          "applied")
-        if tripped is not None:
-            report.message += (f". A run would stop at {tripped.reason} (exit 3): "
-                               f"{tripped.finding}; it stores its own delta and names it for "
-                               "--approve")
-        report.sample = sample(ctx, delta_parts)
-        return report
+        return _dry_run(ctx, delta, delta_parts, tripped)
     try:
         result = phase_apply(ctx, delta, delta_parts)
     except InputError as err:
@@ -999,6 +989,27 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
                          "if the destination holds a subset of the source on purpose, set "
                          "spec.destination.lostRows: ignore)") from None
     return succeeded(report, delta, result, approved=False)
+
+
+def _dry_run(ctx: RunContext, delta: Delta, delta_parts: list[Path],
+             tripped: GuardTripped | None, approved: bool = False) -> Report:
+    """The dry run's report: ``delta``'s counts and a sample, and the guard it would trip.
+    A guard is part of what the dry run shows; its delta is not stored, so there is nothing
+    to --approve yet: a run stores it and names it. ``approved``: the stored delta an
+    approval names, which a run would apply whatever the guards."""
+    report = ctx.report
+    report.result, report.reason = "DryRun", "DryRun"
+    refills = f", {delta.refills} refills" if delta.refills else ""
+    which = "approved delta" if approved else "delta"
+    report.message = (f"dry run: {which} {delta.id} has {delta.inserts} inserts, "
+                      f"{delta.updates} updates, {delta.deletes} deletes{refills}; nothing "
+                      "applied")
+    if tripped is not None:
+        report.message += (f". A run would stop at {tripped.reason} (exit 3): "
+                           f"{tripped.finding}; it stores its own delta and names it for "
+                           "--approve")
+    report.sample = sample(ctx, delta_parts)
+    return report
 
 
 def succeeded(report: Report, delta: Delta, result: ApplyResult, approved: bool) -> Report:

@@ -71,3 +71,29 @@ def test_a_failed_dry_run_stores_no_run_record(lane: Lane) -> None:
     assert result.code == 2, result.stderr
     assert "note" in result.error_line
     assert sorted((lane.work / "store" / "runs").iterdir()) == runs
+
+
+def test_a_dry_run_with_an_approval_shows_the_delta_approved(lane: Lane) -> None:
+    """Before, --approve was ignored by a dry run: it diffed anew, and its new delta (not the
+    one approved) tripped the guard, as if the approval would not be taken; a stale or
+    mistyped approval passed unnoticed."""
+    load_prices(lane, 100)
+    assert lane.run("run").code == 0
+    lane.src("DELETE FROM prices WHERE id <= 20")
+    tripped = lane.run("run")
+    assert tripped.code == 3
+    state, before = lane.state(), lane.table_text("destination")
+
+    result = lane.run("run", "--dry-run", "--approve", tripped.report["deltaId"])
+
+    assert result.code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert (out["result"], out["deltaId"], out["delta"]["delete"]) == (
+        "DryRun", tripped.report["deltaId"], 20)
+    assert "would stop" not in out["message"]
+    assert {row["_tablesync_op"] for row in out["sample"]} == {"delete"}
+    assert (lane.state(), lane.table_text("destination")) == (state, before)
+    stale = "20200101T000000.000000Z-0000..20200101T000001.000000Z-0000"
+    refused = lane.run("run", "--dry-run", "--approve", stale)
+    assert refused.code == 2
+    assert "--approve" in refused.error_line
