@@ -217,7 +217,7 @@ class S3Storage:
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
-        from botocore.exceptions import InvalidRegionError, ProfileNotFound
+        from botocore.exceptions import BotoCoreError, InvalidRegionError, ProfileNotFound
 
         self.url = url
         self.bucket = bucket
@@ -255,6 +255,10 @@ class S3Storage:
                              "letters, digits and '-', such as eu-west-1") from None
         except ValueError as err:  # botocore's "Invalid endpoint"
             raise InputError(f"{field}: {err}; use http(s)://host[:port]") from None
+        except BotoCoreError as err:  # an AWS config file it cannot parse, AWS_DEFAULTS_MODE
+            raise InputError(f"the AWS configuration (AWS_* variables, AWS_CONFIG_FILE, "
+                             f"AWS_SHARED_CREDENTIALS_FILE, ~/.aws) is not usable: {err}; fix "
+                             "or unset what it names") from None
         self._transfer = TransferConfig(multipart_threshold=64 * 2**20,
                                         multipart_chunksize=64 * 2**20, max_concurrency=4)
 

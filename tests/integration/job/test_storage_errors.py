@@ -66,6 +66,26 @@ def test_a_profile_the_aws_config_lacks_is_an_input_error(s3_lane: Lane) -> None
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("variable", "value", "named"),
+                         [("AWS_CONFIG_FILE", "{work}/aws-config", "Unable to parse config file"),
+                          ("AWS_DEFAULTS_MODE", "fastest", "invalid defaults mode: fastest")],
+                         ids=["unparseable-config-file", "defaults-mode"])
+def test_an_aws_configuration_botocore_refuses_is_an_input_error(
+        s3_lane: Lane, variable: str, value: str, named: str) -> None:
+    """Before, botocore's ConfigParseError or InvalidDefaultsMode escaped: a traceback,
+    exit 1 (no documented code) and no report for the operator."""
+    load_prices(s3_lane, 10)
+    (s3_lane.work / "aws-config").write_text("region = us-east-1\n")  # no [section]
+    s3_lane.env[variable] = value.format(work=s3_lane.work)
+
+    result = s3_lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert "the AWS configuration" in result.error_line and named in result.error_line
+    assert result.report["reason"] == "InputError"
+    assert "Traceback" not in result.stderr
+
+
 def test_credentials_that_may_not_write_are_an_input_error(s3_lane: Lane,
                                                            minio: MinioServer) -> None:
     load_prices(s3_lane, 10)
