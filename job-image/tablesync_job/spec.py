@@ -118,9 +118,12 @@ def load(path: str | None) -> JobSpec:
     """Read the manifest from ``path`` (YAML or JSON) or, without one, ``TABLESYNC_SPEC``."""
     if path:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as err:
             raise InputError(f"--spec {path}: cannot read the file ({err.strerror})") from None
+        except UnicodeDecodeError as err:
+            raise InputError(f"--spec {path}: not UTF-8 text (byte {err.start}); save the "
+                             "manifest as UTF-8") from None
         origin = path
     else:
         text = os.environ.get("TABLESYNC_SPEC", "")
@@ -130,7 +133,9 @@ def load(path: str | None) -> JobSpec:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise InputError(f"{origin}: not valid YAML/JSON ({err})") from None
+        # (on one line: the message quotes the offending line, with a caret under it)
+        raise InputError(f"{origin}: not valid YAML/JSON ({' '.join(str(err).split())})"
+                         ) from None
     return parse(doc, origin=origin)
 
 

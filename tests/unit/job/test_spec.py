@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tablesync_job.__main__ import main
 from tablesync_job.errors import InputError
 from tablesync_job.spec import parse
 
@@ -123,3 +125,22 @@ def test_only_lossless_destination_types_are_accepted(source: str, dest: str, ok
     from tablesync_job.apply import lossless
 
     assert lossless(source, dest) is ok
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [(b"\xff\xfe spec: {}", "not UTF-8 text (byte 0); save the manifest as UTF-8"),
+     (b"spec: !!python/object:os.system ls\n", "not valid YAML/JSON (could not determine")],
+    ids=["not-utf8", "yaml-error"])
+def test_a_spec_file_it_cannot_read_is_one_line_and_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, named: str) -> None:
+    """A manifest saved as UTF-16 (or Latin-1) escaped as UnicodeDecodeError: a traceback and
+    exit 1, no report; a YAML error spread over four lines, quoting the file."""
+    spec_file = tmp_path / "tablesync.yaml"
+    spec_file.write_bytes(content)
+
+    code = main(["run", "--spec", str(spec_file)])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and named in err[0], err
