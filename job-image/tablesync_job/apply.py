@@ -37,6 +37,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -397,7 +398,7 @@ def _fault(point: str) -> None:
 def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Path],
           began: Callable[[Transaction], None] | None = None,
           committing: Callable[[ApplyResult], None] | None = None,
-          absent_from: Snapshot | None = None) -> ApplyResult:
+          absent_from: Snapshot | None = None, kept_at: str | None = None) -> ApplyResult:
     """Apply ``delta`` (local Parquet ``parts``) to the destination; commit; return counts.
 
     ``began`` is called with the apply's :class:`Transaction` once it has begun, before it
@@ -406,7 +407,10 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Pa
     commit (``pipeline`` stores them: a commit is never without them).
     ``absent_from``: the snapshot T of a delta that holds every row of T (a bootstrap, a
     refill); the destination's rows whose key T lacks are kept for the next run too
-    (:func:`_absent_rows`). Raises InputError when a value does not fit the destination's
+    (:func:`_absent_rows`). ``kept_at``: when the last apply kept the deletes this delta
+    asks again (``State.applied_at``): a T captured before then (a replica lagging by more
+    than a cycle) also bounds them by its watermark (:func:`_delete`).
+    Raises InputError when a value does not fit the destination's
     column type, and TransientError on connection loss, deadlock or serialization failure
     (nothing committed).
     """
@@ -431,7 +435,7 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Pa
             # Deletes first: a key Postgres finds equal to a deleted one (numeric 1 and 1.00,
             # a case-insensitive collation) but DuckDB does not is then deleted and inserted,
             # where the other order would update the row and then delete it.
-            _delete(cur, spec, dest, delta, staged, result)
+            _delete(cur, spec, dest, delta, staged, result, kept_at)
             _fault("mid-apply")
             _upsert(cur, spec, dest, delta, schema, staged, result)
             kept = None
@@ -803,7 +807,7 @@ def _newer(spec: JobSpec, dest: TableInfo, delta: Delta, columns: list[str]) -> 
 
 
 def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Staged,
-            result: ApplyResult) -> None:
+            result: ApplyResult, kept_at: str | None = None) -> None:
     mode = spec.destination.deletes
     if mode == "ignore" or delta.deletes == 0:
         return
@@ -823,8 +827,15 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
         latest = f"GREATEST({watermark}, {bound})"
         # A delete asked again is bound by the version the destination held when it was
         # kept: a row written since (the event lane's insert of a row the source has again
-        # after T, with a version the watermark covers) is not the row found then.
-        bound = latest if not staged.pending else f"CASE WHEN s.{PENDING} THEN {bound} " \
+        # after T, with a version the watermark covers) is not the row found then. And by
+        # T's watermark too when T was captured before that apply: read on a replica
+        # lagging more than a cycle behind the primary, T may lack the row the event lane
+        # re-inserted, which that apply kept for being newer than its T.
+        kept = bound
+        if kept_at is not None and \
+                datetime.fromisoformat(delta.captured_at) < datetime.fromisoformat(kept_at):
+            kept = f"LEAST({watermark}, {bound})"
+        bound = latest if not staged.pending else f"CASE WHEN s.{PENDING} THEN {kept} " \
                                                    f"ELSE {latest} END"
     safe = f"(d.{q(ver)} IS NULL OR d.{q(ver)} <= {bound})"
     where = f"s.{OP} = 'delete' AND {join} AND {safe}"

@@ -713,7 +713,8 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
 
     try:
         result = apply(ctx.spec, ctx.destination_uri, dest, delta, parts, began=began,
-                       committing=committing, absent_from=snap if full else None)
+                       committing=committing, absent_from=snap if full else None,
+                       kept_at=state.applied_at if state is not None else None)
     except InputError:
         # a statement or the commit failed: rolled back, nothing to resume (the next run
         # diffs afresh, and sees a fixed source); after a TransientError (the connection may

@@ -401,3 +401,42 @@ def test_a_row_the_source_lacks_counts_once_a_snapshot_is_past_the_run_that_firs
     assert counted.report["reason"] == "Refilled"
     assert deleted.code == 0, deleted.stderr[-3000:]
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_the_event_lanes_re_insert_a_paused_replica_lacks_for_runs_stays(
+        idle_primary_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
+    """Timestamp versions: the source deletes row 7 and inserts it again; the standby has
+    replayed the delete, not the insert (paused: lagging by more than a cycle); the event
+    lane delivered both. The first run keeps the delete (the destination's row is newer than
+    T); the next, from the same lagging standby, asked it again bound by the version kept
+    alone, and deleted the row the primary has (review). That T was captured before the
+    apply that kept the delete, and the row is newer than its watermark: it stays."""
+    primary, standby = replica_pair
+    lane = idle_primary_lane
+    load_prices(lane, 100)
+    caught_up(primary, standby)
+    assert lane.run().code == 0
+    lane.src("DELETE FROM prices WHERE id = 7")
+    lane.dst("DELETE FROM prices WHERE id = 7")  # the event lane
+    caught_up(primary, standby)
+    while _exec(lane.env["TABLESYNC_SOURCE_URI"], "SELECT count(*) FROM prices WHERE id = 7"
+                ) != [(0,)]:  # (replayed a moment after its WAL position)
+        time.sleep(0.1)
+    _exec(standby.uri(), "SELECT pg_wal_replay_pause()")
+    try:
+        lane.src("INSERT INTO prices VALUES (7, 'sku-7', 1, 'EUR', 'back', now())")
+        version = lane.src("SELECT updated_at FROM prices WHERE id = 7")[0][0]
+        lane.dst("INSERT INTO prices VALUES (7, 'sku-7', 1, 'EUR', 'back', %s)", (version,))
+        paused = [lane.run() for _ in range(2)]
+        held = lane.dst("SELECT title FROM prices WHERE id = 7")
+    finally:
+        _exec(standby.uri(), "SELECT pg_wal_replay_resume()")
+    caught_up(primary, standby)
+    after = lane.run()
+
+    assert [r.code for r in paused] == [0, 0], paused[-1].stderr[-3000:]
+    assert [(r.report["apply"]["deleted"], r.report["apply"]["staleSkipped"]) for r in paused
+            ] == [(0, 1), (0, 1)]
+    assert held == [("back",)]
+    assert after.code == 0, after.stderr[-3000:]
+    assert lane.table_text("destination") == lane.table_text("source")
