@@ -74,6 +74,10 @@ class Demo:
         minio = ClusterState.load(STATE / "cluster").minio
         assert minio is not None
         say(f"    API server up; kubeconfig {self.kubeconfig}")
+        # `make demo` again: the last demo's TableSync and its jobs go before step 2 makes
+        # the tables anew (its snapshots go in step 4), or run 1 would not bootstrap
+        self.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait",
+                     "--timeout=120s")
         return {"endpoint": minio.endpoint, "access_key": minio.access_key,
                 "secret_key": minio.secret_key}
 
@@ -145,9 +149,18 @@ class Demo:
     def tablesync(self, s3: dict[str, Any]) -> None:
         import boto3
 
-        boto3.client("s3", endpoint_url=s3["endpoint"], aws_access_key_id=s3["access_key"],
-                     aws_secret_access_key=s3["secret_key"], region_name="us-east-1"
-                     ).create_bucket(Bucket="tablesync-demo")
+        client = boto3.client("s3", endpoint_url=s3["endpoint"],
+                              aws_access_key_id=s3["access_key"],
+                              aws_secret_access_key=s3["secret_key"], region_name="us-east-1")
+        try:
+            client.create_bucket(Bucket="tablesync-demo")
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            # `make demo` again: the last demo's snapshots and state.json describe tables
+            # step 2 made anew
+            for page in client.get_paginator("list_objects_v2").paginate(
+                    Bucket="tablesync-demo"):
+                for obj in page.get("Contents", []):
+                    client.delete_object(Bucket="tablesync-demo", Key=obj["Key"])
         say("4/6 creating TableSync demo/prices (schedule every 30 minutes; runs triggered now)")
         manifest = {
             "apiVersion": "tablesync.dev/v1alpha1", "kind": "TableSync",
