@@ -311,11 +311,17 @@ def main() -> int:
         return 0
     started = time.monotonic()
     demo = Demo()
-    s3 = demo.cluster()
-    uri = demo.postgres()
-    demo.operator(uri, s3)
-    demo.tablesync(s3)
-    dropped, remaining = demo.cycles(uri)
+    try:
+        s3 = demo.cluster()
+        uri = demo.postgres()
+        demo.operator(uri, s3)
+        demo.tablesync(s3)
+        dropped, remaining = demo.cycles(uri)
+    except KeyboardInterrupt:
+        say("interrupted: what the demo started so far keeps running (cluster, MinIO, "
+            "Postgres, operator, a run's job); `make demo-down` stops it all, `make demo` "
+            "starts over")
+        return 130
     demo.summary(dropped, remaining)
     say(f"done in {time.monotonic() - started:.0f} s")
     return 0

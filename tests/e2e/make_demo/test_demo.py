@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,36 @@ def test_make_demo_twice_in_a_row_starts_over_with_a_bootstrap(tmp_path: Path) -
         down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
                               text=True, capture_output=True, timeout=120, check=False)
     assert down.returncode == 0, down.stdout + down.stderr
+
+
+def test_ctrl_c_midway_says_how_to_stop_what_it_started(tmp_path: Path) -> None:
+    """Ctrl-C during a run ended the demo with a KeyboardInterrupt traceback, leaving the
+    cluster, MinIO, Postgres and the operator running (in sessions of their own) without a
+    word on how to stop them. It now says so and names ``make demo-down``; exit 130."""
+    env = {**os.environ, "TABLESYNC_DEMO_STATE": str(tmp_path / "demo"),
+           "TABLESYNC_DEMO_ROWS": "5000", "PYTHONPATH": str(REPO)}
+    env.pop("KUBECONFIG", None)
+    try:
+        # (as a terminal's Ctrl-C finds it: a suite run in the background ignores SIGINT)
+        proc = subprocess.Popen([sys.executable, "-m", "demo"], cwd=REPO, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "bootstrap: run requested" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=60)
+        out = "".join(seen) + out
+        assert proc.returncode == 130, out[-3000:] + err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        assert "interrupted" in out and "make demo-down" in out.split("interrupted")[1], out
+    finally:
+        down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
+                              text=True, capture_output=True, timeout=120, check=False)
+    assert down.returncode == 0, down.stdout + down.stderr
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True,
+                               text=True, check=False).stdout
+    assert leftovers == "", f"processes left running: {leftovers}"
