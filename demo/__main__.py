@@ -203,15 +203,19 @@ class Demo:
                   f"Drifted={conditions.get('Drifted', {}).get('status')}", flush=True)
 
     def run_now(self, label: str, timeout: float = 600) -> dict[str, Any]:
-        before = (self.status().get("lastRun") or {}).get("jobName")
+        """Request a run and return its ``lastRun``: the run of the Job the request started
+        (``status.runRequest``), not a scheduled one that finished meanwhile."""
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         self.kubectl("annotate", "--overwrite", "-n", NAMESPACE, "ts/prices",
                      f"tablesync.dev/run-requested-at={stamp}")
         say(f"    {label}: run requested at {stamp}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            last = self.status().get("lastRun") or {}
-            if last.get("jobName") and last.get("jobName") != before and last.get("result"):
+            status = self.status()
+            request = status.get("runRequest") or {}
+            last = status.get("lastRun") or {}
+            if (request.get("requestedAt") == stamp and request.get("jobName")
+                    and last.get("jobName") == request["jobName"] and last.get("result")):
                 return last
             time.sleep(2)
         raise SystemExit(f"[demo] run did not finish in {timeout:.0f} s; see "

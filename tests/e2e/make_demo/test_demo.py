@@ -125,3 +125,34 @@ def test_ctrl_c_midway_says_how_to_stop_what_it_started(tmp_path: Path) -> None:
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True,
                                text=True, check=False).stdout
     assert leftovers == "", f"processes left running: {leftovers}"
+
+
+def test_a_scheduled_run_is_not_taken_for_the_run_the_demo_asked_for(tmp_path: Path) -> None:
+    """The demo's schedule (every 30 minutes) can fire while it runs. A scheduled Job that
+    was running when the demo asked for run 2 makes the requested run wait; it finished
+    first, and the demo reported it as run 2 (figures of a snapshot taken during the
+    lane's changes) and went on to the next lane while the run it asked for was still to
+    come. It now waits for the Job its request started (``status.runRequest``)."""
+    env = {**os.environ, "TABLESYNC_DEMO_STATE": str(tmp_path / "demo"),
+           "TABLESYNC_DEMO_ROWS": "5000", "PYTHONPATH": str(REPO)}
+    env.pop("KUBECONFIG", None)
+    script = (
+        "from demo.__main__ import Demo, NAMESPACE\n"
+        "from demo.eventlane import run_events\n"
+        "demo = Demo(); s3 = demo.cluster(); uri = demo.postgres()\n"
+        "demo.operator(uri, s3); demo.tablesync(s3); demo.run_now('bootstrap')\n"
+        "run_events(uri, changes=100, delivery=0.95, seed=2, max_id=5000)\n"
+        "demo.kubectl('create', 'job', '--from=cronjob/prices', 'prices-scheduled', '-n',"
+        " NAMESPACE)  # the schedule fires\n"
+        "last = demo.run_now('run 2')\n"
+        "print('RUN2', last['jobName'], demo.status()['runRequest']['jobName'])\n")
+    try:
+        run = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, text=True,
+                             capture_output=True, timeout=600, check=False)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        reported, requested = run.stdout.split("RUN2 ")[1].split()
+        assert reported == requested, f"run 2 reported {reported}, asked for {requested}"
+    finally:
+        down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
+                              text=True, capture_output=True, timeout=120, check=False)
+    assert down.returncode == 0, down.stdout + down.stderr
