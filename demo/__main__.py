@@ -135,8 +135,7 @@ class Demo:
                       "metadata": {"name": name, "namespace": NAMESPACE}, "stringData": data}
             self.kubectl("apply", "-f", "-", stdin=json.dumps(secret))
         pid_file = STATE / "operator.pid"
-        if pid_file.exists():
-            sh("kill", pid_file.read_text().strip(), check=False)
+        _stop_operator(pid_file)
         log = (STATE / "operator.log").open("ab")
         proc = subprocess.Popen(
             [str(VENV_BIN / "tablesync-operator")],
@@ -295,11 +294,24 @@ def _pg_home(pg_dir: Path) -> Path:
     return (pg_dir / "server").resolve() if (pg_dir / "server").exists() else pg_dir
 
 
+def _stop_operator(pid_file: Path) -> None:
+    """SIGTERM the operator a demo started, if ``pid_file`` names it still: the file outlives
+    it (a reboot, a crash), and by then its pid may be any other process's."""
+    if not pid_file.exists():
+        return
+    pid = pid_file.read_text().strip()
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if str(VENV_BIN / "tablesync-operator").encode() in argv:
+        sh("kill", pid, check=False)
+
+
 def down() -> None:
     pid_file = STATE / "operator.pid"
-    if pid_file.exists():
-        sh("kill", pid_file.read_text().strip(), check=False)
-        pid_file.unlink()
+    _stop_operator(pid_file)
+    pid_file.unlink(missing_ok=True)
     sh(sys.executable, "-m", "localcluster", "--state", str(STATE / "cluster"), "down",
        env={"PYTHONPATH": str(REPO / "tests/e2e/cluster")}, check=False, capture=False)
     pg_data = _pg_home(STATE / "postgres") / "pgdata"

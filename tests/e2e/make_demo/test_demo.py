@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,16 @@ def test_the_demo_corrects_every_dropped_event_and_stops_cleanly(tmp_path: Path)
         assert "destination rows still differing: 0" in out
         assert "make demo-down" in out
     finally:
+        pid_file = tmp_path / "demo" / "operator.pid"
+        operator = pid_file.read_text().strip() if pid_file.exists() else ""
         down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
                               text=True, capture_output=True, timeout=120, check=False)
     assert down.returncode == 0, down.stdout + down.stderr
+    # the operator (its command line does not name the state directory)
+    deadline = time.monotonic() + 30
+    while operator and Path(f"/proc/{operator}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not (operator and Path(f"/proc/{operator}").exists()), f"operator {operator} runs"
     # as root, the demo's Postgres keeps its files in a directory linked from its state
     server = tmp_path / "demo" / "postgres" / "server"
     for place in (tmp_path / "demo", *([server.resolve()] if server.is_symlink() else [])):
@@ -156,3 +164,25 @@ def test_a_scheduled_run_is_not_taken_for_the_run_the_demo_asked_for(tmp_path: P
         down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
                               text=True, capture_output=True, timeout=120, check=False)
     assert down.returncode == 0, down.stdout + down.stderr
+
+
+def test_demo_down_leaves_alone_a_process_that_now_has_the_operators_pid(
+        tmp_path: Path) -> None:
+    """``.demo/operator.pid`` outlives the operator (a reboot, a crash); the pid in it may
+    belong to any process by then. ``make demo-down`` (and ``make demo``, which stops the last
+    operator first) sent it SIGTERM all the same, as root whatever it was. Only the demo's
+    operator is stopped now."""
+    state = tmp_path / "demo"
+    state.mkdir()
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        (state / "operator.pid").write_text(str(other.pid))
+        env = {**os.environ, "TABLESYNC_DEMO_STATE": str(state), "PYTHONPATH": str(REPO)}
+        down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
+                              text=True, capture_output=True, timeout=120, check=False)
+        assert down.returncode == 0, down.stdout + down.stderr
+        time.sleep(0.5)
+        assert other.poll() is None, f"demo down killed pid {other.pid}, not its operator"
+    finally:
+        other.kill()
+        other.wait()
