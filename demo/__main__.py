@@ -195,8 +195,9 @@ class Demo:
         conditions = {c["type"]: c for c in status.get("conditions", [])}
         overrun = status.get("overrun") or {}
         if "Overrun" in conditions:
-            print(f"  Overrun={conditions['Overrun']['status']} (last cycle "
-                  f"{overrun.get('lastCycleSeconds', 0):.1f} s, budget "
+            cycle = overrun.get("lastCycleSeconds")
+            print(f"  Overrun={conditions['Overrun']['status']} ("
+                  f"{'no run yet' if cycle is None else f'last cycle {cycle:.1f} s'}, budget "
                   f"{overrun.get('budgetSeconds', '?')} s, {overrun.get('totalOverruns', 0)} "
                   f"overrun(s) so far)  Lagging={conditions.get('Lagging', {}).get('status')}  "
                   f"Drifted={conditions.get('Drifted', {}).get('status')}", flush=True)

@@ -27,6 +27,8 @@ def test_the_demo_corrects_every_dropped_event_and_stops_cleanly(tmp_path: Path)
         assert "result Succeeded (Bootstrapped): inserted 20,000" in out
         assert out.count("result Succeeded (Applied)") == 2
         assert "Drifted=True" in out
+        # before run 1 there is no cycle to show (it said "last cycle 0.0 s")
+        assert "Overrun=Unknown (no run yet, budget 5 s" in out, out[:3000]
         assert "destination rows still differing: 0" in out
         assert "make demo-down" in out
     finally:
