@@ -269,8 +269,8 @@ class Demo:
               f"(inserted {drift.get('totalInserted', 0):,}, updated "
               f"{drift.get('totalUpdated', 0):,}, deleted {drift.get('totalDeleted', 0):,})")
         print(f"  destination rows still differing: {remaining:,}")
-        print("  (a row that lost two events, or lost one that a later delivered event "
-              "superseded, is one row of drift)")
+        print("  (a row that lost two events is one row of drift; one whose lost event a "
+              "later delivered event superseded is none)")
         print(f"  lag now: {status.get('lagSeconds', '?')} s; overrun: "
               f"{(status.get('overrun') or {}).get('totalOverruns', 0)} cycle(s) over budget")
         assert self.pg is not None
