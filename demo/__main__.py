@@ -227,6 +227,7 @@ class Demo:
         last = self.run_now("bootstrap")
         self.report(last)
         self.show()
+        check_run("run 1", last)
         dropped_total = 0
         for cycle in (2, 3):
             # 2% of the table a cycle, as 20,000 of 1M: its deletes (a twentieth) stay far
@@ -241,6 +242,7 @@ class Demo:
             last = self.run_now(f"run {cycle}")
             self.report(last)
             self.show()
+            check_run(f"run {cycle}", last)
         return dropped_total, self.mismatches(uri)
 
     def report(self, last: dict[str, Any]) -> None:
@@ -295,6 +297,17 @@ def _pg_home(pg_dir: Path) -> Path:
     return (pg_dir / "server").resolve() if (pg_dir / "server").exists() else pg_dir
 
 
+def check_run(label: str, last: dict[str, Any]) -> None:
+    """SystemExit (exit 1) naming the run's reason and message unless ``last`` (its
+    ``status.lastRun``) succeeded: the demo went on, and ended "done", after a failed run."""
+    if last.get("result") == "Succeeded":
+        return
+    raise SystemExit(f"[demo] {label} ended {last.get('result')} ({last.get('reason')}): "
+                     f"{last.get('message') or last.get('error') or 'no message'}; see "
+                     f"{STATE}/operator.log and `kubectl describe ts/prices -n {NAMESPACE}`; "
+                     "`make demo-down` stops it all")
+
+
 def _stop_operator(pid_file: Path) -> None:
     """SIGTERM the operator a demo started, if ``pid_file`` names it still: the file outlives
     it (a reboot, a crash), and by then its pid may be any other process's."""
@@ -340,6 +353,10 @@ def main() -> int:
             "starts over")
         return 130
     demo.summary(dropped, remaining)
+    if remaining:
+        say(f"{remaining:,} row(s) still differ after the last run: the demo did not show "
+            "what it should; see the runs above")
+        return 1
     say(f"done in {time.monotonic() - started:.0f} s")
     return 0
 

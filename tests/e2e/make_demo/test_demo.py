@@ -191,3 +191,17 @@ def test_demo_down_leaves_alone_a_process_that_now_has_the_operators_pid(
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_run_that_did_not_succeed_stops_the_demo_naming_why() -> None:
+    """Before, a failed run (a guard trip, an input error) was printed like any other and
+    the demo went on to end "done", exit 0."""
+    from demo.__main__ import check_run
+
+    check_run("run 2", {"result": "Succeeded", "reason": "Applied"})
+    with pytest.raises(SystemExit) as stop:
+        check_run("run 2", {"result": "GuardTripped", "reason": "DeleteGuardTripped",
+                            "message": "delta A..B would delete 400 of 5000 rows"})
+    assert str(stop.value).startswith(
+        "[demo] run 2 ended GuardTripped (DeleteGuardTripped): delta A..B would delete 400")
+    assert "make demo-down" in str(stop.value)
