@@ -15,21 +15,39 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[3]
 
 
-def test_the_demo_corrects_every_dropped_event_and_stops_cleanly(tmp_path: Path) -> None:
+def demo_env(tmp_path: Path, rows: int) -> dict[str, str]:
     env = {**os.environ, "TABLESYNC_DEMO_STATE": str(tmp_path / "demo"),
-           "TABLESYNC_DEMO_ROWS": "20000", "PYTHONPATH": str(REPO)}
+           "TABLESYNC_DEMO_ROWS": str(rows), "PYTHONPATH": str(REPO)}
     env.pop("KUBECONFIG", None)
+    return env
+
+
+def run_demo(env: dict[str, str], attempt: str = "") -> str:
+    """Run the demo to its end; its output, once it said every run applied and no row
+    still differs."""
+    run = subprocess.run([sys.executable, "-m", "demo"], cwd=REPO, env=env, text=True,
+                         capture_output=True, timeout=600, check=False)
+    out = run.stdout
+    assert run.returncode == 0, f"{attempt}: " + out[-3000:] + run.stderr[-3000:]
+    assert out.count("result Succeeded (Applied)") == 2, f"{attempt}: " + out[-3000:]
+    assert "destination rows still differing: 0" in out, attempt
+    return out
+
+
+def demo_down(env: dict[str, str]) -> None:
+    down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
+                          text=True, capture_output=True, timeout=120, check=False)
+    assert down.returncode == 0, down.stdout + down.stderr
+
+
+def test_the_demo_corrects_every_dropped_event_and_stops_cleanly(tmp_path: Path) -> None:
+    env = demo_env(tmp_path, 20000)
     try:
-        run = subprocess.run([sys.executable, "-m", "demo"], cwd=REPO, env=env, text=True,
-                             capture_output=True, timeout=600, check=False)
-        out = run.stdout
-        assert run.returncode == 0, out[-3000:] + run.stderr[-3000:]
+        out = run_demo(env)
         assert "result Succeeded (Bootstrapped): inserted 20,000" in out
-        assert out.count("result Succeeded (Applied)") == 2
         assert "Drifted=True" in out
         # before run 1 there is no cycle to show (it said "last cycle 0.0 s")
         assert "Overrun=Unknown (no run yet, budget 5 s" in out, out[:3000]
-        assert "destination rows still differing: 0" in out
         # why fewer rows are drift than events were dropped: a lost update that a delivered
         # one overwrote left the row current (it said that was one row of drift too)
         assert "one whose lost event a later delivered event superseded is none" in out
@@ -37,9 +55,7 @@ def test_the_demo_corrects_every_dropped_event_and_stops_cleanly(tmp_path: Path)
     finally:
         pid_file = tmp_path / "demo" / "operator.pid"
         operator = pid_file.read_text().strip() if pid_file.exists() else ""
-        down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
-                              text=True, capture_output=True, timeout=120, check=False)
-    assert down.returncode == 0, down.stdout + down.stderr
+        demo_down(env)
     # the operator (its command line does not name the state directory)
     deadline = time.monotonic() + 30
     while operator and Path(f"/proc/{operator}").exists() and time.monotonic() < deadline:
@@ -59,21 +75,12 @@ def test_a_smaller_demo_table_is_still_reconciled(tmp_path: Path) -> None:
     demo's ``maxDeleteFraction: 0.05``. Runs 2 and 3 tripped the delete guard, and the demo
     ended "done" with hundreds of rows still differing. The lane changes 2% of the table
     a cycle (20,000 of 1M, as before)."""
-    env = {**os.environ, "TABLESYNC_DEMO_STATE": str(tmp_path / "demo"),
-           "TABLESYNC_DEMO_ROWS": "5000", "PYTHONPATH": str(REPO)}
-    env.pop("KUBECONFIG", None)
+    env = demo_env(tmp_path, 5000)
     try:
-        run = subprocess.run([sys.executable, "-m", "demo"], cwd=REPO, env=env, text=True,
-                             capture_output=True, timeout=600, check=False)
-        out = run.stdout
-        assert run.returncode == 0, out[-3000:] + run.stderr[-3000:]
+        out = run_demo(env)
         assert "GuardTripped" not in out, out[-3000:]
-        assert out.count("result Succeeded (Applied)") == 2, out[-3000:]
-        assert "destination rows still differing: 0" in out
     finally:
-        down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
-                              text=True, capture_output=True, timeout=120, check=False)
-    assert down.returncode == 0, down.stdout + down.stderr
+        demo_down(env)
 
 
 def test_make_demo_twice_in_a_row_starts_over_with_a_bootstrap(tmp_path: Path) -> None:
@@ -81,18 +88,11 @@ def test_make_demo_twice_in_a_row_starts_over_with_a_bootstrap(tmp_path: Path) -
     cluster and Postgres but loads the tables anew. The first demo's bucket and TableSync
     stayed: creating the bucket failed with a BucketAlreadyOwnedByYou traceback, and with
     it let be, run 1 would have diffed against the first demo's snapshots, not bootstrapped."""
-    env = {**os.environ, "TABLESYNC_DEMO_STATE": str(tmp_path / "demo"),
-           "TABLESYNC_DEMO_ROWS": "5000", "PYTHONPATH": str(REPO)}
-    env.pop("KUBECONFIG", None)
+    env = demo_env(tmp_path, 5000)
     try:
         for attempt in ("first", "second"):
-            run = subprocess.run([sys.executable, "-m", "demo"], cwd=REPO, env=env, text=True,
-                                 capture_output=True, timeout=600, check=False)
-            out = run.stdout
-            assert run.returncode == 0, f"{attempt}: " + out[-3000:] + run.stderr[-3000:]
+            out = run_demo(env, attempt)
             assert "result Succeeded (Bootstrapped): inserted 5,000" in out, attempt
-            assert out.count("result Succeeded (Applied)") == 2, attempt
-            assert "destination rows still differing: 0" in out, attempt
         # the second demo's TableSync counts its own three runs only
         assert "lag now:" in out
         kubeconfig = out.split("export KUBECONFIG=")[1].split()[0]
@@ -102,18 +102,14 @@ def test_make_demo_twice_in_a_row_starts_over_with_a_bootstrap(tmp_path: Path) -
                               capture_output=True, check=True).stdout
         assert '"succeeded":3' in runs, runs
     finally:
-        down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
-                              text=True, capture_output=True, timeout=120, check=False)
-    assert down.returncode == 0, down.stdout + down.stderr
+        demo_down(env)
 
 
 def test_ctrl_c_midway_says_how_to_stop_what_it_started(tmp_path: Path) -> None:
     """Ctrl-C during a run ended the demo with a KeyboardInterrupt traceback, leaving the
     cluster, MinIO, Postgres and the operator running (in sessions of their own) without a
     word on how to stop them. It now says so and names ``make demo-down``; exit 130."""
-    env = {**os.environ, "TABLESYNC_DEMO_STATE": str(tmp_path / "demo"),
-           "TABLESYNC_DEMO_ROWS": "5000", "PYTHONPATH": str(REPO)}
-    env.pop("KUBECONFIG", None)
+    env = demo_env(tmp_path, 5000)
     try:
         # (as a terminal's Ctrl-C finds it: a suite run in the background ignores SIGINT)
         proc = subprocess.Popen([sys.executable, "-m", "demo"], cwd=REPO, env=env, text=True,
@@ -132,9 +128,7 @@ def test_ctrl_c_midway_says_how_to_stop_what_it_started(tmp_path: Path) -> None:
         assert "Traceback" not in err, err[-3000:]
         assert "interrupted" in out and "make demo-down" in out.split("interrupted")[1], out
     finally:
-        down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
-                              text=True, capture_output=True, timeout=120, check=False)
-    assert down.returncode == 0, down.stdout + down.stderr
+        demo_down(env)
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True,
                                text=True, check=False).stdout
     assert leftovers == "", f"processes left running: {leftovers}"
@@ -146,9 +140,7 @@ def test_a_scheduled_run_is_not_taken_for_the_run_the_demo_asked_for(tmp_path: P
     first, and the demo reported it as run 2 (figures of a snapshot taken during the
     lane's changes) and went on to the next lane while the run it asked for was still to
     come. It now waits for the Job its request started (``status.runRequest``)."""
-    env = {**os.environ, "TABLESYNC_DEMO_STATE": str(tmp_path / "demo"),
-           "TABLESYNC_DEMO_ROWS": "5000", "PYTHONPATH": str(REPO)}
-    env.pop("KUBECONFIG", None)
+    env = demo_env(tmp_path, 5000)
     script = (
         "from demo.__main__ import Demo, NAMESPACE\n"
         "from demo.eventlane import run_events\n"
@@ -166,9 +158,7 @@ def test_a_scheduled_run_is_not_taken_for_the_run_the_demo_asked_for(tmp_path: P
         reported, requested = run.stdout.split("RUN2 ")[1].split()
         assert reported == requested, f"run 2 reported {reported}, asked for {requested}"
     finally:
-        down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
-                              text=True, capture_output=True, timeout=120, check=False)
-    assert down.returncode == 0, down.stdout + down.stderr
+        demo_down(env)
 
 
 def test_demo_down_leaves_alone_a_process_that_now_has_the_operators_pid(
