@@ -724,7 +724,7 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     _fault("after-commit")
     pending = result.pending_deletes
     ctx.layout.put_state(State(last_applied_snapshot_id=delta.to_id,
-                               captured_at=delta.captured_at, applied_at=now_iso(),
+                               captured_at=delta.captured_at, applied_at=now_iso("microseconds"),
                                delta_id=delta.id,
                                pending_deletes=0 if pending is None else pending.num_rows,
                                deletes=deletes))
@@ -856,7 +856,7 @@ def advance_committed(ctx: RunContext, state: State) -> ApplyResult:
         raw = ctx.layout.storage.get_bytes(ctx.layout.pending_deletes_key(to_id))
         pending = 0 if raw is None else pq.read_metadata(pa.BufferReader(raw)).num_rows
     ctx.layout.put_state(State(last_applied_snapshot_id=to_id, captured_at=snap.captured_at,
-                               applied_at=now_iso(), delta_id=delta_id,
+                               applied_at=now_iso("microseconds"), delta_id=delta_id,
                                pending_deletes=pending,
                                deletes=state.applying_deletes or state.deletes))
     result = ApplyResult.from_report(counts)

@@ -23,8 +23,8 @@ _ESSENTIAL = ("result", "reason", "message", "runId", "error")  # kept when noth
 TERMINATION_LOG = "/dev/termination-log"
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def now_iso(timespec: str = "seconds") -> str:
+    return datetime.now(UTC).isoformat(timespec=timespec)
 
 
 @dataclass

@@ -164,6 +164,8 @@ class State:
 
     last_applied_snapshot_id: str | None
     captured_at: str | None
+    # when the state was written, to the microsecond (earlier builds: the second); a delete
+    # asked again compares it with T's capturedAt (apply._delete)
     applied_at: str | None
     delta_id: str | None
     applying: str | None = None
