@@ -435,7 +435,17 @@ _QUANTITY = re.compile(
     r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([numkMGTPE]|[KMGTPE]i|[eE][-+]?[0-9]+)?$"
 )
 # spec.job.memoryLimit: the CRD's pattern; the job reads it as DuckDB does (diff.size_bytes)
-_MEMORY_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(?:[kKmMgGtT][iI]?)?[bB]$")
+_MEMORY_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(?:([kKmMgGtT])([iI]?))?[bB]$")
+
+
+def _memory_bytes(size: re.Match[str]) -> int:
+    """Whole bytes of a ``_MEMORY_SIZE`` match, as the job's ``diff.size_bytes`` counts them.
+
+    The job refuses a size under one byte (``0.5B``), so the operator does too.
+    """
+    number, prefix, binary = size.groups()
+    base = 1024 if binary else 1000
+    return int(float(number) * base ** " KMGT".index((prefix or " ").upper()))
 
 
 def _parse_job(raw: Any, r: _Reader) -> JobSpec | None:
@@ -470,7 +480,7 @@ def _parse_job(raw: Any, r: _Reader) -> JobSpec | None:
         r.problem("spec.job.scratchSizeLimit", f"{scratch!r} is not a quantity such as 10Gi")
     memory = r.optional_string(j.get("memoryLimit"), "spec.job.memoryLimit")
     size = _MEMORY_SIZE.match(memory) if memory is not None else None
-    if memory is not None and (size is None or float(size.group(1)) == 0):
+    if memory is not None and (size is None or _memory_bytes(size) <= 0):
         r.problem("spec.job.memoryLimit", f"{memory!r} is not a positive memory size such as "
                   "2GB or 512MiB")
     return JobSpec(
