@@ -160,8 +160,9 @@ def parse(doc: Any, origin: str = "manifest") -> JobSpec:
 
     src = r.obj(spec.get("source"), "spec.source")
     pk_raw = src.get("primaryKey")
-    if isinstance(pk_raw, str):
-        pk_raw = [pk_raw]
+    if isinstance(pk_raw, str):  # the CRD wants a list, so the cluster would refuse this manifest
+        raise r.error("spec.source.primaryKey", f"must be a list of key columns, e.g. "
+                      f"primaryKey: [{pk_raw}]")
     if not isinstance(pk_raw, list) or not pk_raw:
         raise r.error("spec.source.primaryKey", "must list one or more key columns")
     primary_key = tuple(r.ident(c, f"spec.source.primaryKey[{i}]") for i, c in enumerate(pk_raw))

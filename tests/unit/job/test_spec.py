@@ -44,6 +44,8 @@ def test_a_bare_spec_is_accepted() -> None:
 
 @pytest.mark.parametrize(("path", "value", "named"), [
     (("source", "primaryKey"), [], "spec.source.primaryKey"),
+    # the CRD wants a list: a manifest run by hand must be one the cluster accepts
+    (("source", "primaryKey"), "product_id", "primaryKey: [product_id]"),
     (("source", "versionColumn"), None, "spec.source.versionColumn"),
     (("source", "versionColumn"), "product_id", "spec.source.versionColumn"),
     (("source", "table"), "a.b.c", "spec.source.table"),
