@@ -65,7 +65,11 @@ app.kubernetes.io/component: operator
 {{- end -}}
 
 {{- define "tablesync.jobServiceAccountName" -}}
+{{- if .Values.job.serviceAccount.create -}}
 {{- default (printf "%s-job" (include "tablesync.fullname" .)) .Values.job.serviceAccount.name -}}
+{{- else -}}
+{{- required "job.serviceAccount.name must name a ServiceAccount that exists in every namespace holding TableSyncs (e.g. default) when job.serviceAccount.create is false" .Values.job.serviceAccount.name -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "tablesync.leaseName" -}}

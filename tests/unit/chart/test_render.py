@@ -256,3 +256,14 @@ def test_notes_give_the_first_commands(tmp_path: Path) -> None:
     assert "kubectl -n data get ts" in notes
     assert "tablesync.dev/run-requested-at=" in notes  # trigger a run now
     assert "kubectl -n data wait ts/product-prices --for=condition=LastRunSucceeded" in notes
+
+
+def test_job_service_account_name_is_required_when_not_created() -> None:
+    """Without it the operator pointed TableSyncs at "<fullname>-job", which nothing creates,
+    so every TableSync was Stalled/ServiceAccountNotFound after a clean install."""
+    with pytest.raises(HelmFailed, match=r"job\.serviceAccount\.name must name"):
+        render({"job": {"serviceAccount": {"create": False}}})
+    objects = render({"job": {"serviceAccount": {"create": False, "name": "default"}}})
+    assert find(objects, "ServiceAccount", "default") == []
+    env = only(objects, "Deployment", OPERATOR)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "TABLESYNC_OPERATOR_JOB_SERVICE_ACCOUNT", "value": "default"} in env
