@@ -322,23 +322,31 @@ def _stop_operator(pid_file: Path) -> None:
         sh("kill", pid, check=False)
 
 
-def down() -> None:
+def down() -> int:
+    """Stop what ``make demo`` started; 1 when the cluster could not be stopped."""
     pid_file = STATE / "operator.pid"
     _stop_operator(pid_file)
     pid_file.unlink(missing_ok=True)
-    sh(sys.executable, "-m", "localcluster", "--state", str(STATE / "cluster"), "down",
-       env={"PYTHONPATH": str(REPO / "tests/e2e/cluster")}, check=False, capture=False)
+    cluster = subprocess.run(
+        [sys.executable, "-m", "localcluster", "--state", str(STATE / "cluster"), "down"],
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests/e2e/cluster")}, check=False,
+    ).returncode
     pg_data = _pg_home(STATE / "postgres") / "pgdata"
     if pg_data.exists():
         PostgresServer(port=0, data_dir=pg_data, bindir=postgres_bindir()).stop()
     (STATE / "postgres.port").unlink(missing_ok=True)
+    if cluster != 0:
+        say(f"stopped the operator and Postgres, but not the cluster (localcluster down exited "
+            f"{cluster}, see above): its processes (API server, etcd, MinIO, pods) may still "
+            f"run; their pids are in {STATE / 'cluster' / 'state.json'}")
+        return 1
     say("stopped: operator, cluster, MinIO and Postgres")
+    return 0
 
 
 def main() -> int:
     if sys.argv[1:] == ["down"]:
-        down()
-        return 0
+        return down()
     started = time.monotonic()
     demo = Demo()
     try:

@@ -40,6 +40,21 @@ def demo_down(env: dict[str, str]) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
 
 
+def test_demo_down_says_so_when_the_cluster_did_not_stop(tmp_path: Path) -> None:
+    """It said "stopped: operator, cluster, MinIO and Postgres" and exited 0 whatever
+    localcluster down answered, so a cluster left running went unnoticed."""
+    env = demo_env(tmp_path, 1000)
+    cluster = tmp_path / "demo" / "cluster"
+    cluster.mkdir(parents=True)
+    (cluster / "state.json").write_text("{half a state file")
+    down = subprocess.run([sys.executable, "-m", "demo", "down"], cwd=REPO, env=env,
+                          text=True, capture_output=True, timeout=120, check=False)
+    assert down.returncode == 1, down.stdout + down.stderr
+    assert "not the cluster" in down.stdout and "stopped: operator, cluster" not in down.stdout
+    (cluster / "state.json").unlink()
+    demo_down(env)  # nothing left to stop: exit 0
+
+
 def test_the_demo_corrects_every_dropped_event_and_stops_cleanly(tmp_path: Path) -> None:
     env = demo_env(tmp_path, 20000)
     try:
