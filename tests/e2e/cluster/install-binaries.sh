@@ -28,10 +28,26 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 
 log() { printf '[cluster-binaries] %s\n' "$*" >&2; }
 
+# A Go >= 1.21 (older ones know no GOTOOLCHAIN and fail minutes in with compile errors): the
+# one on PATH, else $TABLESYNC_GO_ROOT's (/usr/local/go: where `make system-deps` puts its pinned
+# toolchain).
 require_go() {
-  command -v go >/dev/null && return
-  [[ -x /usr/local/go/bin/go ]] && { export PATH=/usr/local/go/bin:$PATH; return; }
-  log "go is not on PATH: install Go >= 1.26 (it is a build tool for the test cluster only)"
+  local go version found=""
+  for go in "$(command -v go || true)" "${TABLESYNC_GO_ROOT:-/usr/local/go}/bin/go"; do
+    [[ -n $go && -x $go ]] || continue
+    version=$("$go" env GOVERSION 2>/dev/null || true)
+    version=${version#go}
+    if [[ -n $version && $(printf '%s\n1.21\n' "$version" | sort -V | head -1) == 1.21 ]]; then
+      export PATH=$(dirname "$go"):$PATH
+      return
+    fi
+    found+=" $go (${version:-unknown version})"
+  done
+  if [[ -n $found ]]; then
+    log "Go too old to build the test cluster:$found; it needs Go >= 1.21 (GOTOOLCHAIN then fetches the pinned one): run \`make system-deps\`"
+  else
+    log "go is not on PATH: run \`make system-deps\`, or install Go >= 1.21 (it is a build tool for the test cluster only)"
+  fi
   exit 2
 }
 
