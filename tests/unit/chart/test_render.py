@@ -267,3 +267,24 @@ def test_job_service_account_name_is_required_when_not_created() -> None:
     assert find(objects, "ServiceAccount", "default") == []
     env = only(objects, "Deployment", OPERATOR)["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "TABLESYNC_OPERATOR_JOB_SERVICE_ACCOUNT", "value": "default"} in env
+
+
+def test_notes_name_only_watched_namespaces(tmp_path: Path) -> None:
+    """With operator.watchNamespaces, a TableSync anywhere else is never reconciled (no status,
+    `kubectl wait` times out), even where the job ServiceAccount exists: the release
+    namespace, or a job.serviceAccount.namespaces entry. The NOTES must not send the first
+    TableSync there, nor list those namespaces as working."""
+    notes = render_notes({"operator": {"watchNamespaces": ["data", "etl"]},
+                          "job": {"serviceAccount": {"namespaces": ["ops"]}}}, tmp_path)
+    assert "kubectl -n data create secret generic replica" in notes
+    assert "kubectl -n data wait ts/product-prices --for=condition=Ready" in notes
+    assert "kubectl -n ops " not in notes
+    [served] = [line for line in notes.splitlines() if line.startswith("ServiceAccount ")]
+    assert served.endswith(": data, etl).")
+
+
+def test_notes_cluster_wide_name_the_job_namespaces(tmp_path: Path) -> None:
+    notes = render_notes({"job": {"serviceAccount": {"namespaces": ["data"]}}}, tmp_path)
+    assert "kubectl -n data create secret generic replica" in notes
+    [served] = [line for line in notes.splitlines() if line.startswith("ServiceAccount ")]
+    assert served.endswith(f": {NAMESPACE}, data).")
