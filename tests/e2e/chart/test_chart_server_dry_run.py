@@ -93,3 +93,49 @@ def test_notes_example_tablesync_is_admitted(cluster: Cluster, namespace: str,
     assert printed == [
         f"tablesync.tablesync.dev/{example['metadata']['name']} created (server dry run)"
     ]
+
+
+def kstatus(obj: dict[str, Any]) -> str:
+    """The status kstatus (sigs.k8s.io/cli-utils pkg/kstatus/status, which Flux's ``wait`` and
+    ``healthChecks`` use) computes for a custom resource: ``checkGenericProperties`` in
+    generic.go, then ``Compute``'s fallback for kinds without rules of their own. A missing
+    ``status.observedGeneration`` skips the generation check."""
+    generation = obj["metadata"].get("generation")
+    status = obj.get("status") or {}
+    observed = status.get("observedGeneration")
+    if generation is not None and observed is not None and observed != generation:
+        return "InProgress"
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Reconciling" and cond.get("status") == "True":
+            return "InProgress"
+        if cond.get("type") == "Stalled" and cond.get("status") == "True":
+            return "Failed"
+    return "Current"
+
+
+def test_a_tablesync_the_operator_has_not_seen_is_in_progress_for_kstatus(
+    cluster: Cluster, namespace: str, tablesync_crd: str,
+) -> None:
+    """Until the operator writes a status, kstatus must read a new TableSync as InProgress
+    (the chart README: "a generation the operator has not observed yet is InProgress"), not
+    Current: else Flux's ``wait: true`` passes on a TableSync no operator reconciled (operator
+    down, namespace not watched) or one about to be Stalled (a missing Secret)."""
+    example = {
+        "apiVersion": "tablesync.dev/v1alpha1", "kind": "TableSync",
+        "metadata": {"name": "unseen", "namespace": namespace},
+        "spec": {
+            "schedule": "*/30 * * * *",
+            "source": {"uriSecretRef": {"name": "replica", "key": "uri"},
+                       "table": "public.prices", "primaryKey": ["product_id"],
+                       "versionColumn": "updated_at"},
+            "storage": {"url": "s3://tablesync/prices"},
+            "destination": {"uriSecretRef": {"name": "warehouse", "key": "uri"},
+                            "table": "public.prices"},
+        },
+    }
+    # a server dry run: the object exactly as stored, and no operator can have written to it
+    proc = cluster.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
+                           input_text=yaml.safe_dump(example))
+    stored = yaml.safe_load(proc.stdout)
+    assert stored["metadata"]["generation"] == 1
+    assert kstatus(stored) == "InProgress", stored.get("status")
