@@ -208,6 +208,34 @@ def test_keys_the_upsert_cannot_use_are_refused_up_front(lane: Lane) -> None:
     assert lane.run("run").code == 0  # INCLUDE columns are not part of the key
 
 
+def test_a_deferrable_key_is_refused_naming_a_fix_postgres_accepts(lane: Lane) -> None:
+    """A DEFERRABLE key was refused with "ALTER CONSTRAINT ... NOT DEFERRABLE or add a plain
+    unique index": Postgres refuses the first for a unique key ("is not a foreign key
+    constraint"), and with the second beside it the run passed the check and failed in the
+    apply (ON CONFLICT takes the deferrable key as an arbiter too). Both are refused up front
+    now, naming the fix that works: drop the key and add it again."""
+    load_prices(lane, 5)
+    lane.dst("DROP TABLE prices")
+    lane.dst(f"{PRICES_DDL.replace('PRIMARY KEY', '')[:-1]}, "
+             "CONSTRAINT prices_pkey PRIMARY KEY (id) DEFERRABLE)")
+    for extra in ("", "CREATE UNIQUE INDEX plain ON prices (id)"):
+        if extra:
+            lane.dst(extra)
+        result = lane.run("run")
+        assert result.code == 2
+        assert "is DEFERRABLE, which ON CONFLICT cannot use" in result.error_line, extra
+        assert "ALTER CONSTRAINT" not in result.error_line
+        assert ('ALTER TABLE "public"."prices" DROP CONSTRAINT <its name>, ADD PRIMARY KEY '
+                '("id")') in result.error_line
+        assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+
+    lane.dst("DROP INDEX plain")
+    lane.dst('ALTER TABLE "public"."prices" DROP CONSTRAINT prices_pkey, ADD PRIMARY KEY ("id")')
+    applied = lane.run("run")
+    assert applied.code == 0, applied.error_line
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
 @pytest.mark.parametrize(
     ("granted", "without_temporary", "named"),
     [("SELECT, INSERT, UPDATE", True, ['GRANT DELETE ON "public"."prices" TO "applier"',
