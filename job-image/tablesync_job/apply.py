@@ -310,6 +310,8 @@ class _Staged:
     upserts: int = 0
     deletes: int = 0
     infinite: dict[str, str] = field(default_factory=dict)
+    # decimal columns: numeric(p,s) of each, the scale the driver's COPY drops (1.50 as 1.5)
+    decimals: dict[str, str] = field(default_factory=dict)
     survived: int = 0  # deletes whose destination row stayed (it was newer)
     pending: bool = False  # the delta marks the deletes asked again (diff.PENDING)
 
@@ -370,6 +372,8 @@ def _batches(parts: list[Path], progress: logs.Progress,
     """The stage's schema and its batches: the delta's, with infinities split off."""
     schema = pq.read_schema(parts[0])
     staged.pending = PENDING in schema.names  # not in a delta an earlier build stored
+    staged.decimals = {f.name: f"numeric({f.type.precision},{f.type.scale})" for f in schema
+                       if pa.types.is_decimal(f.type)}
     staged.infinite = {name: f"_tablesync_infinite_{i}"
                        for i, name in enumerate(_infinite_columns(parts, schema))}
     stage_schema = schema
@@ -640,8 +644,14 @@ def _cast(dest: TableInfo, column: str, expr: str) -> str:
 
 
 def _value(dest: TableInfo, staged: _Staged, column: str, alias: str = "s") -> str:
-    """The staged value of ``column`` (stage alias ``alias``) as the destination's type."""
+    """The staged value of ``column`` (stage alias ``alias``) as the destination's type.
+
+    A decimal is first given back its scale (the stage's numeric holds 1.50 as 1.5, which an
+    unconstrained numeric destination column would keep)."""
     expr = f"{alias}.{quote_ident(column)}"
+    shape = staged.decimals.get(column)
+    if shape is not None:
+        expr = f"CAST({expr} AS {shape})"
     flag = staged.infinite.get(column)
     if flag is not None:
         expr = (f"CASE {alias}.{flag} WHEN 1 THEN 'infinity' WHEN -1 THEN '-infinity' "

@@ -186,6 +186,30 @@ def test_numeric_with_a_negative_scale_or_one_above_its_precision(lane: Lane) ->
     assert lane.table_text("destination") == lane.table_text("source")
 
 
+def test_numeric_keeps_its_scale_in_an_unconstrained_destination_column(lane: Lane) -> None:
+    """numeric(12,2) into a destination column of plain numeric (lossless, so accepted): 1.50
+    stays 1.50 and 0.00 stays 0.00, as the source's text has them, in keys, versions and
+    values. The driver's COPY drops trailing zeros of a decimal; it wrote 1.5 and 0."""
+    lane.src("CREATE TABLE prices (id numeric(6,2) PRIMARY KEY, updated_at timestamptz "
+             "NOT NULL, price numeric(12,2), rate numeric(38,10))")
+    lane.dst("CREATE TABLE prices (id numeric PRIMARY KEY, updated_at timestamptz NOT NULL, "
+             "price numeric, rate numeric)")
+    lane.src("INSERT INTO prices VALUES (1.50, now(), 1.50, 0), (2, now(), 0, 100), "
+             "(3.10, now(), -0.10, 0.1234500000), (4, now(), NULL, NULL)")
+    lane.spec["spec"]["source"]["compare"] = "content"
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
+    assert lane.dst("SELECT price::text FROM prices WHERE id = 1.5") == [("1.50",)]
+    lane.src("UPDATE prices SET price = 7.00, rate = 2.5 WHERE id = 2")  # version unchanged
+    again = lane.run("run")
+    assert again.code == 0, again.stderr
+    assert again.report["apply"]["updated"] == 1
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
 def test_versions_outside_pythons_years_are_carried(lane: Lane) -> None:
     """Postgres's years run from 4713 BC to 294276 AD, Python's datetime from 1 to 9999: the
     snapshot's version range is recorded without Python (it was an internal error)."""
