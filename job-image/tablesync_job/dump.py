@@ -372,9 +372,16 @@ def as_dumped(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
             try:
                 array = array.cast(target.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                if pa.types.is_decimal(target.type) and pc.any(pc.equal(array, "NaN")).as_py():
+                    pg_type = (target.metadata or {}).get(b"POSTGRESQL:type", b"").decode()
+                    raise InputError(f"source column {target.name!r} holds NaN, which a "
+                                     f"{pg_type} column cannot carry (it travels as "
+                                     f"{target.type}); set those values to NULL at the source, "
+                                     "or make the column plain numeric at the source and in "
+                                     "the destination (it then travels as its exact text, "
+                                     "NaN too)") from None
                 raise InputError(f"source column {target.name!r}: a value cannot be stored "
-                                 f"exactly as {target.type} ({err}); NaN and Infinity are "
-                                 "not supported in numeric columns") from None
+                                 f"exactly as {target.type} ({err})") from None
         arrays.append(array)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

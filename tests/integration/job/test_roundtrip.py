@@ -133,6 +133,28 @@ def test_a_timestamp_past_294247_is_refused_with_the_column_named(lane: Lane) ->
     assert lane.state() is None
 
 
+def test_nan_in_a_numeric_with_precision_is_refused_saying_what_to_do(lane: Lane) -> None:
+    """numeric(12,2) travels as a decimal, which has no NaN (Postgres allows NaN there, not
+    Infinity). The message said NaN and Infinity were "not supported in numeric columns",
+    which plain numeric carries, and not what to do."""
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL, "
+              "price numeric(12,2))")
+    lane.src("INSERT INTO prices VALUES (1, now(), 1.50), (2, now(), 'NaN')")
+
+    result = lane.run("run")
+
+    assert result.code == 2
+    line = result.error_line
+    assert "'price'" in line and "numeric(12,2)" in line and "NaN" in line
+    assert "NULL" in line and "plain numeric" in line and "Infinity" not in line
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+    assert lane.state() is None
+    lane.both("ALTER TABLE prices ALTER COLUMN price TYPE numeric")  # as the message says
+    again = lane.run("run")
+    assert again.code == 0, again.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
+
+
 def test_an_infinite_version_is_refused(lane: Lane) -> None:
     lane.both("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL)")
     lane.src("INSERT INTO prices VALUES (1, now()), (2, 'infinity')")
