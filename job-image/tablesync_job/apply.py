@@ -210,12 +210,16 @@ def _check_privileges(conn: Any, spec: JobSpec, info: TableInfo) -> None:
                          f"temporary table); {'; '.join(grants)}")
 
 
-def check_destination(spec: JobSpec, uri: str,
-                      source_columns: list[tuple[str, str]]) -> TableInfo:
+def check_destination(spec: JobSpec, uri: str, source_columns: list[tuple[str, str]],
+                      definitions: dict[str, str] | None = None) -> TableInfo:
     """Check the destination table can take the source's rows; InputError naming the field.
 
-    ``source_columns`` are (name, ``format_type``) pairs. Every source column must exist in
-    the destination with a type that takes its values unchanged (:func:`lossless`), the
+    ``source_columns`` are (name, ``format_type``) pairs; ``definitions`` what the source's
+    user-defined types are made of, by column (``ColumnInfo.definition``). Every source
+    column must exist in the destination with a type that takes its values unchanged
+    (:func:`lossless`; a user-defined type of the same name made the same way: a domain over
+    numeric(12,0) there rounds 1.50 to 2, a composite type's attributes in another order
+    swap values), the
     primary key must be a unique key there (ON CONFLICT needs it), a destination-only NOT
     NULL column needs a default (or a BEFORE INSERT trigger that may fill it), and
     ``softDeleteColumn`` must exist for ``deletes: soft``, in the destination only.
@@ -244,6 +248,13 @@ def check_destination(spec: JobSpec, uri: str,
             raise InputError(f"spec.destination.table: column {name!r} is {source_type} in the "
                              f"source but {dest_type} in {info.table}, which could change its "
                              f"values; make the destination column {source_type} (or wider)")
+        made = (definitions or {}).get(name, "")
+        dest_made = info.column(name).definition  # type: ignore[union-attr]
+        if made and dest_type == source_type and dest_made != made:
+            raise InputError(f"spec.destination.table: column {name!r} is {source_type} in both, "
+                             f"but that type is made of ({made}) in the source and "
+                             f"({dest_made}) in {info.table}, which could change its values; "
+                             "define it in the destination as in the source")
     keys = set(spec.source.primary_key) | {spec.source.version_column}
     for name, _ in source_columns:
         col = info.column(name)

@@ -119,7 +119,8 @@ class RunContext:
     _source: SourceTable | None = None
     # the destination as checked for each list of columns (the source's now, a stored
     # delta's from before a migration)
-    _dests: dict[tuple[tuple[str, str], ...], TableInfo] = field(default_factory=dict)
+    _dests: dict[tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]], TableInfo] = \
+        field(default_factory=dict)
     _lock: RunLock | None = None
     resumed: ApplyResult | None = None  # the interrupted apply this run finished first
     resumed_delta: Delta | None = None  # and its delta
@@ -146,11 +147,14 @@ class RunContext:
             self._source = check_source(self.spec, self.source_uri)
         return self._source
 
-    def destination(self, columns: list[tuple[str, str]]) -> TableInfo:
-        """The destination table, checked to take ``columns`` ((name, pg type) pairs)."""
-        key = tuple(columns)
+    def destination(self, columns: list[tuple[str, str]],
+                    definitions: dict[str, str] | None = None) -> TableInfo:
+        """The destination table, checked to take ``columns`` ((name, pg type) pairs) and,
+        given their ``definitions`` (the source's user-defined types, by column), those."""
+        key = (tuple(columns), tuple(sorted((definitions or {}).items())))
         if key not in self._dests:
-            self._dests[key] = check_destination(self.spec, self.destination_uri, columns)
+            self._dests[key] = check_destination(self.spec, self.destination_uri, columns,
+                                                 definitions)
         return self._dests[key]
 
 
@@ -212,7 +216,8 @@ def preflight(ctx: RunContext, lock: bool = True) -> None:
     logs.set_context(phase="preflight")
     ctx.layout.storage.check()
     source = ctx.source()
-    ctx.destination([(c.name, c.pg_type) for c in source.info.columns])
+    ctx.destination([(c.name, c.pg_type) for c in source.info.columns],
+                    {c.name: c.definition for c in source.info.columns if c.definition})
     if lock and ctx._lock is None:
         ctx._lock = RunLock(ctx.destination_uri, ctx.spec.destination.table)
         ctx._lock.acquire()

@@ -412,6 +412,10 @@ class ColumnInfo:
     has_default: bool = False  # a DEFAULT (or identity) fills it when an INSERT leaves it out
     identity: str = ""  # attidentity: 'a' GENERATED ALWAYS, 'd' BY DEFAULT AS IDENTITY, or ''
     base_type: str = ""  # format_type() without the modifier: timestamp(0) -> timestamp ...
+    # what a user-defined type (or an array of one) is made of, which its name does not say:
+    # a domain's base type (numeric(12,2)), a composite type's attributes (name and type, in
+    # order); empty for other types
+    definition: str = ""
 
 
 @dataclass(frozen=True)
@@ -462,13 +466,18 @@ def describe_table(conn: psycopg.Connection[Any], table: TableName, role: str,
                    else None,
                    scale=_numeric_scale(typmod) if typname == "numeric" and typmod > 0 else None,
                    generated=generated, identity=identity, has_default=has_default,
-                   base_type=base)
-        for name, fmt, typname, notnull, typmod, generated, identity, has_default, base
-        in conn.execute(
+                   base_type=base, definition=definition or "")
+        for name, fmt, typname, notnull, typmod, generated, identity, has_default, base,
+        definition in conn.execute(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname, a.attnotnull, "
             "a.atttypmod, a.attgenerated <> '', a.attidentity::text, "
-            "a.atthasdef OR a.attidentity <> '', format_type(a.atttypid, NULL) "
-            "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "a.atthasdef OR a.attidentity <> '', format_type(a.atttypid, NULL), "
+            "CASE e.typtype WHEN 'd' THEN format_type(e.typbasetype, e.typtypmod) "
+            "WHEN 'c' THEN (SELECT string_agg(quote_ident(ea.attname) || ' ' || "
+            "format_type(ea.atttypid, ea.atttypmod), ', ' ORDER BY ea.attnum) FROM pg_attribute "
+            "ea WHERE ea.attrelid = e.typrelid AND ea.attnum > 0 AND NOT ea.attisdropped) END "
+            "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_type e ON e.oid = "
+            "CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 THEN t.typelem ELSE t.oid END "
             "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             (oid,),
         ).fetchall()

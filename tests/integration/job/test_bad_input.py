@@ -132,6 +132,40 @@ def test_destination_column_that_would_round_values(lane: Lane) -> None:
     assert_untouched(lane)
 
 
+def test_a_user_defined_type_made_differently_in_the_destination(lane: Lane) -> None:
+    """Same type names, other definitions: the destination rounded 1.50 to 2 and swapped
+    street and city, exit 0. Refused now, naming the column and both definitions."""
+    lane.src("CREATE DOMAIN amount AS numeric(12,2); "
+             "CREATE TYPE address AS (street text, city text)")
+    lane.dst("CREATE DOMAIN amount AS numeric(12,0); "
+             "CREATE TYPE address AS (city text, street text)")
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL, "
+              "price amount, shipping address, history address[])")
+    lane.src("INSERT INTO prices VALUES (1, now(), 1.50, ('Main St', 'Springfield'), "
+             "ARRAY[('Elm St', 'Shelbyville')::address])")
+
+    result = lane.run("run")
+
+    assert result.code == 2
+    assert "'price' is amount in both" in result.error_line
+    assert "(numeric(12,2)) in the source and (numeric(12,0))" in result.error_line
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+    lane.dst("ALTER TABLE prices ALTER COLUMN price TYPE numeric; DROP DOMAIN amount; "
+             "CREATE DOMAIN amount AS numeric(12,2); "
+             "ALTER TABLE prices ALTER COLUMN price TYPE amount")
+    result = lane.run("run")
+    assert result.code == 2
+    assert "'shipping' is address in both" in result.error_line
+    assert "(street text, city text) in the source" in result.error_line
+    lane.dst("ALTER TABLE prices DROP COLUMN shipping, DROP COLUMN history; DROP TYPE address; "
+             "CREATE TYPE address AS (street text, city text); ALTER TABLE prices ADD COLUMN "
+             "shipping address, ADD COLUMN history address[]")
+    assert lane.run("run").code == 0
+    order = "id"
+    assert lane.table_text("destination", "prices", order) == lane.table_text(
+        "source", "prices", order)
+
+
 def test_destination_column_that_is_wider_is_fine(lane: Lane) -> None:
     load_prices(lane, 10)
     lane.dst("ALTER TABLE prices ALTER COLUMN price TYPE numeric(20,4)")
