@@ -658,10 +658,13 @@ def _value(dest: TableInfo, staged: _Staged, column: str, alias: str = "s") -> s
     """The staged value of ``column`` (stage alias ``alias``) as the destination's type.
 
     A decimal is first given back its scale (the stage's numeric holds 1.50 as 1.5, which an
-    unconstrained numeric destination column would keep)."""
+    unconstrained numeric destination column would keep); a numeric(p,s) destination column
+    gives it back itself, so that cast (a cost per row) is left out there."""
     expr = f"{alias}.{quote_ident(column)}"
     shape = staged.decimals.get(column)
-    if shape is not None:
+    col = dest.column(column)
+    if shape is not None and not (col is not None and col.type_name == "numeric"
+                                  and col.scale is not None):
         expr = f"CAST({expr} AS {shape})"
     flag = staged.infinite.get(column)
     if flag is not None:
