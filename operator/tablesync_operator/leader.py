@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,6 +34,14 @@ def micro_time(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def lease_seconds(settings: Settings) -> int:
+    """The Lease's ``leaseDurationSeconds`` (whole seconds), rounded up: a candidate trusts
+    the holder that long, so rounding down (10.9 s -> 10) let it take over while the holder
+    still led (until its renew deadline, 10.5 s), and 0.5 s became 0, which the API server
+    refuses."""
+    return math.ceil(settings.lease_duration_seconds)
+
+
 def build_lease(settings: Settings, now: datetime) -> dict[str, Any]:
     """A new Lease held by this replica."""
     return {
@@ -41,7 +50,7 @@ def build_lease(settings: Settings, now: datetime) -> dict[str, Any]:
         "metadata": {"name": settings.lease_name, "namespace": settings.lease_namespace},
         "spec": {
             "holderIdentity": settings.identity,
-            "leaseDurationSeconds": int(settings.lease_duration_seconds),
+            "leaseDurationSeconds": lease_seconds(settings),
             "acquireTime": micro_time(now),
             "renewTime": micro_time(now),
             "leaseTransitions": 0,
@@ -119,7 +128,7 @@ class LeaderElector:
             renewed = {
                 **spec,
                 "holderIdentity": s.identity,
-                "leaseDurationSeconds": int(s.lease_duration_seconds),
+                "leaseDurationSeconds": lease_seconds(s),
                 "renewTime": micro_time(now),
             }
             if holder != s.identity:

@@ -212,3 +212,27 @@ def test_a_leader_whose_api_server_answers_slowly_keeps_the_lease() -> None:
 
     asyncio.run(hold())
     assert not lost and leader.is_leader
+
+
+def test_a_lease_duration_in_fractions_of_a_second_is_rounded_up_in_the_lease() -> None:
+    """10.9 s was written as 10: b took the Lease at 10 s while a led until its renew deadline
+    (10.5 s), two leaders at once; and 0.5 s was written as 0, which the API server refuses."""
+    kube, clock = FakeKube(), Clock()
+    settings = dataclasses.replace(SETTINGS, leader_election=True, lease_duration_seconds=10.9,
+                                   renew_deadline_seconds=10.5)
+    a = LeaderElector(kube, dataclasses.replace(settings, identity="a"), monotonic=clock,
+                      wall=lambda: NOW)
+    b = LeaderElector(kube, dataclasses.replace(settings, identity="b"), monotonic=clock,
+                      wall=lambda: NOW)
+    assert a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew()
+    clock.now += 10.6  # a still leads (past its renew deadline only after 10.5 s unrenewed)
+    assert not b.try_acquire_or_renew()
+    lease = kube.get_lease("default", "tablesync-operator")
+    assert lease is not None and lease["spec"]["leaseDurationSeconds"] == 11
+    short = LeaderElector(FakeKube(), dataclasses.replace(
+        settings, identity="c", lease_duration_seconds=0.5, renew_deadline_seconds=0.2),
+        monotonic=clock, wall=lambda: NOW)
+    assert short.try_acquire_or_renew()
+    held = short.kube.get_lease("default", "tablesync-operator")
+    assert held is not None and held["spec"]["leaseDurationSeconds"] == 1
