@@ -14,10 +14,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from .errors import InputError, TableSyncError, TransientError
@@ -66,7 +68,8 @@ def uri_passwords(conninfo: str) -> set[str]:
     of the userinfo as urllib reads it (up to the *last* ``@`` of the netloc), as libpq reads
     it (up to the *first* ``@`` before any ``/``) and up to the first and last ``@`` before the
     query (a ``/`` in the password), each ``@``-separated piece of those,
-    and ``password`` query parameters raw and decoded (``parse_qs``); for a ``key=value``
+    and ``password`` query parameters raw and decoded (``parse_qs``), with the query's pieces
+    libpq names in its errors (:func:`_query_passwords`: a raw ``&``); for a ``key=value``
     string that libpq cannot parse (``password=two words``), the value and the stray words
     after it, which libpq names in its error. Each password also contributes its
     percent-decoded form and its pieces split at ``@ # ? /`` (a parser that stops there
@@ -81,10 +84,7 @@ def uri_passwords(conninfo: str) -> set[str]:
     if conninfo.startswith(_URI_PREFIXES):
         found.update(_uri_userinfo_passwords(conninfo))
         query = conninfo.partition("?")[2]
-        for pair in query.split("&"):
-            key, _, raw = pair.partition("=")
-            if unquote(key) in _PASSWORD_KEYS:
-                found.add(raw)
+        found.update(_query_passwords(query))
         for key in _PASSWORD_KEYS:
             found.update(parse_qs(query).get(key, []))
     elif not params:
@@ -113,6 +113,39 @@ def _uri_userinfo_passwords(uri: str) -> set[str]:
         password = userinfo.partition(":")[2]
         pieces = userinfo.split("@")
         found.update({password, pieces[0].partition(":")[2], *pieces[1:]})
+    return found
+
+
+@cache
+def _libpq_keywords() -> frozenset[str]:
+    """The parameter names libpq knows (``PQconndefaults``)."""
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+
+
+def _query_passwords(query: str) -> set[str]:
+    """Password values of a URI's query string, raw, and the pieces libpq names in its error.
+
+    libpq splits the query at every ``&``, so a raw ``&`` in a password
+    (``password=Top&Secret``) ends it, and libpq names what follows as a bad parameter:
+    ``Secret`` in full (no ``=``), or the key of ``Secret=x`` (not a libpq parameter). Such
+    pieces after a password are taken for the rest of it. Any other piece without ``=`` is
+    printed whole too (``u:Top@?Secret@host``: a raw ``@?`` in the password starts the query
+    early), so it counts as well.
+    """
+    found: set[str] = set()
+    password: str | None = None  # the password parameter the pieces seen belong to
+    for pair in query.split("&"):
+        key, equals, raw = pair.partition("=")
+        if unquote(key) in _PASSWORD_KEYS:
+            password = raw
+            found.add(raw)
+        elif not equals or (password is not None and unquote(key) not in _libpq_keywords()):
+            found.update({pair, key})
+            if password is not None:
+                password += "&" + pair
+                found.add(password)
+        else:
+            password = None
     return found
 
 

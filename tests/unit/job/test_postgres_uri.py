@@ -25,6 +25,9 @@ def test_a_plain_uri_registers_its_password_only() -> None:
     assert uri_passwords("postgresql://db.example:5432/prices?sslmode=require") == set()
     assert uri_passwords("host=db port=5432 dbname=prices") == set()
     assert uri_passwords("host=db dbname=prices user=app password=pw123") == {"pw123"}
+    # libpq's parameters after a password parameter are no part of it
+    assert uri_passwords("postgresql://app@db/prices?password=pw123&sslmode=require") == {
+        "pw123"}
 
 
 @pytest.mark.parametrize("uri,forms", [
@@ -97,6 +100,11 @@ def test_an_at_sign_after_a_slash_is_refused_as_a_raw_slash_in_the_password() ->
     "host=127.0.0.1 port=1 user=u password='TopSecret B2' dbname=db sslmode=bogus",
     "postgresql://u:TopSecretA1#TopSecretB2@127.0.0.1:1/db",
     "postgresql://u:TopSecretA1?TopSecretB2@127.0.0.1:1/db",
+    # a raw '&' ends a password parameter: libpq names the rest as a parameter of its own
+    "postgresql://u@127.0.0.1:1/db?password=TopSecretA1&TopSecretB2",
+    "postgresql://u@127.0.0.1:1/db?sslmode=disable&password=TopSecretA1&TopSecretB2=x",
+    # a raw '@?' in the password: libpq's userinfo ends at the '@', its query starts at '?'
+    "postgresql://u:TopSecretA1@?TopSecretB2@127.0.0.1:1/db",
 ])
 def test_connection_errors_never_show_the_password(
         uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
