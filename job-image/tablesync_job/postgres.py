@@ -150,8 +150,11 @@ def _query_passwords(query: str) -> set[str]:
 
 
 def _keyword_passwords(dsn: str) -> set[str]:
-    """Password values of a ``key=value`` string libpq refused, and the stray words after an
-    unquoted one: ``password=two words host=h`` gives ``two``, ``words``, ``two words``."""
+    """Password values of a ``key=value`` string libpq refused, and the stray words after
+    one, which libpq names in its error: ``password=two words host=h`` gives ``two``,
+    ``words``, ``two words``; a quoted one ended early by a raw quote
+    (``password='it's' host=h``) gives ``it`` and ``s'``. A stray ``word=x`` or ``word = x``
+    that is not a libpq parameter is named as an invalid option: its ``word`` counts too."""
     found: set[str] = set()
     for match in re.finditer(r"(?:^|\s)(?:ssl)?password\s*=\s*", dsn):
         rest = dsn[match.end():]
@@ -159,19 +162,32 @@ def _keyword_passwords(dsn: str) -> set[str]:
             quoted = re.match(r"'((?:[^'\\]|\\.)*)'?", rest)
             value = quoted.group(1) if quoted else ""
             found.update({value, re.sub(r"\\(.)", r"\1", value)})
+            stray = _stray_words(rest[quoted.end() if quoted else 0:].split())
+            found.update({*stray, *(word.strip("'") for word in stray)})
             continue
         words = rest.split()
         if not words:
             continue
-        stray: list[str] = []
-        for index, word in enumerate(words[1:], start=1):
-            following = words[index + 1] if index + 1 < len(words) else ""
-            if "=" in word or following.startswith("="):
-                break
-            stray.append(word)
+        stray = _stray_words(words[1:])
         found.update({words[0], re.sub(r"\\(.)", r"\1", words[0]), *stray,
                       " ".join(words[:1 + len(stray)])})
     return found
+
+
+def _stray_words(words: list[str]) -> list[str]:
+    """The words after a password value that libpq reads as parameter names, up to the first
+    libpq parameter: each word with neither ``=`` nor a following ``=`` (a name without a
+    value), and then the name of a ``name=x`` or ``name = x`` that libpq does not know."""
+    stray: list[str] = []
+    for index, word in enumerate(words):
+        following = words[index + 1] if index + 1 < len(words) else ""
+        if "=" in word or following.startswith("="):
+            name = word.partition("=")[0]
+            if name not in _libpq_keywords():
+                stray.append(name)
+            break
+        stray.append(word)
+    return stray
 
 
 def refuse_ambiguous_uri(conninfo: str, var: str) -> None:

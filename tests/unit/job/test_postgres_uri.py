@@ -98,6 +98,9 @@ def test_an_at_sign_after_a_slash_is_refused_as_a_raw_slash_in_the_password() ->
     "postgresql://u:TopSecret%zzB2@127.0.0.1:1/db",
     "host=127.0.0.1 port=1 user=u password=TopSecretA1 TopSecretB2 dbname=db",
     "host=127.0.0.1 port=1 user=u password='TopSecret B2' dbname=db sslmode=bogus",
+    # a raw quote ends a quoted password, a raw space an unquoted one: libpq names the rest
+    "host=127.0.0.1 port=1 user=u password='TopSecretA1'TopSecretB2' dbname=db",
+    "host=127.0.0.1 port=1 user=u password=TopSecretA1 TopSecretB2=x dbname=db",
     "postgresql://u:TopSecretA1#TopSecretB2@127.0.0.1:1/db",
     "postgresql://u:TopSecretA1?TopSecretB2@127.0.0.1:1/db",
     # a raw '&' ends a password parameter: libpq names the rest as a parameter of its own
