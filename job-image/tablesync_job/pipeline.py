@@ -1068,4 +1068,7 @@ def sample(ctx: RunContext, parts: list[Path], per_op: int = 3) -> list[dict[str
 
 
 def run_record(ctx: RunContext, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"report": ctx.report.compact(), "spec": asdict(ctx.spec), **(extra or {})}
+    """The run's record for ``runs/<run-id>.json``: its report and spec, redacted like every
+    output (``logs.redact_values``): the spec's ``storage.endpoint`` may hold a password."""
+    return dict(logs.redact_values({"report": ctx.report.compact(), "spec": asdict(ctx.spec),
+                                    **(extra or {})}))

@@ -144,9 +144,10 @@ def test_a_malformed_region_is_named_not_the_endpoint(s3_lane: Lane) -> None:
         assert result.report["reason"] == "InputError"
 
 
-def test_a_password_in_the_endpoint_is_dropped_and_never_printed(s3_lane: Lane) -> None:
+def test_a_password_in_the_endpoint_is_dropped_and_never_printed(s3_lane: Lane,
+                                                                  minio: MinioServer) -> None:
     """S3 never reads it (requests are signed with the access keys); before, a failure message
-    printed the endpoint, password and all."""
+    printed the endpoint, password and all, and the stored run record's spec still holds it."""
     load_prices(s3_lane, 10)
     port = s3_lane.env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]
     s3_lane.spec["spec"]["storage"]["endpoint"] = f"http://admin:Sup3rS3cret@127.0.0.1:{port}"
@@ -156,6 +157,13 @@ def test_a_password_in_the_endpoint_is_dropped_and_never_printed(s3_lane: Lane) 
     assert result.code == 0, result.stderr
     assert "user and password in the endpoint are ignored" in result.stderr
     assert "Sup3rS3cret" not in result.stdout + result.stderr
+    bucket, _, prefix = s3_lane.storage_url[len("s3://"):].partition("/")
+    client: Any = minio.client()
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/runs/")["Contents"]
+    records = [client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode()
+               for o in listed]
+    assert len(records) == 1 and '"spec"' in records[0]
+    assert "Sup3rS3cret" not in records[0]
 
     s3_lane.spec["spec"]["storage"]["endpoint"] = "http://admin:Sup3rS3cret@127.0.0.1:9"
     unreachable = s3_lane.run("run", env={"AWS_MAX_ATTEMPTS": "1"})
