@@ -176,7 +176,8 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
             if prev is None:
                 con.execute(
                     f"COPY (SELECT 'insert' AS {OP}, *, CASE WHEN false THEN {ver} END AS "
-                    f"{OLD_VERSION} FROM t) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+                    f"{OLD_VERSION} FROM t) TO {quote_literal(str(out))} "
+                    "(FORMAT parquet, COMPRESSION zstd)")
                 counts = {"insert": snap.rows}
                 watermark = snap.watermark
                 asked_again = 0
@@ -498,7 +499,7 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
         f"SELECT 'delete' AS {OP}, {', '.join(p_cols)}, p.{ver} AS {OLD_VERSION}{flag} "
         f"FROM p JOIN changes c ON {on_p} WHERE c.{OP} = 'delete' AND NOT c.{PENDING}{no_p}"
         f"{again}) "
-        f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+        f"TO {quote_literal(str(out))} (FORMAT parquet, COMPRESSION zstd)")
 
 
 def _types(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:

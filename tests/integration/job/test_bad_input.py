@@ -256,6 +256,18 @@ def test_a_work_dir_that_cannot_be_created(lane: Lane) -> None:
     assert_untouched(lane)
 
 
+def test_a_work_dir_with_a_quote_in_its_path_works(lane: Lane) -> None:
+    """The diff writes its delta under it with DuckDB's COPY ... TO '<path>': a quote there
+    ended the literal, and every run failed as an internal error."""
+    load_prices(lane, 10)
+    work = str(lane.work / "o'brien")
+    assert lane.run("run", env={"TABLESYNC_WORK_DIR": work}).code == 0
+    lane.src("UPDATE prices SET price = 1, updated_at = now() WHERE id = 1")
+    result = lane.run("run", env={"TABLESYNC_WORK_DIR": work})
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["updated"] == 1
+
+
 def test_a_generated_version_column_in_the_destination(lane: Lane) -> None:
     load_prices(lane, 10)
     lane.dst("DROP TABLE prices")
