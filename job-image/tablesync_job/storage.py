@@ -43,6 +43,9 @@ class Storage(Protocol):
 def _check_endpoint(endpoint: str, field: str) -> None:
     """InputError naming ``field`` unless ``endpoint`` is http(s)://host[:port][/path].
 
+    The message shows the endpoint, unless it holds an '@': a '/', '?' or '#' in a password
+    ends the host part early (so :func:`_without_userinfo` found no user and password), and
+    the rest of the password is where the host, port or path belongs.
     """
     parts = urlsplit(endpoint)
     try:
@@ -51,6 +54,11 @@ def _check_endpoint(endpoint: str, field: str) -> None:
         port_ok = False
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok \
             or any(c.isspace() for c in endpoint):
+        if "@" in endpoint:
+            raise InputError(f"{field}: the URL holds an '@' outside its host part (a '/', "
+                             "'?' or '#' in a password ends the host early); drop the user "
+                             "and password, which S3 does not use: http(s)://host[:port], "
+                             "e.g. http://minio.storage:9000")
         raise InputError(f"{field}: {endpoint!r} is not an endpoint URL; use "
                          "http(s)://host[:port], e.g. http://minio.storage:9000")
 

@@ -76,9 +76,20 @@ def endpoint_problem(endpoint: str) -> str | None:
         port_ok = False
     if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok
             or any(c.isspace() for c in endpoint)):
+        if "@" in endpoint:  # a password that a '/', '?' or '#' in it hid from urlsplit
+            return ENDPOINT_WITH_PASSWORD
         return (f"{endpoint!r} is not an endpoint URL; use http(s)://host[:port], e.g. "
                 "http://minio.storage:9000 (no spaces or line breaks)")
     return None
+
+
+# What is said of an unusable endpoint with an '@' in it, which is not echoed: a '/', '?' or
+# '#' in a password ends the host part early, so the '@' and the rest of the password are
+# left where a host, port or path belongs (the job says the same)
+ENDPOINT_WITH_PASSWORD = ("the URL holds an '@' outside its host part (a '/', '?' or '#' in "
+                          "a password ends the host early); drop the user and password, "
+                          "which S3 does not use: http(s)://host[:port], e.g. "
+                          "http://minio.storage:9000")
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,26 @@ def test_storage_endpoint_is_one_the_job_accepts(endpoint: str, good: bool) -> N
             open_storage("s3://bucket/prefix", endpoint)
 
 
+@pytest.mark.parametrize("separator", ["/", "?", "#"])
+def test_an_endpoint_whose_password_ends_its_host_early_is_refused_unechoed(
+        separator: str) -> None:
+    """urlsplit ends the host part at the '/', '?' or '#', so it sees no user and password,
+    and the refusal showed the endpoint: the password, in the condition, an Event and the
+    job's report."""
+    from tablesync_job.errors import InputError
+    from tablesync_job.storage import open_storage
+
+    endpoint = f"http://admin:TopSecretA1{separator}TopSecretB2@minio:9000"
+    body = tablesync()
+    body["spec"]["storage"]["endpoint"] = endpoint
+    found = problems(body)["spec.storage.endpoint"]
+    assert "drop the user and password" in found and "TopSecret" not in found
+    with pytest.raises(InputError, match=r"spec\.storage\.endpoint") as err:
+        open_storage("s3://bucket/prefix", endpoint)
+    assert "drop the user and password" in err.value.message
+    assert "TopSecret" not in err.value.message
+
+
 def test_missing_secret_key_ref_key_is_named() -> None:
     body = tablesync()
     del body["spec"]["destination"]["uriSecretRef"]["key"]
