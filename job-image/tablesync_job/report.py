@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +20,24 @@ from .logs import redact_values
 MAX_REPORT_BYTES = 4096  # the termination-message limit of a Kubernetes container
 TRUNCATED_MARKER = "... [truncated]"  # ends a message or error shortened to fit
 _VERBATIM = ("result", "reason")  # closed vocabularies, never redacted
+# ids and times the code makes (snapshots.new_snapshot_id, delta_id, ISO 8601): kept when they
+# have that shape, so that a short secret (a password 2026) cannot make them *** and leave the
+# operator without a capturedAt for the lag, or an admin without a delta id to approve
+_ID = r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{4}"
+_TIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})?"
+_SHAPED = {"runId": re.compile(_ID), "snapshotId": re.compile(_ID),
+           "fromSnapshotId": re.compile(_ID),
+           "deltaId": re.compile(rf"(?:{_ID}|bootstrap)\.\.{_ID}"),
+           "capturedAt": re.compile(_TIME), "startedAt": re.compile(_TIME),
+           "finishedAt": re.compile(_TIME)}
 _ESSENTIAL = ("result", "reason", "message", "runId", "error")  # kept when nothing else fits
 TERMINATION_LOG = "/dev/termination-log"
+
+
+def _shaped(key: str, value: Any) -> bool:
+    """``value`` is an id or time the code made for ``key`` (``_SHAPED``), so holds no secret."""
+    shape = _SHAPED.get(key)
+    return shape is not None and isinstance(value, str) and shape.fullmatch(value) is not None
 
 
 def now_iso(timespec: str = "seconds") -> str:
@@ -63,9 +80,9 @@ class Report:
         """The report's fields (job-image/README.md, "Report"), camelCase, JSON-able.
 
         Every string is redacted (:func:`logs.redact_values`) before anything serializes it,
-        so a secret that is also JSON text cannot corrupt the report; ``result`` and ``reason``
-        are kept verbatim: they come from closed vocabularies the operator matches on. Also
-        the ``report`` of the stored run record.
+        so a secret that is also JSON text cannot corrupt the report. Kept verbatim: ``result``
+        and ``reason`` (closed vocabularies the operator matches on), and ids and times of the
+        shape the code makes them (``_SHAPED``). Also the ``report`` of the stored run record.
         """
         data: dict[str, Any] = {
             "result": self.result, "reason": self.reason, "message": self.message,
@@ -77,7 +94,7 @@ class Report:
             **({"absentRows": self.absent_rows} if self.absent_rows else {}),
             "startedAt": self.started_at, "finishedAt": self.finished_at, "error": self.error,
         }
-        return {key: value if key in _VERBATIM else redact_values(value)
+        return {key: value if key in _VERBATIM or _shaped(key, value) else redact_values(value)
                 for key, value in data.items()}
 
     def to_json(self) -> str:

@@ -112,3 +112,23 @@ def test_a_report_whose_other_fields_are_too_long_still_fits() -> None:
     assert doc["result"] == "Failed"
     assert doc["reason"] == "InputError"
     assert doc["message"].startswith("mmm") and doc["error"].startswith("eee")
+
+
+def test_a_short_secret_does_not_hide_the_ids_and_times() -> None:
+    """A numeric password (2026) turned snapshotId, deltaId and capturedAt into ***1122T...:
+    the operator had no capturedAt to compute the lag from, and an admin no delta id to
+    approve. Ids and times of the shape the code makes cannot hold a secret."""
+    logs.register_secret("2026")
+    snap, older = "20261122T140716.123456Z-3fa2", "20261122T135716.654321Z-0b1c"
+    report = succeeded()
+    report.run_id, report.snapshot_id, report.from_snapshot_id = snap, snap, older
+    report.delta_id, report.captured_at = f"{older}..{snap}", "2026-11-22T14:07:16.120000+00:00"
+    report.message = "applied 100 changes to table t2026"
+    doc = json.loads(report.to_json())
+    assert (doc["runId"], doc["snapshotId"], doc["fromSnapshotId"]) == (snap, snap, older)
+    assert doc["deltaId"] == f"{older}..{snap}"
+    assert doc["capturedAt"] == "2026-11-22T14:07:16.120000+00:00"
+    assert doc["startedAt"].startswith("2026-")
+    assert doc["message"] == "applied 100 changes to table t***"
+    report.delta_id = "2026 is the password"  # not of the shape: redacted as before
+    assert json.loads(report.to_json())["deltaId"] == "*** is the password"
