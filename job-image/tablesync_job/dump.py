@@ -509,11 +509,12 @@ class PartWriter:
 
 
 def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
-         snapshot_id: str) -> tuple[Snapshot, list[Path]]:
+         snapshot_id: str, memory_limit: str = "1GB") -> tuple[Snapshot, list[Path]]:
     """Read the source table into Parquet parts under ``work_dir``.
 
     Returns the snapshot manifest (not yet stored) and the local part files. Raises InputError
     on NULL or duplicated keys and NULL versions, TransientError on connection failures.
+    ``memory_limit``: DuckDB's, for the duplicate-key check (``TABLESYNC_MEMORY_LIMIT``).
     """
     started = time.monotonic()
     info = source.info
@@ -611,7 +612,7 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
         progress.close()
 
     if info.inherited or not info.has_unique(spec.source.primary_key):
-        _check_unique(parts, key_names, str(info.table))
+        _check_unique(parts, key_names, str(info.table), work_dir, memory_limit)
     # kept as Arrow scalars: Python's datetime stops at years 1..9999
     span = None if not ends or any(e is None for e in ends) else version_extremes(
         pa.concat_arrays(ends), version_type)
@@ -703,14 +704,21 @@ def _version_text(value: pa.Scalar) -> str:
     return py.isoformat() if hasattr(py, "isoformat") else str(py)
 
 
-def _check_unique(parts: list[Path], keys: list[str], table: str) -> None:
+def _check_unique(parts: list[Path], keys: list[str], table: str, work_dir: Path,
+                  memory_limit: str) -> None:
     """Reject a snapshot with a duplicated key (only when the source has no unique index, or
-    has child tables that one does not span)."""
-    import duckdb
+    has child tables that one does not span: a view, for one).
+
+    Its GROUP BY holds every key: DuckDB runs as in the diff (``diff.open_duckdb``), within
+    ``memory_limit`` and spilling under ``work_dir``. DuckDB's own defaults (80 % of the
+    node's memory, a thread per node CPU, spilling into the read-only working directory)
+    got a pod with a memory limit OOMKilled on a large source.
+    """
+    from .diff import open_duckdb
 
     cols = ", ".join(quote_ident(k) for k in keys)
     files = [str(p) for p in parts]
-    con = duckdb.connect()
+    con = open_duckdb(work_dir, memory_limit)
     try:
         dup = con.execute(
             f"SELECT {cols}, count(*) FROM read_parquet($files) GROUP BY ALL "

@@ -231,7 +231,8 @@ def phase_dump(ctx: RunContext, store: bool = True,
     last applied snapshot is refused before it is stored (:func:`check_not_behind`)."""
     logs.set_context(phase="dump")
     started = time.monotonic()
-    snap, parts = dump(ctx.spec, ctx.source_uri, ctx.source(), ctx.work_dir, new_snapshot_id())
+    snap, parts = dump(ctx.spec, ctx.source_uri, ctx.source(), ctx.work_dir, new_snapshot_id(),
+                       ctx.memory_limit)
     if refuse_behind:
         check_not_behind(ctx, snap)
     if store:
