@@ -58,6 +58,11 @@ PARTITION_SAMPLE_ROWS = 200_000
 # Key types whose values order and round-trip through VARCHAR (partition boundaries).
 _RANGE_TYPES = re.compile(r"^(U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|DECIMAL.*|VARCHAR|"
                           r"DATE|TIMESTAMP.*|UUID)$")
+# DuckDB's Parquet writer holds a row group per thread, of 122,880 rows by default whatever
+# their width: the delta's row groups take at most memory_limit / (this * threads), within
+# the bounds below (16 KB rows made 2 GB row groups, and a bootstrap failed at 1GB).
+ROW_GROUP_SHARE = 16
+ROW_GROUP_BYTES = (2**20, 64 * 2**20)
 # A memory size as DuckDB reads one, in the standard forms: 2GB, 1.5 GB, 512MiB, 100KB.
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:([KMGT])(I?)B|B)\s*$", re.IGNORECASE)
 
@@ -129,6 +134,16 @@ def check_memory_limit(memory_limit: str, where: str) -> str:
     return memory_limit
 
 
+def delta_format(memory_limit: str) -> str:
+    """The options of a COPY that writes a delta part: zstd Parquet, its row groups sized
+    in bytes for ``memory_limit`` (:data:`ROW_GROUP_SHARE`), so wide rows (a jsonb
+    document each) do not need more memory than narrow ones."""
+    lowest, highest = ROW_GROUP_BYTES
+    share = size_bytes(memory_limit) // (ROW_GROUP_SHARE * usable_cpus())
+    return (f"FORMAT parquet, COMPRESSION zstd, "
+            f"ROW_GROUP_SIZE_BYTES {min(max(share, lowest), highest)}")
+
+
 @contextmanager
 def out_of_memory(memory_limit: str) -> Iterator[None]:
     """Turn DuckDB's OutOfMemoryException into an InputError naming the setting to raise.
@@ -177,7 +192,7 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
                 con.execute(
                     f"COPY (SELECT 'insert' AS {OP}, *, CASE WHEN false THEN {ver} END AS "
                     f"{OLD_VERSION} FROM t) TO {quote_literal(str(out))} "
-                    "(FORMAT parquet, COMPRESSION zstd)")
+                    f"({delta_format(memory_limit)})")
                 counts = {"insert": snap.rows}
                 watermark = snap.watermark
                 asked_again = 0
@@ -189,7 +204,8 @@ def diff(spec: JobSpec, snap: Snapshot, snap_parts: list[Path], prev: Snapshot |
                     _refill(con, keys, ver)
                 counts = {op: int(n) for op, n in con.execute(
                     f"SELECT {OP}, count(*) FROM changes GROUP BY {OP}").fetchall()}
-                _write_fat_delta(con, snap, prev, keys, ver, out, counts, asked_again)
+                _write_fat_delta(con, snap, prev, keys, ver, out, counts, asked_again,
+                                 delta_format(memory_limit))
                 watermark = _watermark(con, snap, ver)
         finally:
             con.close()
@@ -450,7 +466,7 @@ def _content_sides(snap: Snapshot, prev: Snapshot) -> tuple[str, str, str, int]:
 
 def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snapshot,
                      keys: list[str], ver: str, out: Path, counts: dict[str, int],
-                     asked_again: int) -> None:
+                     asked_again: int, options: str) -> None:
     """COPY the fat delta: T's rows of the changed keys, and T-1's keys of the deleted ones.
 
     Every column has T's type. ``UNION ALL BY NAME`` would otherwise give a column that
@@ -459,7 +475,7 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
     delete carries T-1's value in T's type where the type is unchanged or the column is a key
     (:func:`_check_key_casts` has made sure the key survives the cast), else NULL: the apply
     reads only a delete's key and old version. A delete asked again (:func:`_ask_again`) has
-    only those.
+    only those. ``options``: the COPY's (:func:`delta_format`).
     """
     on_t = " AND ".join(f"t.{k} = c.{k}" for k in keys)
     on_p = " AND ".join(f"p.{k} = c.{k}" for k in keys)
@@ -499,7 +515,7 @@ def _write_fat_delta(con: duckdb.DuckDBPyConnection, snap: Snapshot, prev: Snaps
         f"SELECT 'delete' AS {OP}, {', '.join(p_cols)}, p.{ver} AS {OLD_VERSION}{flag} "
         f"FROM p JOIN changes c ON {on_p} WHERE c.{OP} = 'delete' AND NOT c.{PENDING}{no_p}"
         f"{again}) "
-        f"TO {quote_literal(str(out))} (FORMAT parquet, COMPRESSION zstd)")
+        f"TO {quote_literal(str(out))} ({options})")
 
 
 def _types(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:

@@ -333,3 +333,25 @@ def test_the_manifest_orders_versions_held_as_text_as_postgres_does(lane: Lane) 
     manifest = lane.snapshot_manifest(dumped.report["snapshotId"])
     assert (manifest["min_version"], manifest["max_version"], manifest["watermark"]) == (
         None, None, None)
+
+
+def test_a_bootstrap_of_wide_rows_stays_within_memory_limit(lane: Lane) -> None:
+    """DuckDB wrote the delta in row groups of 122,880 rows whatever their width, one per
+    thread in memory: 2 KB rows made 250 MB row groups, and the bootstrap failed at a 128MB
+    memory_limit (as 16 KB documents did at the default 1GB) telling to raise it. The row
+    groups are now sized in bytes for the limit."""
+    lane.both("CREATE TABLE docs (id int PRIMARY KEY, body text NOT NULL, "
+              "updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO docs SELECT g, repeat(md5(g::text), 64), now() "
+             "FROM generate_series(1, 150000) g")
+    lane.spec["spec"]["source"]["table"] = "public.docs"
+    lane.spec["spec"]["destination"]["table"] = "public.docs"
+
+    result = lane.run("run", env={"TABLESYNC_MEMORY_LIMIT": "128MB"})
+
+    assert result.code == 0, result.error_line
+    assert lane.dst("SELECT count(*), sum(length(body)) FROM docs") == [(150000, 150000 * 2048)]
+    lane.src("UPDATE docs SET body = upper(body), updated_at = now() + interval '1 minute'")
+    updated = lane.run("run", env={"TABLESYNC_MEMORY_LIMIT": "128MB"})
+    assert updated.code == 0, updated.error_line
+    assert updated.report["apply"]["updated"] == 150000
