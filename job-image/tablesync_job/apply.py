@@ -443,6 +443,10 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Pa
         with adbc_errors("destination", f"applying {delta.id} to {dest.table}",
                          _kept_rows_advice(spec)):
             cur = conn.cursor()
+            # Staging and the upsert are one statement each over the whole delta: a
+            # statement_timeout of the destination's role or database (set for the
+            # applications' queries) failed every apply longer than it, run after run.
+            _set_local(cur, {"statement_timeout": "0"})
             if began is not None:
                 cur.execute(f"SELECT pg_current_xact_id()::text, {_SYSTEM}")
                 xid, system = cur.fetchone()

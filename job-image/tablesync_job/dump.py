@@ -541,6 +541,10 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                 # SELECT would fix the transaction's snapshot before its time is captured.
                 for name, value in FIXED_TEXT_SETTINGS.items():
                     cur.execute(f"SET LOCAL {name} = {quote_literal(value)}")
+                # The whole table is one statement: a statement_timeout of the replica's
+                # role or database (set for the applications' queries) cancelled every
+                # dump longer than it, run after run; pg_dump turns it off likewise.
+                cur.execute("SET LOCAL statement_timeout = 0")
                 # The first statement fixes the transaction's snapshot: capture its as-of time.
                 # ``wall``: the same instant as wall-clock time in the session's TimeZone.
                 cur.execute(

@@ -288,3 +288,22 @@ def test_a_view_as_the_destination(lane: Lane) -> None:
     assert result.code == 2
     assert "public.prices is a materialized view; the destination must be a table" in (
         result.error_line)
+
+
+def test_a_statement_timeout_of_the_destination_does_not_cancel_the_apply(
+        lane: Lane) -> None:
+    """A destination database (or role) with a statement_timeout for its applications'
+    queries: the upsert, one statement over the whole delta, was cancelled run after run,
+    each time saying a retry may help."""
+    load_prices(lane, 100)
+    # 100 rows at 10 ms each: an upsert of about a second
+    lane.dst("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$ BEGIN PERFORM pg_sleep(0.01); RETURN NEW; END $$")
+    lane.dst("CREATE TRIGGER slow BEFORE INSERT ON prices FOR EACH ROW EXECUTE FUNCTION slow()")
+    lane.dst("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = ''300ms''', "
+             "current_database()); END $$")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.error_line
+    assert lane.table_text("destination") == lane.table_text("source")

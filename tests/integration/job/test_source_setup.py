@@ -256,3 +256,23 @@ def test_the_duplicate_key_check_of_a_view_stays_within_memory_limit(lane: Lane)
 
     assert child.returncode == 0, stderr
     assert usage.ru_maxrss < 400 * 1024, f"peak RSS {usage.ru_maxrss // 1024} MiB"
+
+
+def test_a_statement_timeout_of_the_source_does_not_cancel_the_dump(lane: Lane) -> None:
+    """A replica's database (or role) with a statement_timeout for its applications' queries:
+    the dump, one statement over the whole table, was cancelled run after run, each time
+    saying a retry may help."""
+    lane.dst("CREATE TABLE prices (id int PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    lane.src("CREATE TABLE base (id int PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO base SELECT g, now() FROM generate_series(1, 100) g")
+    # 100 rows at 10 ms each: a read of about a second
+    lane.src("CREATE FUNCTION slow(id int) RETURNS int LANGUAGE sql AS "
+             "'SELECT id FROM pg_sleep(0.01)'")
+    lane.src("CREATE VIEW prices AS SELECT slow(id) AS id, updated_at FROM base")
+    lane.src("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = ''300ms''', "
+             "current_database()); END $$")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.error_line
+    assert lane.dst("SELECT count(*) FROM prices") == [(100,)]
