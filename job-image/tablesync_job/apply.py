@@ -456,24 +456,27 @@ def apply(spec: JobSpec, uri: str, dest: TableInfo, delta: Delta, parts: list[Pa
             stage_schema, batches = _batches(parts, progress, staged)
             reader = pa.RecordBatchReader.from_batches(stage_schema, batches)
             cur.adbc_ingest(STAGE, reader, mode="create", temporary=True)
-            _plan_settings(cur, spec)
-            # Deletes first: a key Postgres finds equal to a deleted one (numeric 1 and 1.00,
-            # a case-insensitive collation) but DuckDB does not is then deleted and inserted,
-            # where the other order would update the row and then delete it.
-            _delete(cur, spec, dest, delta, staged, result, kept_at)
-            _fault("mid-apply")
-            _upsert(cur, spec, dest, delta, schema, staged, result)
-            kept = None
-            if staged.survived:
-                kept = _pending_deletes(cur, spec, dest, parts, schema, staged)
-            absent = None
-            if absent_from is not None and spec.destination.deletes != "ignore":
-                absent = _absent_rows(cur, spec, dest, absent_from, schema, staged)
-            result.absent = 0 if absent is None else absent.num_rows
-            if kept is not None and absent is not None:
-                result.pending_deletes = pa.concat_tables([kept, absent.cast(kept.schema)])
-            else:
-                result.pending_deletes = kept if absent is None else absent
+            # Past the stage, each statement reports no rows until it ends (the upsert of a
+            # large delta, a wait for a row the event lane holds): a line every few seconds
+            with logs.heartbeat("apply", "write"):
+                _plan_settings(cur, spec)
+                # Deletes first: a key Postgres finds equal to a deleted one (numeric 1 and 1.00,
+                # a case-insensitive collation) but DuckDB does not is then deleted and inserted,
+                # where the other order would update the row and then delete it.
+                _delete(cur, spec, dest, delta, staged, result, kept_at)
+                _fault("mid-apply")
+                _upsert(cur, spec, dest, delta, schema, staged, result)
+                kept = None
+                if staged.survived:
+                    kept = _pending_deletes(cur, spec, dest, parts, schema, staged)
+                absent = None
+                if absent_from is not None and spec.destination.deletes != "ignore":
+                    absent = _absent_rows(cur, spec, dest, absent_from, schema, staged)
+                result.absent = 0 if absent is None else absent.num_rows
+                if kept is not None and absent is not None:
+                    result.pending_deletes = pa.concat_tables([kept, absent.cast(kept.schema)])
+                else:
+                    result.pending_deletes = kept if absent is None else absent
             if committing is not None:
                 committing(result)
             conn.commit()

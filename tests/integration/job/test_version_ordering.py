@@ -116,3 +116,25 @@ def test_a_version_that_went_down_at_the_source_is_named(lane: Lane) -> None:
         "since the last applied snapshot (key (id) updated_at before -> now: (3) ")
     assert "; (5) " in warnings[0]["msg"]
     assert lane.dst("SELECT count(*) FROM prices WHERE price = 7") == [(0,)]
+
+
+def test_an_apply_waiting_on_the_event_lane_still_logs_every_few_seconds(lane: Lane) -> None:
+    """Past the stage the apply's statements report no rows until they end: an upsert of a
+    large delta, or one waiting on a row the event lane holds locked, left the log silent
+    for as long as it took, and a stuck run looked like a dead one."""
+    load_prices(lane, 10)
+    lane.dst("INSERT INTO prices (id, sku, updated_at) VALUES (5, 'old', '2000-01-01')")
+    held = psycopg.connect(lane.destination)
+    held.execute("SELECT 1 FROM prices WHERE id = 5 FOR UPDATE")  # the event lane's write
+    timer = threading.Timer(8, held.commit)
+    timer.start()
+    try:
+        result = lane.run("run")
+    finally:
+        timer.join()
+        held.close()
+
+    assert result.code == 0, result.error_line
+    beats = [json.loads(line) for line in result.stderr.splitlines()
+             if line.startswith("{") and '"step"' in line]
+    assert [b["step"] for b in beats if b.get("phase") == "apply"], result.stderr
