@@ -251,6 +251,10 @@ def map_error(err: Exception, role: str, what: str,
                           "what it lacks")
     if sqlstate[:2] in _TRANSIENT_CLASSES or not sqlstate:
         return TransientError(f"{role} database: {what} failed ({text}); a retry may help")
+    if sqlstate == "55P03":  # lock_not_available: another session held a row or the table
+        return TransientError(f"{role} database: {what} failed ({text}): another session held "
+                              "a row or table it needed for longer than lock_timeout (the "
+                              "role's or database's setting) allows; a retry may help")
     if sqlstate == "21000":  # ON CONFLICT DO UPDATE command cannot affect row a second time
         return InputError(f"{role} database: {what} failed ({text}): two rows of the delta have "
                           "keys the destination finds equal though the source's snapshot does "

@@ -138,3 +138,19 @@ def test_an_apply_waiting_on_the_event_lane_still_logs_every_few_seconds(lane: L
     beats = [json.loads(line) for line in result.stderr.splitlines()
              if line.startswith("{") and '"step"' in line]
     assert [b["step"] for b in beats if b.get("phase") == "apply"], result.stderr
+
+
+def test_a_lock_timeout_met_while_the_event_lane_holds_a_row_is_retried(lane: Lane) -> None:
+    """A destination whose lock_timeout ran out while the event lane held a row: exit 2 (fix
+    the input), though nothing was wrong with it and the next run applies."""
+    load_prices(lane, 10)
+    lane.dst("INSERT INTO prices (id, sku, updated_at) VALUES (5, 'old', '2000-01-01')")
+    lane.dst("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET lock_timeout = ''300ms''', "
+             "current_database()); END $$")
+    with psycopg.connect(lane.destination) as held:
+        held.execute("SELECT 1 FROM prices WHERE id = 5 FOR UPDATE")  # the event lane's write
+        timed_out = lane.run("run")
+
+    assert timed_out.code == 75, timed_out.error_line
+    assert "lock_timeout" in timed_out.error_line
+    assert lane.run("run").code == 0
