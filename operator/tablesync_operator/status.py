@@ -1166,6 +1166,8 @@ def refresh(
     which the CronJob's Job history still holds every Job, see
     ``reconcile.history_start``) are not judged either: after an operator outage longer
     than the Job history, the history limits have removed the Jobs that show they fired.
+    Nor are slots before the CronJob's creation: a CronJob deleted by hand, and made again
+    by the operator, took the Jobs of its slots with it.
     Slots skipped so go unjudged (an undercount, never a false ``ScheduleMissed``).
     """
     events: list[StatusEvent] = []
@@ -1178,15 +1180,19 @@ def refresh(
         until = now if checked is None else max(checked, now)
     else:
         checked_for = (ts.spec.schedule, ts.spec.time_zone)
+        cj_meta = (cronjob or {}).get("metadata") or {}
+        cj_created = parse_time(cj_meta.get("creationTimestamp"))
         if checked is None:
             # Start from the CronJob's last schedule (or its creation): earlier Jobs may be
             # gone with the history limits, so their slots could not be told from missed ones.
-            cj_meta = (cronjob or {}).get("metadata") or {}
-            cj_created = parse_time(cj_meta.get("creationTimestamp"))
             cj_last = parse_time(((cronjob or {}).get("status") or {}).get("lastScheduleTime"))
             checked = cj_last or cj_created or now
         elif (o.checked_schedule, o.checked_time_zone) != checked_for:
             checked = max(checked, now)
+        if cj_created is not None:
+            # A CronJob deleted (kubectl delete) and made again: its predecessor's Jobs went
+            # with it (garbage collection), so the slots before it cannot be told from missed.
+            checked = max(checked, cj_created)
         fired = list(scheduled_times)
         if history_start is not None:
             # Slots before it cannot be told from slots whose Jobs the history limits

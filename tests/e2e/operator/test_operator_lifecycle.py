@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -224,3 +225,41 @@ def test_a_missing_job_service_account_stalls_and_recovers_without_a_restart(
     )
     lane.wait_condition("Ready", "True", "Reconciled", timeout_seconds=30)
     assert cronjob(lane) is not None
+
+
+def test_a_cronjob_deleted_by_hand_is_restored_and_its_past_slots_not_called_missed(
+    cluster: Cluster, make_lane: Callable[[str], Lane]
+) -> None:
+    """``kubectl delete cronjob`` takes the CronJob's Jobs with it (garbage collection), so
+    the slots they ran for show no Job any more: the operator restores the CronJob, and a
+    slot that ran (its run is even in the status) is not reported as one that fired none."""
+    lane = make_lane("prices")
+    lane.load(100)
+    lane.secrets()
+    lane.create(schedule="* * * * *", startingDeadlineSeconds=30)  # a slot is judged at +50 s
+    # two slots run: the oldest kept Job's slot bounds what is judged (the Job history)
+    wait_for(
+        lambda: lane.status()["runs"]["succeeded"] == 2, 200, "two scheduled runs to finish",
+        interval_seconds=1,
+    )
+    second = lane.status()["lastRun"]
+    job = lane.get_object("job", second["jobName"])
+    slot = datetime.fromisoformat(
+        job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+    )
+    assert datetime.now(UTC) < slot + timedelta(seconds=40), "the run took too long to tell"
+    uid = lane.get_object("cronjob", "prices")["metadata"]["uid"]
+
+    cluster.kubectl("delete", "cronjob", "prices", "-n", lane.namespace)
+    wait_for(
+        lambda: cronjob(lane) is not None
+        and lane.get_object("cronjob", "prices")["metadata"]["uid"] != uid,
+        30, "the operator to restore the CronJob",
+    )
+    wait_for(lambda: not any(j["metadata"]["name"] == second["jobName"] for j in lane.jobs()),
+             60, "garbage collection to remove the deleted CronJob's Jobs")
+    # past the slot's judgement (+50 s) and two resyncs, before the next slot's
+    time.sleep(max(0.0, (slot + timedelta(seconds=58) - datetime.now(UTC)).total_seconds()))
+    assert lane.status()["overrun"]["missedSchedules"] == 0, lane.status()["overrun"]
+    assert "ScheduleMissed" not in [e["reason"] for e in lane.events()]
+    assert lane.condition("Overrun")["reason"] != "ScheduleMissed"

@@ -397,7 +397,8 @@ def test_slots_whose_jobs_the_history_removed_are_not_judged_after_an_outage(
     clock = Context(kube=kube, settings=SETTINGS, clock=lambda: t0)
     sync(clock, NS, NAME)  # healthy at 06:00; then down until 10:10
     # FakeKube stamps the CronJob as created at 10:59; a real one predates 06:00, so the
-    # watermark would stand at about 06:00 less the grace. Put it there.
+    # watermark would stand at about 06:00 less the grace. Put them there.
+    kube.cronjobs[(NS, NAME)]["metadata"]["creationTimestamp"] = "2026-11-20T00:00:00Z"
     kube.tablesyncs[(NS, NAME)]["status"]["overrun"]["schedulesCheckedUntil"] = format_time(t0)
     kube.events.clear()
     slots = [t0 + timedelta(minutes=30 * i) for i in range(1, 9)]  # 06:30 .. 10:00, all ran
