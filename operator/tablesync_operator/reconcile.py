@@ -28,6 +28,8 @@ from .names import (
     ANNOTATION_APPLIED_GENERATION,
     ANNOTATION_TEMPLATE_HASH,
     CONTROLLER_UID_LABEL,
+    GROUP,
+    KIND,
     LABEL_MANAGED_BY,
     LABEL_TABLESYNC,
     LABEL_TABLESYNC_UID,
@@ -155,6 +157,26 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
 
     cronjob = kube.get_cronjob(namespace, manifests.cronjob_name(ts))
     problem = secret_problem(kube, ts) or account_problem(kube, ts, ctx.settings)
+    if (
+        problem is None
+        and cronjob is not None
+        and not controlled_by(cronjob, ts.uid)
+        and controlled_by_predecessor(cronjob, ts)
+    ):
+        # deleted and created again: garbage collection removes the old CronJob (its Jobs
+        # trigger a sync as they go; else the resync), then this one's is created
+        new = st.mark_reconciling(
+            new,
+            ref,
+            st.Reason.PREDECESSOR_CRONJOB,
+            f"CronJob {manifests.cronjob_name(ts)} belongs to a deleted TableSync of the same "
+            "name and is being garbage-collected; this TableSync's CronJob is created then",
+            now,
+        )
+        new, refresh_events = st.refresh(
+            new, ts, now, created_at, None, scheduled, count_missed=False
+        )
+        return _write(ctx, body, old, new, events + refresh_events)
     if problem is None and cronjob is not None and not controlled_by(cronjob, ts.uid):
         problem = (
             st.Reason.CRONJOB_CONFLICT,
@@ -312,6 +334,20 @@ def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
     for owner in (obj.get("metadata") or {}).get("ownerReferences") or []:
         if owner.get("uid") == uid and owner.get("controller"):
             return True
+    return False
+
+
+def controlled_by_predecessor(obj: Mapping[str, Any], ts: TableSync) -> bool:
+    """True if ``obj``'s controller is a TableSync of ``ts``'s name with another uid: one
+    deleted before ``ts`` was created, whose dependents garbage collection is removing."""
+    for owner in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("controller"):
+            return bool(
+                owner.get("kind") == KIND
+                and str(owner.get("apiVersion") or "").split("/")[0] == GROUP
+                and owner.get("name") == ts.name
+                and owner.get("uid") != ts.uid
+            )
     return False
 
 

@@ -48,6 +48,7 @@ class Reason:
     SERVICE_ACCOUNT_NOT_FOUND = "ServiceAccountNotFound"
     CRONJOB_CONFLICT = "CronJobConflict"
     API_ERROR = "ApiError"
+    PREDECESSOR_CRONJOB = "PredecessorCronJob"
     NO_RUN_YET = "NoRunYet"
     NO_APPLIED_SNAPSHOT = "NoAppliedSnapshot"
     LAG_ABOVE_THRESHOLD = "LagAboveThreshold"

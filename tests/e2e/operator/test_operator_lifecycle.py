@@ -263,3 +263,21 @@ def test_a_cronjob_deleted_by_hand_is_restored_and_its_past_slots_not_called_mis
     assert lane.status()["overrun"]["missedSchedules"] == 0, lane.status()["overrun"]
     assert "ScheduleMissed" not in [e["reason"] for e in lane.events()]
     assert lane.condition("Overrun")["reason"] != "ScheduleMissed"
+
+
+def test_a_tablesync_created_again_under_its_name_is_not_stalled_by_its_predecessor(
+    cluster: Cluster, make_lane: Callable[[str], Lane]
+) -> None:
+    """Delete and create again (the way to change an immutable field such as primaryKey):
+    the predecessor's CronJob, owned by the old uid, lingers until garbage collection
+    removes it. That is no conflict to fix by renaming: the new TableSync waits for it."""
+    lane = make_lane("prices")
+    lane.secrets()
+    first = lane.create()
+    lane.wait_condition("Ready", "True", "Reconciled")
+
+    cluster.kubectl("delete", "tablesync", "prices", "-n", lane.namespace, "--wait=true")
+    second = lane.create()
+    assert second["metadata"]["uid"] != first["metadata"]["uid"]
+    lane.wait_condition("Ready", "True", "Reconciled", timeout_seconds=60)
+    assert "CronJobConflict" not in [e["reason"] for e in lane.events()]
