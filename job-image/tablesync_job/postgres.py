@@ -396,6 +396,13 @@ def adbc_connect(uri: str, role: str, autocommit: bool) -> Any:
 LOCK_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30,
                                    "keepalives_interval": 10, "keepalives_count": 3,
                                    "tcp_user_timeout": 60_000}
+# The same on the server's side of it (LOCK_KEEPALIVES sets the client's alone): the server
+# probes the idle session too, so when the job's pod vanishes without closing it (its node
+# lost or cut off) the lock goes within about a minute. Before, the server kept it for the
+# kernel's 2 h idle and 11 min of probes, and every run meanwhile failed as "another run is
+# applying". Settings a role may set for its own session; no-ops over a Unix socket.
+LOCK_SERVER_KEEPALIVES = ("SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; "
+                          "SET tcp_keepalives_count = 3")
 
 
 class RunLock:
@@ -420,6 +427,9 @@ class RunLock:
                                    application_name="tablesync-lock", **LOCK_KEEPALIVES)
             if conn.info.server_version >= 140000:  # the setting is new in Postgres 14
                 conn.execute("SET idle_session_timeout = 0")
+            conn.execute(LOCK_SERVER_KEEPALIVES)
+            if conn.info.server_version >= 120000:  # the setting is new in Postgres 12
+                conn.execute("SET tcp_user_timeout = 60000")
             row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
                                (self._key,)).fetchone()
         except psycopg.Error as err:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.integration.job.lane import JOB, JobResult, Lane, load_prices
+from tests.integration.job.lane import JOB, JobResult, Lane, _exec, load_prices
+from tests.support.services import PostgresServer, start_postgres
 
 
 def change_source(lane: Lane) -> None:
@@ -231,6 +237,83 @@ def test_a_second_concurrent_run_backs_off(lane: Lane) -> None:
     assert "another run is applying to public.prices" in result.error_line
     assert lane.state() is None
     assert lane.run("run").code == 0  # the lock went with the session
+
+
+@pytest.fixture
+def far_node(lane: Lane) -> Iterator[tuple[str, str]]:
+    """A network namespace joined to this host by a veth pair, as a job pod's node, and a
+    Postgres of its own that listens there too (the session's listens on loopback only); the
+    lane's source and destination are databases on it. Yields the namespace and the address
+    the namespace reaches Postgres at."""
+    tag = f"ts{os.getpid() % 100000}"
+    net = f"10.{200 + os.getpid() % 50}.{os.getpid() // 50 % 250}"
+    base = Path(tempfile.mkdtemp(prefix="tablesync-far-node-"))
+    server: PostgresServer | None = None
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    try:
+        ip("netns", "add", tag)
+        ip("link", "add", f"{tag}a", "type", "veth", "peer", "name", f"{tag}b")
+        ip("link", "set", f"{tag}b", "netns", tag)
+        ip("addr", "add", f"{net}.1/24", "dev", f"{tag}a")
+        ip("link", "set", f"{tag}a", "up")
+        ip("netns", "exec", tag, "ip", "addr", "add", f"{net}.2/24", "dev", f"{tag}b")
+        ip("netns", "exec", tag, "ip", "link", "set", f"{tag}b", "up")
+        server = start_postgres(base, settings={"listen_addresses": f"'127.0.0.1,{net}.1'"})
+        with open(server.data_dir / "pg_hba.conf", "a") as hba:
+            hba.write(f"host all all {net}.0/24 scram-sha-256\n")
+        _exec(server.uri(), "SELECT pg_reload_conf()")
+        lane.source = server.create_database("src")
+        lane.destination = server.create_database("dst")
+        lane.env.update({"TABLESYNC_SOURCE_URI": lane.source,
+                         "TABLESYNC_DESTINATION_URI": lane.destination})
+        yield tag, f"{net}.1"
+    finally:
+        subprocess.run(["ip", "netns", "del", tag], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", f"{tag}a"], capture_output=True, check=False)
+        if server is not None:
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
+                    reason="needs root and ip(8) for a network namespace")
+def test_the_lock_of_a_run_whose_node_was_lost_goes_within_minutes(
+        lane: Lane, far_node: tuple[str, str]) -> None:
+    """A pod whose node is lost (powered off, cut off) never closes its lock session, so only
+    the server's TCP keepalives end it. The job set the client's alone: the server kept the
+    lock for the kernel's 2 h idle and 11 min of probes, and every run meanwhile failed with
+    "another run is applying" (exit 75), which the README says to wait out."""
+    namespace, address = far_node
+    load_prices(lane, 5000)
+    # the pod on the far node, frozen with the run lock held, when its node goes
+    far_env = {**lane.env,
+               "TABLESYNC_SOURCE_URI": lane.source.replace("127.0.0.1", address),
+               "TABLESYNC_DESTINATION_URI": lane.destination.replace("127.0.0.1", address)}
+    far = subprocess.Popen(["ip", "netns", "exec", namespace, JOB, "run", "--spec",
+                            str(lane.spec_path())], env=far_env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not _exec(lane.destination, "SELECT 1 FROM pg_locks WHERE "
+                           "locktype = 'advisory' AND granted"):
+            assert far.poll() is None
+            time.sleep(0.02)
+        far.send_signal(signal.SIGSTOP)
+        subprocess.run(["ip", "link", "set", f"{namespace}a", "down"], check=True)
+    finally:
+        far.kill()  # (its goodbye cannot reach the server now)
+        far.wait()
+    assert lane.run("run").error_line.startswith(
+        "tablesync-job: another run is applying to public.prices")
+
+    deadline = time.monotonic() + 150
+    while (result := lane.run("run")).code == 75 and time.monotonic() < deadline:
+        time.sleep(10)
+
+    assert result.code == 0, result.stderr
+    assert lane.table_text("destination") == lane.table_text("source")
 
 
 def test_a_run_keeps_its_lock_when_the_destination_ends_idle_sessions(lane: Lane) -> None:
