@@ -128,6 +128,7 @@ def _dispatch(ctx: pipeline.RunContext, args: argparse.Namespace) -> int:
 
 def _diff_only(ctx: pipeline.RunContext, snapshot_id: str | None) -> None:
     ctx.layout.storage.check()
+    pipeline.check_owner(ctx)
     ids = ctx.layout.snapshot_ids()
     target = snapshot_id or (ids[-1] if ids else None)
     snap = ctx.layout.get_snapshot(target) if target else None

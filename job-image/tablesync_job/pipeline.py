@@ -215,12 +215,31 @@ def preflight(ctx: RunContext, lock: bool = True) -> None:
     the run lock (one run per destination table at a time)."""
     logs.set_context(phase="preflight")
     ctx.layout.storage.check()
+    check_owner(ctx)
     source = ctx.source()
     ctx.destination([(c.name, c.pg_type) for c in source.info.columns],
                     {c.name: c.definition for c in source.info.columns if c.definition})
     if lock and ctx._lock is None:
         ctx._lock = RunLock(ctx.destination_uri, ctx.spec.destination.table)
         ctx._lock.acquire()
+
+
+def check_owner(ctx: RunContext) -> None:
+    """InputError naming spec.storage.url if its state.json was written by another TableSync.
+
+    One prefix serves one TableSync (DESIGN.md section 5). Two that share one (a manifest
+    copied for a second destination, its storage.url left as it was) each diffed against the
+    other's last applied snapshot: the changes between the two were applied to one
+    destination only, and the other's run said NoChanges (exit 0), its rows stale for good.
+    """
+    state = ctx.layout.get_state()
+    if state is None or state.tablesync is None or state.tablesync == ctx.spec.label:
+        return
+    raise InputError(f"spec.storage.url: {ctx.spec.storage.url} holds the state of TableSync "
+                     f"{state.tablesync}, not of {ctx.spec.label}, and each TableSync needs "
+                     "a prefix of its own: give this one its own storage.url (if it took "
+                     f"over that prefix on purpose, set \"tablesync\" in its state.json to "
+                     f"{ctx.spec.label!r})")
 
 
 # phases -------------------------------------------------------------------------------------
@@ -677,7 +696,8 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
     # A resumed delta keeps the marker of the transaction it was first applied in: that
     # one may have committed.
     ours = state is None or state.applying != delta.id
-    marker = replace(state or State(None, None, None, None), applying=delta.id)
+    marker = replace(state or State(None, None, None, None), applying=delta.id,
+                     tablesync=ctx.spec.label)
 
     def began(transaction: Transaction) -> None:
         # before the transaction writes, so before it can commit
@@ -733,7 +753,7 @@ def phase_apply(ctx: RunContext, delta: Delta, parts: list[Path]) -> ApplyResult
                                captured_at=delta.captured_at, applied_at=now_iso("microseconds"),
                                delta_id=delta.id,
                                pending_deletes=0 if pending is None else pending.num_rows,
-                               deletes=deletes))
+                               deletes=deletes, tablesync=ctx.spec.label))
     ctx.report.phase_seconds["apply"] = round(time.monotonic() - started, 3)
     # A run that first finished an interrupted apply reports both: its drift is both's.
     ctx.report.apply = (result if ctx.resumed is None or ctx.resumed is result
@@ -864,7 +884,8 @@ def advance_committed(ctx: RunContext, state: State) -> ApplyResult:
     ctx.layout.put_state(State(last_applied_snapshot_id=to_id, captured_at=snap.captured_at,
                                applied_at=now_iso("microseconds"), delta_id=delta_id,
                                pending_deletes=pending,
-                               deletes=state.applying_deletes or state.deletes))
+                               deletes=state.applying_deletes or state.deletes,
+                               tablesync=ctx.spec.label))
     result = ApplyResult.from_report(counts)
     # as phase_apply reports (a later apply of this run adds its own)
     ctx.report.apply = result.as_report()

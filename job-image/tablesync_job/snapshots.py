@@ -186,6 +186,9 @@ class State:
     # build's state): after ``ignore``, the rows deleted at the source meanwhile are in no
     # delta, so the first run under ``apply`` or ``soft`` takes every row of T to find them
     deletes: str | None = None
+    # ``namespace/name`` of the TableSync whose apply wrote it (None: an earlier build's
+    # state); a run of another one refuses the prefix (``pipeline.check_owner``)
+    tablesync: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:

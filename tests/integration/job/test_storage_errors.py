@@ -5,6 +5,7 @@ Each failure is one line naming what is wrong (exit 2, a report on stdout), neve
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -13,8 +14,8 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.integration.job.lane import Lane, load_prices
-from tests.support.services import MinioServer
+from tests.integration.job.lane import PRICES_DDL, Lane, _exec, load_prices
+from tests.support.services import MinioServer, PostgresServer
 
 NO_STATIC_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
@@ -393,6 +394,35 @@ def test_a_prefix_under_another_ones_snapshots_folder_keeps_its_deltas(lane: Lan
         assert lane.run("run").code == 0
 
     assert sorted(p.name for p in (inner / "deltas").iterdir()) == deltas
+
+
+def test_a_second_tablesync_on_the_same_prefix_is_refused(lane: Lane,
+                                                          postgres: PostgresServer) -> None:
+    """A manifest copied for a second destination with its storage.url left as it was: each
+    TableSync diffed against the other's last applied snapshot, so A's destination missed
+    the update and the delete B applied, and A's run said NoChanges, exit 0."""
+    load_prices(lane, 5000)
+    other = postgres.create_database(f"dst_copy_{lane.work.name[-12:].replace('-', '_')}")
+    _exec(other, PRICES_DDL)
+    first, copied = lane.spec, copy.deepcopy(lane.spec)
+    copied["metadata"]["name"] = "prices-copy"
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET price = 7, updated_at = now() WHERE id = 5")
+    lane.src("DELETE FROM prices WHERE id = 7")
+
+    lane.spec = copied
+    refused = lane.run("run", env={"TABLESYNC_DESTINATION_URI": other})
+    lane.spec = first
+    applied = lane.run("run")
+
+    assert refused.code == 2, refused.stderr
+    assert refused.error_line.startswith(
+        f"tablesync-job: spec.storage.url: {lane.storage_url} holds the state of TableSync "
+        "test/prices, not of test/prices-copy")
+    assert _exec(other, "SELECT count(*) FROM prices") == [(0,)]
+    assert applied.code == 0, applied.stderr
+    assert applied.report["reason"] == "Applied"
+    assert lane.table_text("destination") == lane.table_text("source")
 
 
 def test_an_unreachable_endpoint_names_where_it_came_from(s3_lane: Lane) -> None:
