@@ -112,12 +112,13 @@ if ! have_go; then
     go_from_proxy=true
   fi
 fi
-for tool in openssl unshare runuser; do
-  command -v "$tool" >/dev/null || need+=("$([[ $tool == openssl ]] && echo openssl || echo util-linux)")
+declare -A package_of=([openssl]=openssl [unshare]=util-linux [runuser]=util-linux [ip]=iproute2)
+for tool in openssl unshare runuser ip; do
+  command -v "$tool" >/dev/null || need+=("${package_of[$tool]}")
 done
 
 if [[ ${#need[@]} -eq 0 ]] && ! $go_from_proxy; then
-  log "all present (postgresql, python3-venv, go, openssl, util-linux)"
+  log "all present (postgresql, python3-venv, go, openssl, util-linux, iproute2)"
   exit 0
 fi
 if [[ ${#need[@]} -gt 0 ]]; then

@@ -278,8 +278,6 @@ def far_node(lane: Lane) -> Iterator[tuple[str, str]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
-                    reason="needs root and ip(8) for a network namespace")
 def test_the_lock_of_a_run_whose_node_was_lost_goes_within_minutes(
         lane: Lane, far_node: tuple[str, str]) -> None:
     """A pod whose node is lost (powered off, cut off) never closes its lock session, so only
