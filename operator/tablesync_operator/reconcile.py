@@ -155,6 +155,13 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
     scheduled = [t for t in (scheduled_time(j) for j in jobs) if t is not None]
     kept_since = history_start(jobs)
 
+    def settle_without_cronjob(new: st.TableSyncStatus) -> str:
+        # a status that leaves the CronJob as it is: missed schedules are not judged by it
+        new, refresh_events = st.refresh(
+            new, ts, now, created_at, None, scheduled, count_missed=False
+        )
+        return _write(ctx, body, old, new, events + refresh_events)
+
     cronjob = kube.get_cronjob(namespace, manifests.cronjob_name(ts))
     problem = secret_problem(kube, ts) or account_problem(kube, ts, ctx.settings)
     if (
@@ -173,10 +180,7 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
             "name and is being garbage-collected; this TableSync's CronJob is created then",
             now,
         )
-        new, refresh_events = st.refresh(
-            new, ts, now, created_at, None, scheduled, count_missed=False
-        )
-        return _write(ctx, body, old, new, events + refresh_events)
+        return settle_without_cronjob(new)
     if problem is None and cronjob is not None and not controlled_by(cronjob, ts.uid):
         problem = (
             st.Reason.CRONJOB_CONFLICT,
@@ -185,10 +189,7 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
         )
     if problem is not None:
         new = st.mark_stalled(new, ref, problem[0], problem[1], now)
-        new, refresh_events = st.refresh(
-            new, ts, now, created_at, None, scheduled, count_missed=False
-        )
-        return _write(ctx, body, old, new, events + refresh_events)
+        return settle_without_cronjob(new)
 
     approve = st.pending_approval(new, ts)
     desired = manifests.build_cronjob(ts, ctx.settings, approve)
@@ -210,10 +211,7 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
                 "the TableSync; its CronJob stays unchanged until then",
                 now,
             )
-            new, refresh_events = st.refresh(
-                new, ts, now, created_at, None, scheduled, count_missed=False
-            )
-            return _write(ctx, body, old, new, events + refresh_events)
+            return settle_without_cronjob(new)
         logger.info(
             "applied CronJob %s/%s (generation %d)%s", namespace, ts.name, ts.generation,
             ": its spec had been changed by hand" if by_hand else "",

@@ -72,6 +72,14 @@ class Lane:
     def dst(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         return _exec(self.destination, sql, params)
 
+    def set_for_database(self, which: str, setting: str, value: str) -> None:
+        """``ALTER DATABASE <the source's or destination's> SET setting = 'value'``: what new
+        sessions there get (a DBA's statement_timeout for the applications, ...)."""
+        run = self.src if which == "source" else self.dst
+        database = str(run("SELECT current_database()")[0][0]).replace('"', '""')
+        quoted = value.replace("'", "''")
+        run(f"ALTER DATABASE \"{database}\" SET {setting} = '{quoted}'")
+
     def both(self, sql: str) -> None:
         self.src(sql)
         self.dst(sql)

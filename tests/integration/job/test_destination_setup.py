@@ -300,8 +300,7 @@ def test_a_statement_timeout_of_the_destination_does_not_cancel_the_apply(
     lane.dst("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
              "$$ BEGIN PERFORM pg_sleep(0.01); RETURN NEW; END $$")
     lane.dst("CREATE TRIGGER slow BEFORE INSERT ON prices FOR EACH ROW EXECUTE FUNCTION slow()")
-    lane.dst("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = ''300ms''', "
-             "current_database()); END $$")
+    lane.set_for_database("destination", "statement_timeout", "300ms")
 
     result = lane.run("run")
 

@@ -269,8 +269,7 @@ def test_a_statement_timeout_of_the_source_does_not_cancel_the_dump(lane: Lane) 
     lane.src("CREATE FUNCTION slow(id int) RETURNS int LANGUAGE sql AS "
              "'SELECT id FROM pg_sleep(0.01)'")
     lane.src("CREATE VIEW prices AS SELECT slow(id) AS id, updated_at FROM base")
-    lane.src("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = ''300ms''', "
-             "current_database()); END $$")
+    lane.set_for_database("source", "statement_timeout", "300ms")
 
     result = lane.run("run")
 

@@ -145,8 +145,7 @@ def test_a_lock_timeout_met_while_the_event_lane_holds_a_row_is_retried(lane: La
     the input), though nothing was wrong with it and the next run applies."""
     load_prices(lane, 10)
     lane.dst("INSERT INTO prices (id, sku, updated_at) VALUES (5, 'old', '2000-01-01')")
-    lane.dst("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET lock_timeout = ''300ms''', "
-             "current_database()); END $$")
+    lane.set_for_database("destination", "lock_timeout", "300ms")
     with psycopg.connect(lane.destination) as held:
         held.execute("SELECT 1 FROM prices WHERE id = 5 FOR UPDATE")  # the event lane's write
         timed_out = lane.run("run")
