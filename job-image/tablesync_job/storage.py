@@ -283,10 +283,12 @@ class S3Storage:
         from botocore.exceptions import ClientError, EndpointResolutionError, NoCredentialsError
 
         if isinstance(err, NoCredentialsError):
-            return InputError("spec.storage: no S3 credentials found: set "
-                              "spec.storage.credentialsSecretRef (AWS_ACCESS_KEY_ID, "
-                              "AWS_SECRET_ACCESS_KEY) or give the job an identity "
-                              "(job.serviceAccountName)")
+            return InputError("spec.storage: no S3 credentials found (AWS_ACCESS_KEY_ID and "
+                              "AWS_SECRET_ACCESS_KEY unset, no profile, no identity): in a "
+                              "cluster set spec.storage.credentialsSecretRef (a Secret with "
+                              "those keys) or give the job an identity "
+                              "(spec.job.serviceAccountName); run by hand, export the two "
+                              "variables (the job reads no Secret itself)")
         if isinstance(err, EndpointResolutionError):
             return InputError(f"spec.storage.endpoint: {err}; use http(s)://host[:port]")
         if isinstance(err, S3UploadFailedError) and isinstance(err.__context__, ClientError):

@@ -48,6 +48,9 @@ def test_no_credentials_at_all_is_an_input_error(s3_lane: Lane) -> None:
     assert result.code == 2, result.stderr
     assert "no S3 credentials found" in result.error_line
     assert "spec.storage.credentialsSecretRef" in result.error_line
+    # a hand run reads no Secret: it said only to set credentialsSecretRef, already set
+    assert "run by hand, export the two variables" in result.error_line
+    assert "(spec.job.serviceAccountName)" in result.error_line
     assert "Traceback" not in result.stderr
 
 
