@@ -261,6 +261,13 @@ def map_error(err: Exception, role: str, what: str,
                           "not (numeric 1.0 and 1.00, a case-insensitive collation, a source "
                           "without a unique key); check spec.source.primaryKey and the key "
                           "columns' types and collations on both sides")
+    enum = _ENUM_LABEL.search(text) if sqlstate == "22P02" else None
+    if enum is not None:  # the source's enum has a label the destination's type lacks
+        return InputError(f"{role} database: {what} failed ({text}): the destination's enum "
+                          f"type {enum.group(1)} lacks a label the source's has; add it there "
+                          f"(ALTER TYPE {enum.group(1)} ADD VALUE "
+                          f"'{enum.group(2).replace(chr(39), chr(39) * 2)}', in the "
+                          "source's order) and the next run applies the rows")
     if sqlstate in _CONSTRAINT_STATES:
         also = f"; {kept}" if kept and sqlstate != "23503" else ""
         return InputError(f"{role} database: {what} failed ({text}) [SQLSTATE {sqlstate}]: the "
@@ -270,6 +277,8 @@ def map_error(err: Exception, role: str, what: str,
     return InputError(f"{role} database: {what} failed ({text}) [SQLSTATE {sqlstate}]")
 
 
+# invalid_text_representation of an enum: 'invalid input value for enum mood: "sad"'
+_ENUM_LABEL = re.compile(r'invalid input value for enum (\S+): "(.*?)"')
 # unique, exclusion and foreign key violations
 _CONSTRAINT_STATES = {"23505", "23P01", "23503"}
 

@@ -337,3 +337,27 @@ def test_a_schema_the_source_role_may_not_use_names_the_grant(lane: Lane) -> Non
     assert "grant the role of TABLESYNC_SOURCE_URI" in result.error_line
     assert "libpq URI" not in result.error_line
     assert lane.state() is None
+
+
+def test_an_enum_label_the_destination_lacks_names_the_statement_that_adds_it(
+        lane: Lane) -> None:
+    """The apply failed with Postgres's 'invalid input value for enum mood' alone: no word
+    of which side lacks what, nor how to add it."""
+    lane.src("CREATE TYPE mood AS ENUM ('happy', 'sad', 'it''s ok')")
+    lane.dst("CREATE TYPE mood AS ENUM ('happy')")
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, m mood, updated_at timestamptz NOT NULL)")
+    lane.src("INSERT INTO prices VALUES (1, 'happy', now()), (2, 'sad', now())")
+
+    result = lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert "the destination's enum type mood lacks a label" in result.error_line
+    assert "ALTER TYPE mood ADD VALUE 'sad'" in result.error_line
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+    lane.dst("ALTER TYPE mood ADD VALUE 'sad'")
+    lane.src("INSERT INTO prices VALUES (3, 'it''s ok', now())")
+    result = lane.run("run")
+    assert "ALTER TYPE mood ADD VALUE 'it''s ok'" in result.error_line
+    lane.dst("ALTER TYPE mood ADD VALUE 'it''s ok'")
+    assert lane.run("run").code == 0
+    assert lane.table_text("destination") == lane.table_text("source")
