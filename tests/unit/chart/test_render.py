@@ -288,3 +288,18 @@ def test_notes_cluster_wide_name_the_job_namespaces(tmp_path: Path) -> None:
     assert "kubectl -n data create secret generic replica" in notes
     [served] = [line for line in notes.splitlines() if line.startswith("ServiceAccount ")]
     assert served.endswith(f": {NAMESPACE}, data).")
+
+
+def test_job_pods_get_the_image_pull_secrets() -> None:
+    """imagePullSecrets reached the operator pod only: job pods of an image in a private
+    registry sat in ImagePullBackOff until their deadline (DeadlineExceeded every run)."""
+    objects = render({"imagePullSecrets": [{"name": "regcred"}],
+                      "job": {"serviceAccount": {"namespaces": ["etl"]}}})
+    for ns in (NAMESPACE, "etl"):
+        account = only(objects, "ServiceAccount", JOB_SA, namespace=ns)
+        assert account["imagePullSecrets"] == [{"name": "regcred"}]
+    objects = render({"imagePullSecrets": [{"name": "regcred"}],
+                      "job": {"serviceAccount": {"imagePullSecrets": [{"name": "jobs"}]}}})
+    account = only(objects, "ServiceAccount", JOB_SA)
+    assert account["imagePullSecrets"] == [{"name": "jobs"}]
+    assert "imagePullSecrets" not in only(render({}), "ServiceAccount", JOB_SA)
