@@ -358,6 +358,12 @@ def _parse_spec(raw: Any, r: _Reader) -> TableSyncSpec | None:
         r.problem("spec.storage.url",
                   "must be s3://bucket/prefix or file:///absolute/path, without ? or #")
         url = None
+    elif url.startswith("file://"):
+        # for runs by hand (DESIGN.md section 2): a job pod has a read-only root and mounts
+        # only its scratch volume, which goes with the pod, so every run bootstrapped anew
+        r.problem("spec.storage.url", "file:// storage is for runs by hand (tablesync-job "
+                  "run); a job pod's files go with it, so a TableSync needs s3://bucket/prefix")
+        url = None
     elif (problem := s3_prefix_problem(url)) is not None:
         r.problem("spec.storage.url", problem)
         url = None

@@ -117,6 +117,14 @@ def test_storage_url_must_be_s3_or_file(url: str) -> None:
     assert "spec.storage.url" in problems(body)
 
 
+def test_file_storage_is_refused_in_the_cluster() -> None:
+    """file:// is for runs by hand: a job pod's files go with it (read-only root, scratch
+    volume only), so the TableSync was Ready while every run bootstrapped anew."""
+    body = tablesync()
+    body["spec"]["storage"]["url"] = "file:///srv/tablesync/prices"
+    assert "file:// storage is for runs by hand" in problems(body)["spec.storage.url"]
+
+
 @pytest.mark.parametrize("url", ["s3://bucket", "s3://bucket/", "s3://bucket/a/b/",
                                  "s3://bucket/" + "x" * 900, "s3://bucket/a.b/..c/ü"])
 def test_storage_urls_s3_takes(url: str) -> None:
