@@ -806,6 +806,16 @@ def _absent_text(rep: RunReport) -> str:
             "deletes, or they were written there alone)")
 
 
+def _lost_text(rep: RunReport) -> str:
+    """The Drifted message's note of the rows the run's look-up found lost and left so
+    (``spec.destination.lostRows: warn``); a refill corrected them, counted as drift."""
+    lost = rep.lost_rows or {}
+    if not lost.get("lost") or rep.reason == "Refilled":
+        return ""
+    return (f"; of {lost.get('sampled', 0)} keys looked up in the destination, {lost['lost']} "
+            "were missing or older there and stay so (spec.destination.lostRows: warn)")
+
+
 def _pending_text(rep: RunReport) -> str:
     """The Drifted message's note of the deletes an apply left for the next run."""
     pending = rep.apply.pending_deletes if rep.apply is not None else 0
@@ -927,8 +937,8 @@ def record_run(
                     f"({fraction:.1%} of a {delta_total}-row delta: {rep.apply.inserted} inserted, "
                     f"{rep.apply.updated} updated, {rep.apply.deleted} deleted); "
                     f"{rep.apply.already_current} already current, {rep.apply.stale_skipped} "
-                    "stale-skipped (the destination had newer versions)" + _absent_text(rep)
-                    + _pending_text(rep)
+                    "stale-skipped (the destination had newer versions)" + _lost_text(rep)
+                    + _absent_text(rep) + _pending_text(rep)
                 )
                 st = set_condition(st, DRIFTED, "True", Reason.DRIFT_CORRECTED, message, gen, now)
                 if flipped(DRIFTED, "True", Reason.DRIFT_CORRECTED):
@@ -941,7 +951,7 @@ def record_run(
                     f"the last run changed no rows: the event lane had delivered all "
                     f"{delta_total - refill} changes{again} ({rep.apply.already_current} "
                     f"already current, {rep.apply.stale_skipped} stale-skipped)"
-                    + _absent_text(rep) + _pending_text(rep)
+                    + _lost_text(rep) + _absent_text(rep) + _pending_text(rep)
                 )
                 st = set_condition(st, DRIFTED, "False", Reason.NO_DRIFT, message, gen, now)
 

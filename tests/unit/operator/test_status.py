@@ -206,6 +206,34 @@ def test_the_runs_look_up_of_lost_rows_is_in_the_status_and_survives_a_round_tri
     assert quiet.last_run is not None and "lostRows" not in quiet.to_dict()["lastRun"]
 
 
+def test_lost_rows_a_run_kept_are_in_the_drifted_message() -> None:
+    """Under lostRows: warn the run finds rows lost and leaves them: Drifted said "the event
+    lane had delivered all 0 changes", as if the destination matched the source."""
+    warned = report(
+        delta={"insert": 0, "update": 0, "delete": 0},
+        apply={"inserted": 0, "updated": 0, "deleted": 0, "alreadyCurrent": 0,
+               "staleSkipped": 0},
+        reason="NoChanges",
+        lostRows={"sampled": 1000, "missing": 50, "behind": 30, "lost": 80},
+    )
+    s, _ = st.record_run(ready(), ts(), run(rep=warned), NOW)
+    drifted = cond(s, "Drifted")
+    assert (drifted.status, drifted.reason) == ("False", "NoDrift")
+    assert "; of 1000 keys looked up in the destination, 80 were missing or older there and " \
+        "stay so (spec.destination.lostRows: warn)" in drifted.message
+    changed = report(lostRows={"sampled": 1000, "missing": 50, "behind": 30, "lost": 80})
+    s, _ = st.record_run(ready(), ts(), run(rep=changed), NOW)
+    assert "80 were missing or older there and stay so" in cond(s, "Drifted").message
+    # refilled: they are the drift corrected, not kept; none lost: nothing to say
+    refilled = report(reason="Refilled", delta={"insert": 0, "update": 0, "delete": 0,
+                                                "refill": 1000},
+                      lostRows={"sampled": 1000, "missing": 50, "behind": 30, "lost": 80})
+    none_lost = report(lostRows={"sampled": 1000, "missing": 50, "behind": 0, "lost": 0})
+    for rep in (refilled, none_lost):
+        s, _ = st.record_run(ready(), ts(), run(rep=rep), NOW)
+        assert "stay so" not in cond(s, "Drifted").message
+
+
 def test_the_deletes_an_apply_left_for_the_next_run_are_in_the_status() -> None:
     """A bootstrap that found rows the snapshot lacks: lastRun.apply.pendingDeletes and the
     Drifted message say the next run deletes them (and that those deletes are drift then)."""
