@@ -171,7 +171,8 @@ def _apply_only(ctx: pipeline.RunContext, delta_ref: str | None, approve: str | 
     pipeline.describe_delta(ctx, delta)
     pipeline.check_guards(ctx.spec, delta, approve)
     result = pipeline.phase_apply(ctx, delta, parts)
-    pipeline.succeeded(ctx.report, delta, result, approved=approve == delta.id)
+    pipeline.note_resumed(ctx, pipeline.succeeded(ctx.report, delta, result,
+                                                  approved=approve == delta.id))
 
 
 def _finish(ctx: pipeline.RunContext, code: int, dry_run: bool = False) -> None:

@@ -981,7 +981,7 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
         if dry_run:  # what the approval would apply (it was ignored: a new delta tripped)
             return _dry_run(ctx, delta, parts, None, approved=True)
         result = phase_apply(ctx, delta, parts)
-        return succeeded(report, delta, result, approved=True)
+        return note_resumed(ctx, succeeded(report, delta, result, approved=True))
     last_applied(ctx)  # a state.json naming a missing T-1 fails before a dump is stored
     snap, parts = phase_dump(ctx, store=not dry_run, refuse_behind=True)
     _fault("after-dump")
@@ -1016,7 +1016,23 @@ def run(ctx: RunContext, dry_run: bool = False, approve: str | None = None,
         raise InputError(f"{err.message} (this run applied every row of the snapshot, {why}: "
                          "if the destination holds a subset of the source on purpose, set "
                          "spec.destination.lostRows: ignore)") from None
-    return succeeded(report, delta, result, approved=False)
+    return note_resumed(ctx, succeeded(report, delta, result, approved=False))
+
+
+def note_resumed(ctx: RunContext, report: Report) -> Report:
+    """``report`` with the interrupted apply this run finished first (``ctx.resumed``), if
+    it was another delta than the one the report names, in its message: that apply's counts
+    are in the report's (``phase_apply`` adds them up), and a run that was "NoChanges"
+    while its counts said rows were corrected had the status contradict itself."""
+    done, counts = ctx.resumed_delta, ctx.resumed
+    if counts is None or (done is not None and done.id == report.delta_id):
+        return report
+    which = f"delta {done.id}" if done is not None else "a delta"
+    report.message += (f"; first it finished the apply of {which} that a killed run had "
+                       f"committed or begun: {counts.drift} rows corrected (drift), "
+                       f"{counts.already_current} already current, {counts.stale_skipped} "
+                       "stale skipped, counted in this run's apply too")
+    return report
 
 
 def _dry_run(ctx: RunContext, delta: Delta, delta_parts: list[Path],

@@ -91,6 +91,7 @@ def test_a_crash_at_any_point_then_a_rerun_converges(lane: Lane, point: str) -> 
     crashed = lane.run("run", env={"TABLESYNC_FAULT_INJECT": point})
 
     assert crashed.code == -9  # SIGKILL, as a killed pod
+    crashed_delta = (lane.state() or {}).get("applying")
     if point != "after-commit":
         assert lane.table_text("destination") == before  # nothing half-written
     rerun = lane.run("run")
@@ -107,6 +108,11 @@ def test_a_crash_at_any_point_then_a_rerun_converges(lane: Lane, point: str) -> 
         assert rerun.report["reason"] == "NoChanges"  # nothing new since
         # the killed run's counts, stored before its commit: its drift is not lost
         assert rerun.report["apply"]["updated"] > 0
+        # and its message says where they come from (LastRunSucceeded said NoChanges beside
+        # a Drifted that counted them)
+        drift = sum(rerun.report["apply"][op] for op in ("inserted", "updated", "deleted"))
+        assert f"first it finished the apply of delta {crashed_delta} that a killed run " \
+            f"had committed or begun: {drift} rows corrected" in rerun.report["message"]
     state = lane.state()
     assert state is not None and state["applying"] is None
 
