@@ -271,12 +271,14 @@ def _changes(con: duckdb.DuckDBPyConnection, spec: JobSpec, snap: Snapshot, prev
     else:
         key_cols = ", ".join(keys)
         changed = f"t.{ver} IS DISTINCT FROM p.{ver}"
-        # a column added since T-1 is backfilled: its rows differ where T has a value
-        added = [quote_ident(c) for c in added_columns(snap, prev)]
-        changed += "".join(f" OR t.{c} IS NOT NULL" for c in added)
-        t_side = f"SELECT {', '.join([key_cols, ver, *added])} FROM t"
+        # a column added since T-1 is backfilled: every row of T is compared, NULL too (the
+        # destination may hold a value there: one it kept when the source dropped the
+        # column, its own default when it was migrated first)
+        if added_columns(snap, prev):
+            changed = "true"
+        t_side = f"SELECT {key_cols}, {ver} FROM t"
         p_side = f"SELECT {key_cols}, {ver} FROM p"
-        width = len(keys) + 1 + len(added)
+        width = len(keys) + 1
     key_out = ", ".join(f"COALESCE(t.{k}, p.{k}) AS {k}" for k in keys)
     before = {c.name: c.arrow_type for c in prev.columns}
     for field_name, names in (("spec.source.primaryKey", spec.source.primary_key),
@@ -443,9 +445,10 @@ def _arrow_type(snap: Snapshot, column: str) -> str | None:
 def _content_sides(snap: Snapshot, prev: Snapshot) -> tuple[str, str, str, int]:
     """(changed condition, T side, T-1 side, width) of the content comparison.
 
-    Every column of T counts: one T-1 lacks (added since) differs where T's value is not
-    NULL; one whose type changed is compared as text (DuckDB would cast one side to the
-    other's type and may fail); a column T lacks (dropped) is left out.
+    Every column of T counts: one T-1 lacks (added since) differs in every row (where T
+    holds NULL the destination may not, see :func:`_changes`); one whose type changed is
+    compared as text (DuckDB would cast one side to the other's type and may fail); a
+    column T lacks (dropped) is left out.
     """
     before = {c.name: c.arrow_type for c in prev.columns}
     t_cols, p_cols, conditions = [], [], []
@@ -453,7 +456,7 @@ def _content_sides(snap: Snapshot, prev: Snapshot) -> tuple[str, str, str, int]:
         c = quote_ident(col.name)
         t_cols.append(c)
         if col.name not in before:
-            conditions.append(f"t.{c} IS NOT NULL")
+            conditions.append("true")
             continue
         p_cols.append(c)
         if before[col.name] == col.arrow_type:

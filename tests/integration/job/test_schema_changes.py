@@ -126,6 +126,38 @@ def test_a_column_added_at_the_source_is_backfilled_with_compare_version(lane: L
     assert lane.run("run").report["reason"] == "NoChanges"
 
 
+@pytest.mark.parametrize("compare", ["version", "content"])
+@pytest.mark.parametrize("how", ["dropped at the source first", "destination ahead"])
+def test_a_column_added_at_the_source_as_null_clears_the_destinations_values(
+        lane: Lane, compare: str, how: str) -> None:
+    """The column added at the source holds NULL where the destination holds a value: one
+    the destination kept when the source dropped the column (a later migration added it
+    again), or its own default (it was migrated first). Only rows where T has a value were
+    compared, so the destination kept values the source does not have, for good, exit 0."""
+    _versioned(lane, "x text", "(1, 'a', 1), (2, 'b', 1), (3, 'c', 1)")
+    lane.spec["spec"]["source"]["compare"] = compare
+    if how == "dropped at the source first":
+        lane.src("ALTER TABLE prices DROP COLUMN x")
+        assert lane.run("run").code == 0
+        lane.src("ALTER TABLE prices ADD COLUMN x text")
+        lane.src("UPDATE prices SET x = 'c' WHERE id = 3")  # as the destination kept it
+    else:
+        lane.dst("ALTER TABLE prices ADD COLUMN color text DEFAULT 'red'")
+        assert lane.run("run").code == 0
+        lane.src("ALTER TABLE prices ADD COLUMN color text")
+        lane.src("UPDATE prices SET color = 'red' WHERE id = 3")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["updated"] == 2 and result.report["apply"]["alreadyCurrent"] == 1
+    assert lane.dst("SELECT id, v FROM prices ORDER BY id") == [(1, 1), (2, 1), (3, 1)]
+    columns = "id, x, v" if how == "dropped at the source first" else "*"
+    assert lane.dst(f"SELECT {columns} FROM prices ORDER BY id") == lane.src(
+        f"SELECT {columns} FROM prices ORDER BY id")
+    assert lane.run("run").report["reason"] == "NoChanges"
+
+
 @pytest.mark.parametrize("how", ["--approve", "TABLESYNC_APPROVE_DELTA", "apply --delta"])
 def test_a_column_dropped_after_a_guard_tripped_is_named_when_its_delta_is_approved(
         lane: Lane, how: str) -> None:
