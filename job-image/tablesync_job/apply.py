@@ -145,10 +145,14 @@ def lossless(source: str, dest: str) -> bool:
     or a numeric with room for its digits; numeric(p,s) into numeric with at least as many
     integer and fraction digits; any text type into text, varchar(n) into a longer or
     unbounded varchar; a timestamp or time into one of the same kind with at least as many
-    fraction digits; real into double precision; json into jsonb.
+    fraction digits; real into double precision; json into jsonb. An array as its
+    elements (``integer[]`` into ``bigint[]``); an array and a scalar never.
     """
     if source == dest:
         return True
+    if source.endswith("[]") or dest.endswith("[]"):
+        return (source.endswith("[]") and dest.endswith("[]")
+                and lossless(source[:-2], dest[:-2]))
     base_src, base_dst = source.split("(")[0], dest.split("(")[0]
     if source in _INTEGERS and dest in _INTEGERS:
         return _INTEGERS.index(dest) >= _INTEGERS.index(source)

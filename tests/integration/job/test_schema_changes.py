@@ -91,6 +91,28 @@ def test_a_key_retyped_beyond_comparison_says_how_to_start_over(lane: Lane) -> N
     assert "delete state.json" in result.error_line
 
 
+def test_array_columns_widened_in_the_destination_first_take_the_sources_values(
+        lane: Lane) -> None:
+    """Widening the destination before the source (the safe order) works for arrays as for
+    their elements: integer[] into bigint[], varchar(10)[] into varchar(50)[] and text[],
+    numeric(10,2)[] into numeric(12,2)[]. Before, each was refused on every run, telling the
+    user to make the column integer[] "(or wider)", as it was."""
+    _versioned(lane, "a int[], b varchar(10)[], c varchar(10)[], d numeric(10,2)[]",
+               "(1, '{1,NULL}', '{x}', '{y,NULL}', '{1.50}', 1), (2, NULL, NULL, NULL, NULL, 1)")
+    lane.dst("ALTER TABLE prices ALTER COLUMN a TYPE bigint[], ALTER COLUMN b TYPE "
+             "varchar(50)[], ALTER COLUMN c TYPE text[], ALTER COLUMN d TYPE numeric(12,2)[]")
+    lane.src("UPDATE prices SET a = '{2147483647,-1}', b = '{abcdefghij}', c = '{z}', "
+             "d = '{12345678.90,0.00}', v = 2 WHERE id = 2")
+
+    result = lane.run("run")
+
+    assert result.code == 0, result.stderr
+    assert result.report["apply"]["updated"] == 1
+    assert lane.table_text("destination") == lane.table_text("source") == [
+        "(1,\"{1,NULL}\",{x},\"{y,NULL}\",{1.50},1)",
+        "(2,\"{2147483647,-1}\",{abcdefghij},{z},\"{12345678.90,0.00}\",2)"]
+
+
 def test_a_renamed_version_column_names_the_field(lane: Lane) -> None:
     """It was an internal error (a DuckDB binder message), exit 75, on every run."""
     _versioned(lane, "x text", "(1, 'a', 1), (2, 'b', 1)")

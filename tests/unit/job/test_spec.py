@@ -122,6 +122,13 @@ def test_wrong_kind_is_refused() -> None:
     ("timestamp(3) without time zone", "timestamp with time zone", False),
     ("time(2) without time zone", "time without time zone", True),
     ("time without time zone", "time with time zone", False),
+    ("integer[]", "bigint[]", True),  # arrays as their elements
+    ("bigint[]", "integer[]", False),
+    ("character varying(10)[]", "text[]", True),
+    ("numeric(12,2)[]", "numeric(12,1)[]", False),
+    ("integer[]", "bigint", False),
+    ("integer", "bigint[]", False),
+    ("integer", "numeric(12,2)[]", False),  # was a ValueError (an internal error)
 ])
 def test_only_lossless_destination_types_are_accepted(source: str, dest: str, ok: bool) -> None:
     from tablesync_job.apply import lossless
