@@ -261,6 +261,13 @@ def map_error(err: Exception, role: str, what: str,
                           "not (numeric 1.0 and 1.00, a case-insensitive collation, a source "
                           "without a unique key); check spec.source.primaryKey and the key "
                           "columns' types and collations on both sides")
+    if sqlstate == "23502" and role == "destination":  # not_null_violation
+        column = _NULL_COLUMN.search(text)
+        named = f"column {column.group(1)}" if column else "a column"
+        return InputError(f"{role} database: {what} failed ({text}): the destination's "
+                          f"{named} is NOT NULL where the source holds NULL; drop NOT NULL "
+                          "there (ALTER TABLE ... ALTER COLUMN ... DROP NOT NULL), or fill "
+                          "the source's NULLs, and the next run applies the rows")
     enum = _ENUM_LABEL.search(text) if sqlstate == "22P02" else None
     if enum is not None:  # the source's enum has a label the destination's type lacks
         return InputError(f"{role} database: {what} failed ({text}): the destination's enum "
@@ -277,6 +284,8 @@ def map_error(err: Exception, role: str, what: str,
     return InputError(f"{role} database: {what} failed ({text}) [SQLSTATE {sqlstate}]")
 
 
+# not_null_violation: 'null value in column "title" of relation "prices" violates ...'
+_NULL_COLUMN = re.compile(r'null value in column ("(?:[^"]|"")*")')
 # invalid_text_representation of an enum: 'invalid input value for enum mood: "sad"'
 _ENUM_LABEL = re.compile(r'invalid input value for enum (\S+): "(.*?)"')
 # unique, exclusion and foreign key violations

@@ -361,3 +361,22 @@ def test_an_enum_label_the_destination_lacks_names_the_statement_that_adds_it(
     lane.dst("ALTER TYPE mood ADD VALUE 'it''s ok'")
     assert lane.run("run").code == 0
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+def test_a_not_null_destination_column_the_source_leaves_null_names_the_fix(
+        lane: Lane) -> None:
+    """Postgres's 'null value in column "title" ... violates not-null constraint' alone: it
+    named the column, not which side to change nor how."""
+    load_prices(lane, 10)
+    lane.dst("ALTER TABLE prices ALTER COLUMN title SET NOT NULL")
+    lane.src("UPDATE prices SET title = NULL WHERE id = 3")
+
+    result = lane.run("run")
+
+    assert result.code == 2, result.stderr
+    assert 'the destination\'s column "title" is NOT NULL where the source holds NULL' \
+        in result.error_line
+    assert lane.dst("SELECT count(*) FROM prices") == [(0,)]
+    lane.dst("ALTER TABLE prices ALTER COLUMN title DROP NOT NULL")
+    assert lane.run("run").code == 0
+    assert lane.table_text("destination") == lane.table_text("source")
