@@ -103,6 +103,16 @@ def check_source(spec: JobSpec, uri: str) -> SourceTable:
         info = describe_table(conn, spec.source.table, "source", "spec.source.table")
         version = info.column(spec.source.version_column)
         ordered = version is None or _orders(conn, info, version.name)
+        subscription = _subscription(conn, info)
+    if subscription is not None:
+        # not in recovery, so capturedAt would be the subscriber's now(), however far its
+        # apply lags: a delete would remove the event lane's newer re-insert it lacks yet
+        raise InputError(f"TABLESYNC_SOURCE_URI: {info.table} is a logical replication "
+                         f"subscriber's copy (subscription {subscription}), whose lag no "
+                         "time on the subscriber tells, so the snapshot's capturedAt and the "
+                         "deletes' watermark would be later than its data; point "
+                         "TABLESYNC_SOURCE_URI at the publisher or at a streaming (physical) "
+                         "standby of it")
     names = [c.name for c in info.columns]
     folded: dict[str, str] = {}
     for name in names:
@@ -239,6 +249,20 @@ def _look_up_at_source(spec: JobSpec, uri: str, source: SourceTable,
                            "rows the destination holds and the source lacks are not looked "
                            "for this run"))
             return None
+
+
+def _subscription(conn: Any, info: TableInfo) -> str | None:
+    """The name of a logical replication subscription that writes the table (or one of its
+    partitions) on the source, or None."""
+    row = conn.execute(
+        "SELECT srsubid FROM pg_subscription_rel WHERE srrelid = %(t)s::regclass OR srrelid "
+        "IN (SELECT relid FROM pg_partition_tree(%(t)s::regclass)) LIMIT 1",
+        {"t": qualified(info.table)}).fetchone()
+    if row is None:
+        return None
+    # (only then: a role without pg_subscription's table privilege reads it by column grants)
+    name = conn.execute("SELECT subname FROM pg_subscription WHERE oid = %s", row).fetchone()
+    return str(name[0]) if name else str(row[0])
 
 
 def _orders(conn: Any, info: TableInfo, column: str) -> bool:

@@ -450,3 +450,71 @@ def test_the_event_lanes_re_insert_a_paused_replica_lacks_for_runs_stays(
     assert held == [("back",)]
     assert after.code == 0, after.stderr[-3000:]
     assert lane.table_text("destination") == lane.table_text("source")
+
+
+@pytest.fixture(scope="module")
+def publisher() -> Iterator[PostgresServer]:
+    """A server that publishes its tables to logical replication subscribers."""
+    base = Path(tempfile.mkdtemp(prefix="tablesync-publisher-"))
+    try:
+        server = start_postgres(base / "publisher", settings={"wal_level": "logical"})
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_logical_replication_subscribers_copy_is_refused_as_the_source(
+        publisher: PostgresServer, postgres: PostgresServer, tmp_path: Path) -> None:
+    """A logical replica (a subscriber, not a standby) is not in recovery, so capturedAt was
+    its own now(), however far its subscription lags: the event lane's re-insert of row 7,
+    which the subscriber had not applied yet, was older than that watermark and deleted
+    from the destination, though the publisher has it. No time on the subscriber tells how
+    far it lags, so such a source is refused (2), naming the subscription, and nothing is
+    applied."""
+    tag = uuid.uuid4().hex[:8]
+    pub = publisher.create_database(f"pub_{tag}")
+    sub = postgres.create_database(f"src_{tag}")
+    destination = postgres.create_database(f"dst_{tag}")
+    url = f"file://{tmp_path}/store"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABLESYNC_", "AWS_"))}
+    env.update({"TABLESYNC_SOURCE_URI": sub, "TABLESYNC_DESTINATION_URI": destination,
+                "TABLESYNC_WORK_DIR": str(tmp_path / "work")})
+    lane = Lane(source=pub, destination=destination, storage_url=url, work=tmp_path,
+                env=env, spec=base_spec(url))
+    load_prices(lane, 100)
+    _exec(sub, "CREATE TABLE prices (id bigint PRIMARY KEY, sku text NOT NULL, "
+               "price numeric(12,2), currency char(3), title text, "
+               "updated_at timestamptz NOT NULL)")
+    _exec(pub, "CREATE PUBLICATION tablesync_pub FOR TABLE prices")
+    _exec(sub, f"CREATE SUBSCRIPTION sub_{tag} CONNECTION 'host={publisher.host} "
+               f"port={publisher.port} dbname=pub_{tag} user={publisher.user} "
+               f"password={publisher.password}' PUBLICATION tablesync_pub")
+    try:
+        def applied(sql: str) -> None:
+            deadline = time.monotonic() + 60
+            while not _exec(sub, sql)[0][0]:
+                assert time.monotonic() < deadline, sql
+                time.sleep(0.05)
+
+        applied("SELECT count(*) = 100 FROM prices")
+        first = lane.run(env={"TABLESYNC_SOURCE_URI": pub})  # the publisher itself
+        assert first.code == 0, first.stderr
+        lane.src("DELETE FROM prices WHERE id = 7")
+        lane.dst("DELETE FROM prices WHERE id = 7")  # the event lane
+        applied("SELECT count(*) = 0 FROM prices WHERE id = 7")
+        _exec(sub, f"ALTER SUBSCRIPTION sub_{tag} DISABLE")  # the subscriber lags from here
+        lane.src("INSERT INTO prices VALUES (7, 'sku-7', 1, 'EUR', 'back', now())")
+        version = lane.src("SELECT updated_at FROM prices WHERE id = 7")[0][0]
+        lane.dst("INSERT INTO prices VALUES (7, 'sku-7', 1, 'EUR', 'back', %s)", (version,))
+        time.sleep(0.1)
+
+        lagging = lane.run()
+
+        assert lane.dst("SELECT title FROM prices WHERE id = 7") == [("back",)]
+        assert lagging.code == 2, lagging.stderr[-3000:]
+        assert lagging.error_line.startswith("tablesync-job: TABLESYNC_SOURCE_URI: ")
+        assert f"subscription sub_{tag}" in lagging.error_line
+        assert "the publisher" in lagging.error_line
+    finally:
+        _exec(sub, f"DROP SUBSCRIPTION sub_{tag}")
