@@ -558,6 +558,13 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
         with adbc_errors("source", f"reading {info.table}"):
             cur = conn.cursor()
             try:
+                # A standby's last replayed commit, read before the transaction's snapshot is
+                # fixed: one replayed while the first statement runs (after the snapshot) made
+                # capturedAt later than the data, and a delete then removed the event lane's
+                # re-insert the snapshot lacks. ``replayed_wall``: in the session's TimeZone.
+                cur.execute("SELECT c, c::timestamp FROM (SELECT "
+                            "pg_last_xact_replay_timestamp() AS c) AS replayed")
+                replayed, replayed_wall = cur.fetchone()
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 # Values that travel as text (ranges, intervals, ...) in a form the apply reads
                 # the same whatever its session's styles (a DMY DateStyle swaps day and month),
@@ -569,7 +576,8 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                 # role or database (set for the applications' queries) cancelled every
                 # dump longer than it, run after run; pg_dump turns it off likewise.
                 cur.execute("SET LOCAL statement_timeout = 0")
-                # The first statement fixes the transaction's snapshot: capture its as-of time.
+                # The first statement fixes the transaction's snapshot: capture its as-of time
+                # (on a standby, the commit replayed before it, read above).
                 # ``wall``: the same instant as wall-clock time in the session's TimeZone.
                 cur.execute(
                     "SELECT r, c, c::timestamp, r AND pg_last_xact_replay_timestamp() IS NULL, "
@@ -582,6 +590,11 @@ def dump(spec: JobSpec, uri: str, source: SourceTable, work_dir: Path,
                     "AS captured")
                 (in_recovery, captured, wall, no_replay, may_read_control,
                  may_read_position) = cur.fetchone()
+                if in_recovery and not no_replay:
+                    if replayed is None:  # its first commit since a restart replayed just now
+                        no_replay = True
+                    else:
+                        captured, wall = replayed, replayed_wall
                 position, system = _wal_position(cur, bool(in_recovery), may_read_position)
                 if no_replay:
                     # A standby that has replayed no commit since it started: the data is at

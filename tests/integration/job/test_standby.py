@@ -518,3 +518,65 @@ def test_a_logical_replication_subscribers_copy_is_refused_as_the_source(
         assert "the publisher" in lagging.error_line
     finally:
         _exec(sub, f"DROP SUBSCRIPTION sub_{tag}")
+
+
+
+def test_capturedat_is_not_a_commit_the_standby_replayed_after_the_dumps_snapshot(
+        idle_primary_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer]) -> None:
+    """The dump's first statement fixed its snapshot, then read the last replayed commit: a
+    commit replayed in between was capturedAt, though the snapshot lacks it. Here the event
+    lane's re-insert of row 7 commits while the statement waits (for pg_auth_members, locked
+    by the primary and so by the standby's replay, which it reads to check the role's EXECUTE
+    on pg_is_in_recovery(), granted through a group): older than the watermark, the row was
+    deleted from the destination though the source has it. A busy standby replays commits
+    in that gap without any lock. capturedAt is read before the snapshot now."""
+    primary, standby = replica_pair
+    lane = idle_primary_lane
+    load_prices(lane, 100)
+    database = lane.source.rsplit("/", 1)[1]
+    _exec(lane.source, "CREATE ROLE recovery_watchers; CREATE ROLE lock_reader LOGIN "
+                       "PASSWORD 'reader' IN ROLE recovery_watchers; "
+                       "GRANT SELECT ON prices TO lock_reader; "
+                       "REVOKE EXECUTE ON FUNCTION pg_is_in_recovery() FROM PUBLIC; "
+                       "GRANT EXECUTE ON FUNCTION pg_is_in_recovery() TO recovery_watchers")
+    try:
+        reader = {"TABLESYNC_SOURCE_URI": standby.uri(database, "lock_reader", "reader")}
+        caught_up(primary, standby)
+        assert lane.run(env=reader).code == 0
+        lane.src("DELETE FROM prices WHERE id = 7")
+        lane.dst("DELETE FROM prices WHERE id = 7")  # the event lane
+        caught_up(primary, standby)
+        with psycopg.connect(lane.source) as conn:  # the primary
+            conn.execute("LOCK TABLE pg_auth_members IN ACCESS EXCLUSIVE MODE")
+            deadline = time.monotonic() + 60
+            while not _exec(standby.uri(), "SELECT count(*) FROM pg_locks WHERE relation = "
+                            "'pg_auth_members'::regclass")[0][0]:
+                assert time.monotonic() < deadline, "the standby never took the lock"
+                time.sleep(0.05)
+            proc = subprocess.Popen([JOB, "run", "--spec", str(lane.spec_path())],
+                                    env={**lane.env, **reader}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                           "'Lock' AND usename = 'lock_reader' AND query LIKE '%pg_last_xact%'")
+                while not _exec(standby.uri(), waiting)[0][0]:
+                    assert proc.poll() is None, proc.communicate()
+                    assert time.monotonic() < deadline, "the dump never waited for the lock"
+                    time.sleep(0.05)
+                lane.src("INSERT INTO prices VALUES (7, 'sku-7', 1, 'EUR', 'back', now())")
+                version = lane.src("SELECT updated_at FROM prices WHERE id = 7")[0]
+                lane.dst("INSERT INTO prices VALUES (7, 'sku-7', 1, 'EUR', 'back', %s)", version)
+                caught_up(primary, standby)  # replayed while the dump's statement waits
+            except BaseException:
+                proc.kill()
+                raise
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr[-3000:]
+        assert lane.dst("SELECT title FROM prices WHERE id = 7") == [("back",)]
+        caught_up(primary, standby)
+        assert lane.run(env=reader).code == 0
+        assert lane.table_text("destination") == lane.table_text("source")
+    finally:
+        _exec(lane.source, "GRANT EXECUTE ON FUNCTION pg_is_in_recovery() TO PUBLIC; "
+                           "DROP OWNED BY lock_reader, recovery_watchers; DROP ROLE lock_reader; "
+                           "DROP ROLE recovery_watchers")
