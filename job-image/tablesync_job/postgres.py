@@ -234,6 +234,13 @@ def map_error(err: Exception, role: str, what: str,
     var = f"TABLESYNC_{role.upper()}_URI"
     text = redact(_server_message(err))
     sqlstate = getattr(err, "sqlstate", None) or ""
+    if not sqlstate:
+        # A URI with several hosts: the client reports each host's failure on a line of its
+        # own, and the first line is one host's (psycopg's last, ADBC's first), e.g. a host
+        # that is down. One that refused the login or lacks the database is what to fix.
+        refused = next((line.strip().lstrip("- ") for line in str(err).splitlines()
+                        if _REFUSED_LOGIN.search(line)), None)
+        text = redact(refused) if refused else text
     lowered = text.lower()
     if "password authentication failed" in lowered or sqlstate.startswith("28"):
         return InputError(f"{role} database refused the login ({text}): fix the user or "
@@ -286,6 +293,9 @@ def map_error(err: Exception, role: str, what: str,
 
 # not_null_violation: 'null value in column "title" of relation "prices" violates ...'
 _NULL_COLUMN = re.compile(r'null value in column ("(?:[^"]|"")*")')
+# a host's refusal of the password, or its lack of the database, as a line of text
+_REFUSED_LOGIN = re.compile(r"password authentication failed|"
+                            r'database ".*" does not exist')
 # invalid_text_representation of an enum: 'invalid input value for enum mood: "sad"'
 _ENUM_LABEL = re.compile(r'invalid input value for enum (\S+): "(.*?)"')
 # unique, exclusion and foreign key violations

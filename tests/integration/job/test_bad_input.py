@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.integration.job.lane import PRICES_DDL, Lane, load_prices
+from tests.support.services import free_port
 
 
 def _wrong_password(uri: str) -> str:
@@ -36,6 +37,24 @@ def test_wrong_source_password(lane: Lane) -> None:
     load_prices(lane, 10)
     result = lane.run("run", env={"TABLESYNC_SOURCE_URI": _wrong_password(lane.source)})
     assert result.code == 2
+    assert "TABLESYNC_SOURCE_URI" in result.error_line
+    assert "not-the-password" not in result.stdout + result.stderr
+    assert_untouched(lane)
+
+
+def test_wrong_source_password_on_one_host_of_several(lane: Lane) -> None:
+    """A URI with several hosts (a replica set, target_session_attrs): the client reports
+    each host's failure on a line of its own, the last host's first. The first host refused
+    the password and the second was down, so the run exited 75, "a retry may help", run
+    after run, though only fixing the password does."""
+    load_prices(lane, 10)
+    parts = urlsplit(_wrong_password(lane.source))
+    down = f"127.0.0.1:{free_port()}"  # nothing listens there
+    uri = urlunsplit(parts._replace(netloc=f"{parts.netloc},{down}"))
+    result = lane.run("run", env={"TABLESYNC_SOURCE_URI": uri})
+    assert result.code == 2, result.stderr[-3000:]
+    assert result.error_line.startswith("tablesync-job: source database refused the login")
+    assert "password authentication failed" in result.error_line
     assert "TABLESYNC_SOURCE_URI" in result.error_line
     assert "not-the-password" not in result.stdout + result.stderr
     assert_untouched(lane)
