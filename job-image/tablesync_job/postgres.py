@@ -242,6 +242,11 @@ def map_error(err: Exception, role: str, what: str,
                         if _REFUSED_LOGIN.search(line)), None)
         text = redact(refused) if refused else text
     lowered = text.lower()
+    if "pg_hba.conf" in lowered:  # 28000, which a failed connection does not carry
+        return InputError(f"{role} database refused the connection ({text}): no entry of its "
+                          "pg_hba.conf lets this user connect to this database from the job's "
+                          f"address (over this encryption); add one there, or fix {var} "
+                          "(sslmode=require where the entries are hostssl)")
     if "password authentication failed" in lowered or sqlstate.startswith("28"):
         return InputError(f"{role} database refused the login ({text}): fix the user or "
                           f"password in {var}")
@@ -293,8 +298,9 @@ def map_error(err: Exception, role: str, what: str,
 
 # not_null_violation: 'null value in column "title" of relation "prices" violates ...'
 _NULL_COLUMN = re.compile(r'null value in column ("(?:[^"]|"")*")')
-# a host's refusal of the password, or its lack of the database, as a line of text
-_REFUSED_LOGIN = re.compile(r"password authentication failed|"
+# a host's refusal of the password or connection, or its lack of the database, as a
+# line of text
+_REFUSED_LOGIN = re.compile(r"password authentication failed|pg_hba\.conf|"
                             r'database ".*" does not exist')
 # invalid_text_representation of an enum: 'invalid input value for enum mood: "sad"'
 _ENUM_LABEL = re.compile(r'invalid input value for enum (\S+): "(.*?)"')

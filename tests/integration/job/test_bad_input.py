@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.integration.job.lane import PRICES_DDL, Lane, load_prices
-from tests.support.services import free_port
+from tests.integration.job.lane import PRICES_DDL, Lane, _exec, load_prices
+from tests.support.services import free_port, start_postgres
 
 
 def _wrong_password(uri: str) -> str:
@@ -57,6 +59,30 @@ def test_wrong_source_password_on_one_host_of_several(lane: Lane) -> None:
     assert "password authentication failed" in result.error_line
     assert "TABLESYNC_SOURCE_URI" in result.error_line
     assert "not-the-password" not in result.stdout + result.stderr
+    assert_untouched(lane)
+
+
+def test_a_source_whose_pg_hba_conf_rejects_the_connection(lane: Lane,
+                                                          tmp_path: Path) -> None:
+    """The source's pg_hba.conf has no entry that lets the user in (a replica's that lacks
+    the job pods' network, or holds hostssl entries alone): the run exited 75, "a retry may
+    help", run after run, though only the server's pg_hba.conf or the URI can change that."""
+    load_prices(lane, 10)
+    server = start_postgres(tmp_path / "walled")
+    try:
+        _exec(server.uri(), "CREATE ROLE walled LOGIN PASSWORD 'walled-pw'")
+        hba = server.data_dir / "pg_hba.conf"
+        hba.write_text("host all walled 127.0.0.1/32 reject\n" + hba.read_text())
+        _exec(server.uri(), "SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        result = lane.run("run", env={"TABLESYNC_SOURCE_URI": server.uri("postgres", "walled",
+                                                                         "walled-pw")})
+    finally:
+        server.stop()
+    assert result.code == 2, result.stderr[-3000:]
+    assert result.error_line.startswith("tablesync-job: source database refused the "
+                                        "connection (")
+    assert "pg_hba.conf" in result.error_line and "TABLESYNC_SOURCE_URI" in result.error_line
     assert_untouched(lane)
 
 
