@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -176,6 +177,20 @@ def present_at_source(spec: JobSpec, uri: str, source: SourceTable,
         return 0
     return _look_up_at_source(spec, uri, source, keys, versioned, "count(*)", "EXISTS",
                               lambda rows: int(rows[0][0]))
+
+
+def replayed_before(uri: str, moment: datetime) -> str | None:
+    """If the source is a standby whose last replayed commit is before ``moment`` (or that
+    has replayed none since it started), that commit's time (``"none"``); else None.
+
+    A look-up at such a standby is not as of ``moment``: it may lack a delete the primary
+    committed, and the event lane delivered, before then.
+    """
+    with connect(uri, "source") as conn:
+        row = conn.execute("SELECT pg_is_in_recovery() AND COALESCE(r < %s, true), r::text "
+                           "FROM (SELECT pg_last_xact_replay_timestamp() AS r) AS replayed",
+                           (moment,)).fetchone()
+    return None if not row or not row[0] else str(row[1] or "none")
 
 
 def absent_at_source(spec: JobSpec, uri: str, source: SourceTable,

@@ -580,3 +580,36 @@ def test_capturedat_is_not_a_commit_the_standby_replayed_after_the_dumps_snapsho
         _exec(lane.source, "GRANT EXECUTE ON FUNCTION pg_is_in_recovery() TO PUBLIC; "
                            "DROP OWNED BY lock_reader, recovery_watchers; DROP ROLE lock_reader; "
                            "DROP ROLE recovery_watchers")
+
+
+@pytest.mark.parametrize("deletes", ["apply", "ignore"])
+def test_a_row_the_event_lane_deleted_is_not_lost_while_a_lagging_standby_has_it(
+        idle_primary_lane: Lane, replica_pair: tuple[PostgresServer, PostgresServer],
+        deletes: str) -> None:
+    """The primary deletes row 5, the event lane deletes it from the destination; the
+    standby has not replayed the delete (paused: lagging). T and T-1 both hold the row, so
+    the probe found it missing from the destination, asked the standby, which still has it,
+    and refilled it: the deleted row was back in the destination (for good under
+    ``deletes: ignore``). The source is asked only once it has replayed past the sample."""
+    primary, standby = replica_pair
+    lane = idle_primary_lane
+    lane.spec["spec"]["destination"]["deletes"] = deletes
+    load_prices(lane, 100)
+    caught_up(primary, standby)
+    assert lane.run().code == 0
+    _exec(standby.uri(), "SELECT pg_wal_replay_pause()")
+    try:
+        lane.src("DELETE FROM prices WHERE id = 5")
+        lane.dst("DELETE FROM prices WHERE id = 5")  # the event lane
+        lagging = lane.run()
+        held = lane.dst("SELECT count(*) FROM prices WHERE id = 5")
+    finally:
+        _exec(standby.uri(), "SELECT pg_wal_replay_resume()")
+    caught_up(primary, standby)
+    after = lane.run()
+
+    assert lagging.code == 0, lagging.stderr[-3000:]
+    assert lagging.report["reason"] == "NoChanges"
+    assert held == [(0,)]
+    assert after.code == 0, after.stderr[-3000:]
+    assert lane.table_text("destination") == lane.table_text("source")
