@@ -47,6 +47,20 @@ class Lane:
     env: dict[str, str]
     spec: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def at(cls, source: str, destination: str, tmp_path: Path,
+           read_source: str | None = None) -> Lane:
+        """A lane on these databases with file:// storage under ``tmp_path``; the job reads
+        the source at ``read_source`` when given (a standby, a subscriber), the tests write
+        it at ``source``."""
+        url = f"file://{tmp_path}/store"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TABLESYNC_", "AWS_"))}
+        env.update({"TABLESYNC_SOURCE_URI": read_source or source,
+                    "TABLESYNC_DESTINATION_URI": destination,
+                    "TABLESYNC_WORK_DIR": str(tmp_path / "work")})
+        return cls(source=source, destination=destination, storage_url=url, work=tmp_path,
+                   env=env, spec=base_spec(url))
+
     def spec_path(self) -> Path:
         path = self.work / "tablesync.yaml"
         path.write_text(yaml.safe_dump(self.spec))
@@ -136,14 +150,8 @@ def base_spec(storage_url: str, **source: Any) -> dict[str, Any]:
 def lane(postgres: PostgresServer, tmp_path: Path) -> Iterator[Lane]:
     """Fresh source and destination databases and file:// storage for one test."""
     tag = uuid.uuid4().hex[:8]
-    source = postgres.create_database(f"src_{tag}")
-    destination = postgres.create_database(f"dst_{tag}")
-    url = f"file://{tmp_path}/store"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABLESYNC_", "AWS_"))}
-    env.update({"TABLESYNC_SOURCE_URI": source, "TABLESYNC_DESTINATION_URI": destination,
-                "TABLESYNC_WORK_DIR": str(tmp_path / "work")})
-    yield Lane(source=source, destination=destination, storage_url=url, work=tmp_path,
-               env=env, spec=base_spec(url))
+    yield Lane.at(postgres.create_database(f"src_{tag}"),
+                  postgres.create_database(f"dst_{tag}"), tmp_path)
 
 
 @pytest.fixture

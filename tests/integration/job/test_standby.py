@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.job.lane import JOB, Lane, _exec, base_spec, load_prices
+from tests.integration.job.lane import JOB, Lane, _exec, load_prices
 from tests.support.services import PostgresServer, start_postgres, start_standby
 
 
@@ -57,14 +57,8 @@ def replica_lane(replica_pair: tuple[PostgresServer, PostgresServer],
     primary, standby = replica_pair
     tag = uuid.uuid4().hex[:8]
     primary.create_database(f"src_{tag}")
-    destination = destination_server.create_database(f"dst_{tag}")
-    url = f"file://{tmp_path}/store"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABLESYNC_", "AWS_"))}
-    env.update({"TABLESYNC_SOURCE_URI": standby.uri(f"src_{tag}"),
-                "TABLESYNC_DESTINATION_URI": destination,
-                "TABLESYNC_WORK_DIR": str(tmp_path / "work")})
-    lane = Lane(source=primary.uri(f"src_{tag}"), destination=destination, storage_url=url,
-                work=tmp_path, env=env, spec=base_spec(url))
+    lane = Lane.at(primary.uri(f"src_{tag}"), destination_server.create_database(f"dst_{tag}"),
+                   tmp_path, read_source=standby.uri(f"src_{tag}"))
     caught_up(primary, standby)
     return lane
 
@@ -475,13 +469,7 @@ def test_a_logical_replication_subscribers_copy_is_refused_as_the_source(
     tag = uuid.uuid4().hex[:8]
     pub = publisher.create_database(f"pub_{tag}")
     sub = postgres.create_database(f"src_{tag}")
-    destination = postgres.create_database(f"dst_{tag}")
-    url = f"file://{tmp_path}/store"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABLESYNC_", "AWS_"))}
-    env.update({"TABLESYNC_SOURCE_URI": sub, "TABLESYNC_DESTINATION_URI": destination,
-                "TABLESYNC_WORK_DIR": str(tmp_path / "work")})
-    lane = Lane(source=pub, destination=destination, storage_url=url, work=tmp_path,
-                env=env, spec=base_spec(url))
+    lane = Lane.at(pub, postgres.create_database(f"dst_{tag}"), tmp_path, read_source=sub)
     load_prices(lane, 100)
     _exec(sub, "CREATE TABLE prices (id bigint PRIMARY KEY, sku text NOT NULL, "
                "price numeric(12,2), currency char(3), title text, "
