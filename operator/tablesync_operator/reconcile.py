@@ -480,10 +480,13 @@ def _write(
 
 
 def _report_api_error(ctx: Context, namespace: str, name: str, err: KubeError) -> None:
-    """Best effort: say Reconciling=True with the API error; ignore failures to say it."""
+    """Best effort: say Reconciling=True with the API error; ignore failures to say it.
+    The metrics serve the status so stored (Ready=False while the error lasts, and a
+    TableSync's series at all when the operator restarted into the error)."""
     try:
         body = ctx.kube.get_tablesync(namespace, name)
         if body is None:
+            metrics.forget(namespace, name)
             return
         old = st.TableSyncStatus.from_dict(body.get("status"))
         new = st.mark_reconciling(
@@ -493,8 +496,14 @@ def _report_api_error(ctx: Context, namespace: str, name: str, err: KubeError) -
             f"retrying after an API error: {err}",
             ctx.clock(),
         )
-        if new != old:
-            st.write(ctx.kube, body, new)
+        if new == old:
+            metrics.observe(namespace, name, old)
+            return
+        stored = st.write(ctx.kube, body, new)
+        if stored is None:
+            metrics.forget(namespace, name)
+        elif stored is not CONFLICT:
+            metrics.observe(namespace, name, new)
     except KubeError:
         pass
 

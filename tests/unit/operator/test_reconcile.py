@@ -448,6 +448,46 @@ def test_only_a_cronjob_the_api_servers_validation_refuses_stalls(
         assert conditions(kube)["Reconciling"] == ("True", "ApiError")
 
 
+def test_the_series_follow_the_status_an_api_error_writes(kube: FakeKube) -> None:
+    """While a CronJob update keeps failing (a webhook's denial, a quota), the status says
+    Ready=False with ApiError, and so must the condition series: a Ready alert on the
+    metrics stayed silent while ``kubectl get ts`` showed READY False. An operator that
+    restarts into the failure serves the TableSync's series too (its counters were gone)."""
+    import kopf
+
+    from tablesync_operator import metrics
+    from tablesync_operator.kube import KubeError
+
+    from .test_metrics import scrape
+
+    def series() -> set[tuple[str, str]]:
+        """(type, status) of the TableSync's tablesync_condition series."""
+        return {
+            (labels["type"], labels["status"])
+            for (metric, pairs), _ in scrape(metrics.STORE).items()
+            if metric == "tablesync_condition"
+            and (labels := dict(pairs))["namespace"] == NS and labels["name"] == NAME
+        }
+
+    def refuse(desired: Any) -> Any:
+        raise KubeError(f"PATCH cronjobs/{NAME}: 400 denied by policy", 400)
+
+    sync(ctx(kube), NS, NAME)
+    assert ("Ready", "True") in series()
+    edit(kube, lambda ts: ts["spec"].update(schedule="*/10 * * * *"))
+    kube.apply_cronjob = refuse  # type: ignore[method-assign, assignment]
+    with pytest.raises(kopf.TemporaryError):
+        sync(ctx(kube), NS, NAME)
+    assert conditions(kube)["Ready"] == ("False", "ApiError")
+    assert ("Ready", "False") in series() and ("Ready", "True") not in series()
+
+    metrics.forget(NS, NAME)  # a restarted operator: nothing observed yet
+    with pytest.raises(kopf.TemporaryError):
+        sync(ctx(kube), NS, NAME)
+    assert ("Ready", "False") in series()
+    metrics.forget(NS, NAME)
+
+
 def test_runs_finishing_in_the_same_second_are_each_counted_once(kube: FakeKube) -> None:
     # A requested Job and a scheduled one finish in the same second (finish times have
     # second precision), and the Job events reach the operator in the other order than
