@@ -199,6 +199,12 @@ def _sync_once(ctx: Context, namespace: str, name: str) -> str:
             cronjob = apply_cronjob(kube, desired, cronjob)
         except KubeError as err:
             if err.status not in REFUSED_AS_INVALID:
+                # retried (sync raises); the CronJob as it is runs on meanwhile, so the runs
+                # that finished are recorded now, before the Job history limits remove them
+                new = st.mark_reconciling(
+                    new, ref, st.Reason.API_ERROR, f"retrying after an API error: {err}", now
+                )
+                settle_without_cronjob(new)
                 raise
             # the spec made a CronJob the API server's validation refuses (a resource name
             # that is none): a retry gets the same answer; the next change recovers

@@ -488,6 +488,43 @@ def test_the_series_follow_the_status_an_api_error_writes(kube: FakeKube) -> Non
     metrics.forget(NS, NAME)
 
 
+def test_runs_that_finished_are_recorded_while_the_cronjob_update_fails(
+    kube: FakeKube,
+) -> None:
+    """A spec change whose CronJob a webhook denies (400) or a quota refuses (403) is retried
+    as an API error until someone acts; the CronJob as it was keeps running, and its runs
+    must reach the status meanwhile. They were dropped with the failed pass: the status
+    kept the old applied snapshot (Lagging turned True while the runs applied) and, once the
+    Job history limits removed those Jobs, runs_total and the drift totals never counted
+    them."""
+    import kopf
+
+    from tablesync_operator.kube import KubeError
+
+    def refuse(desired: Any) -> Any:
+        raise KubeError(f"PATCH cronjobs/{NAME}: 400 denied by policy", 400)
+
+    sync(ctx(kube), NS, NAME)
+    edit(kube, lambda ts: ts["spec"].update(schedule="*/10 * * * *"))
+    kube.apply_cronjob = refuse  # type: ignore[method-assign, assignment]
+    add_finished_job(kube, "product-prices-29400000", report())
+    with pytest.raises(kopf.TemporaryError):
+        sync(ctx(kube), NS, NAME)
+    status = kube.status_of(NS, NAME)
+    assert status["runs"]["succeeded"] == 1
+    assert status["lastRun"]["jobName"] == "product-prices-29400000"
+    assert conditions(kube)["LastRunSucceeded"] == ("True", "Applied")
+    assert conditions(kube)["Ready"] == ("False", "ApiError")
+    assert "400 denied by policy" in next(
+        c["message"] for c in status["conditions"] if c["type"] == "Ready"
+    )
+    assert [e["reason"] for e in kube.events].count("RunSucceeded") == 1
+    with pytest.raises(kopf.TemporaryError):  # the retry counts nothing twice
+        sync(ctx(kube), NS, NAME)
+    assert kube.status_of(NS, NAME)["runs"]["succeeded"] == 1
+    assert [e["reason"] for e in kube.events].count("RunSucceeded") == 1
+
+
 def test_runs_finishing_in_the_same_second_are_each_counted_once(kube: FakeKube) -> None:
     # A requested Job and a scheduled one finish in the same second (finish times have
     # second precision), and the Job events reach the operator in the other order than
