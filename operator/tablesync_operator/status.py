@@ -78,6 +78,12 @@ APPROVAL_SUPERSEDED = "Superseded"
 # A fire time is judged missed only this long after the CronJob's startingDeadlineSeconds:
 # the CronJob controller syncs every 10 s and may create a due Job a little late.
 MISSED_SLACK_SECONDS = 20.0
+# What to do, in the Overrun condition's message and in the events that report the same.
+OVERRUN_ADVICE = "Make the run faster, or set spec.overrunBudgetSeconds or a slower spec.schedule"
+MISSED_ADVICE = (
+    "Make the runs faster or spec.schedule slower; if no run was active then, raise "
+    "spec.startingDeadlineSeconds"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1006,7 +1012,7 @@ def record_run(
                     "Warning",
                     Reason.OVERRUN,
                     f"{outcome.job_name} took {cycle:.0f}s, over its budget of {budget}s"
-                    f"{_phases_text(record.phase_seconds)}",
+                    f"{_phases_text(record.phase_seconds)}. {OVERRUN_ADVICE}",
                 )
             )
     st = dataclasses.replace(st, overrun=o)
@@ -1070,7 +1076,7 @@ def _overrun_condition(st: TableSyncStatus, ts: TableSync, now: datetime) -> Tab
         message = (
             f"{o.missed_schedules} scheduled run(s) fired no Job so far, the last at "
             f"{o.last_missed_schedule_time}: a run was still active (concurrencyPolicy Forbid) "
-            "or the CronJob could not start within startingDeadlineSeconds"
+            f"or the CronJob could not start within startingDeadlineSeconds. {MISSED_ADVICE}"
         )
         return set_condition(st, OVERRUN, "True", Reason.SCHEDULE_MISSED, message, gen, now)
     if last is None or o.last_cycle_seconds is None:
@@ -1079,8 +1085,7 @@ def _overrun_condition(st: TableSyncStatus, ts: TableSync, now: datetime) -> Tab
         message = (
             f"the last run took {o.last_cycle_seconds:.0f}s, over its budget of {budget}s"
             f"{_phases_text(o.last_phase_seconds)}; {o.consecutive_overruns} consecutive, "
-            f"{o.total_overruns} in total. Make the run faster, or set spec.overrunBudgetSeconds "
-            "or a slower spec.schedule"
+            f"{o.total_overruns} in total. {OVERRUN_ADVICE}"
         )
         return set_condition(st, OVERRUN, "True", Reason.CYCLE_OVER_BUDGET, message, gen, now)
     message = f"the last run took {o.last_cycle_seconds:.0f}s of its {budget}s budget"
@@ -1236,7 +1241,7 @@ def refresh(
                 f"{len(missed)} scheduled run(s) fired no Job "
                 f"(the last at {format_time(missed[-1])}): "
                 "the previous run was still active (concurrencyPolicy Forbid) or could not "
-                "start within startingDeadlineSeconds",
+                f"start within startingDeadlineSeconds. {MISSED_ADVICE}",
             )
         )
     st = dataclasses.replace(st, overrun=o)

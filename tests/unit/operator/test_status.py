@@ -341,7 +341,10 @@ def test_overrun_when_a_run_exceeds_its_budget() -> None:
     assert (s.overrun.budget_seconds, s.overrun.last_cycle_seconds) == (10, 15.0)
     assert s.overrun.last_phase_seconds == {"dump": 1.2, "diff": 0.3, "apply": 0.8}
     assert (s.overrun.consecutive_overruns, s.overrun.total_overruns) == (1, 1)
-    assert "Overrun" in [e.reason for e in events]
+    (event,) = [e for e in events if e.reason == "Overrun"]
+    # the Warning says what to do, as the condition does
+    assert event.type == "Warning"
+    assert "set spec.overrunBudgetSeconds or a slower spec.schedule" in event.message
     s, _ = st.record_run(
         s, ts(body), run("second", start="2026-11-21T11:29:00Z", end="2026-11-21T11:30:00Z"), NOW
     )
@@ -455,6 +458,8 @@ def test_missed_schedules_turn_overrun_on() -> None:
         "True",
         "ScheduleMissed",
     )
+    for message in (events[0].message, cond(later, "Overrun").message):
+        assert "spec.schedule slower" in message and "raise spec.startingDeadlineSeconds" in message
     # The next run that starts after the miss and stays within budget clears it.
     nxt, _ = st.record_run(
         later, ts(body), run("next", start="2026-11-21T12:00:00Z", end="2026-11-21T12:00:10Z"), NOW
