@@ -95,3 +95,17 @@ def test_health_and_metrics_endpoints() -> None:
         metrics.HEARTBEAT.beat()
         metrics.forget("data", "product-prices")
         server.shutdown()
+
+
+def test_the_readmes_name_every_metric_served() -> None:
+    """The main and chart READMEs listed five of the eight metrics: someone alerting from
+    them would not know the Ready or Lagging series (tablesync_condition) exist."""
+    from tests.support.services import REPO_ROOT
+
+    store = metrics.MetricsStore(clock=lambda: NOW + timedelta(seconds=100))
+    store.observe("data", "product-prices", full_status())
+    served = {name.removesuffix("_total") for name, _ in scrape(store)}
+    for readme in ("README.md", "charts/tablesync/README.md", "operator/README.md"):
+        text = (REPO_ROOT / readme).read_text()
+        missing = sorted(n for n in served if f"`{n}" not in text)
+        assert not missing, f"{readme} does not name {missing}"
