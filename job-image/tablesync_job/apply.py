@@ -637,7 +637,7 @@ def missing_keys(spec: JobSpec, uri: str, dest: TableInfo, captured_at: str,
             join = " AND ".join(f"d.{quote_ident(k)} = {_value(dest, staged, k)}" for k in keys)
             if spec.destination.deletes == "soft":
                 soft = spec.destination.soft_delete_column
-                stamp = _cast(dest, soft, quote_literal(captured_at))
+                stamp = _stamp(dest, spec, captured_at)
                 join += f" AND (d.{quote_ident(soft)} IS NULL OR d.{quote_ident(soft)} > {stamp})"
             texts = ", ".join(f"CAST({_value(dest, staged, k)} AS text)" for k in keys)
             cur.execute(f"SELECT {texts} FROM {STAGE} s WHERE NOT EXISTS (SELECT 1 FROM "
@@ -663,6 +663,22 @@ def _cast(dest: TableInfo, column: str, expr: str) -> str:
     col = dest.column(column)
     assert col is not None
     return f"CAST({expr} AS {col.pg_type})"
+
+
+def _stamp(dest: TableInfo, spec: JobSpec, captured_at: str) -> str:
+    """T's ``capturedAt`` (an ISO 8601 instant) as ``softDeleteColumn``'s type, for stamping
+    and comparing stamps. A timestamp (without time zone) or date holds wall-clock time, which
+    the event lane writes in the destination session's TimeZone (``localtimestamp``), so the
+    instant is taken to that zone first (as the dump takes the version watermark to the
+    source's): cast straight from the text, its offset is ignored, and the stamp was UTC's
+    wall-clock time."""
+    column = spec.destination.soft_delete_column
+    col = dest.column(column)
+    assert col is not None
+    literal = quote_literal(captured_at)
+    if col.type_name in ("timestamp", "date"):
+        literal = f"CAST({literal} AS timestamptz)"
+    return _cast(dest, column, literal)
 
 
 def _value(dest: TableInfo, staged: _Staged, column: str, alias: str = "s") -> str:
@@ -842,7 +858,7 @@ def _newer(spec: JobSpec, dest: TableInfo, delta: Delta, columns: list[str]) -> 
         cond += f" OR (d.{ver} = EXCLUDED.{ver} AND ROW({mine}) IS DISTINCT FROM ROW({theirs}))"
     if spec.destination.deletes == "soft":
         soft = q(spec.destination.soft_delete_column)
-        stamp = _cast(dest, spec.destination.soft_delete_column, quote_literal(delta.captured_at))
+        stamp = _stamp(dest, spec, delta.captured_at)
         cond += f" OR d.{soft} <= {stamp}"
     return cond
 
@@ -897,7 +913,7 @@ def _delete(cur: Any, spec: JobSpec, dest: TableInfo, delta: Delta, staged: _Sta
         live = ""  # a row still present survived
     else:
         soft = q(spec.destination.soft_delete_column)
-        stamp = _cast(dest, spec.destination.soft_delete_column, quote_literal(delta.captured_at))
+        stamp = _stamp(dest, spec, delta.captured_at)
         remove = (f"UPDATE {table} d SET {soft} = {stamp} FROM {STAGE} s "
                   f"WHERE {where} AND d.{soft} IS NULL")
         live = f" AND d.{soft} IS NULL"  # a row not stamped survived

@@ -273,3 +273,32 @@ def test_a_monotonic_version_that_travels_as_text_deletes_by_its_postgres_order(
     assert result.code == 0, result.stderr
     assert result.report["apply"]["deleted"] == 1
     assert lane.dst("SELECT count(*) FROM prices WHERE id = 100") == [(0,)]
+
+
+def test_a_timestamp_stamp_is_wall_clock_time_in_the_destinations_zone(lane: Lane) -> None:
+    """A ``timestamp`` (without time zone) softDeleteColumn holds wall-clock time, which the
+    event lane writes in the destination session's TimeZone (``localtimestamp``); T's
+    capturedAt is compared and stamped as such too. Cast straight from its ISO text, its
+    offset was dropped: UTC wall-clock time, 10 hours after the event lane's stamps in
+    Honolulu, so an event-lane delete made after T counted as before it and T brought the
+    row back to life."""
+    lane.both("CREATE TABLE prices (id int PRIMARY KEY, v int NOT NULL, title text)")
+    lane.dst("ALTER TABLE prices ADD COLUMN deleted_at timestamp")
+    lane.set_for_database("destination", "TimeZone", "Pacific/Honolulu")
+    lane.spec["spec"]["source"]["versionColumn"] = "v"
+    lane.spec["spec"]["destination"]["deletes"] = "soft"
+    lane.src("INSERT INTO prices SELECT g, 5, 'a' FROM generate_series(1, 100) g")
+    assert lane.run("run").code == 0
+    lane.src("UPDATE prices SET title = 'b', v = 6 WHERE id = 4")
+    assert lane.run("dump").code == 0  # T: id 4 live at version 6
+    lane.src("DELETE FROM prices WHERE id IN (4, 7)")  # after T; the event lane stamps 4
+    lane.dst("UPDATE prices SET title = 'b', v = 6, deleted_at = localtimestamp WHERE id = 4")
+    assert lane.run("diff").code == 0
+    assert lane.run("apply").code == 0
+    assert lane.dst("SELECT deleted_at IS NOT NULL FROM prices WHERE id = 4") == [(True,)]
+
+    result = lane.run("run")  # T+1 lacks 7: stamped with its capturedAt in Honolulu
+
+    assert result.code == 0, result.stderr
+    assert lane.dst("SELECT deleted_at = (%s::timestamptz AT TIME ZONE 'Pacific/Honolulu') "
+                    "FROM prices WHERE id = 7", (result.report["capturedAt"],)) == [(True,)]
